@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: system packages (root only), venv, lint, tests. Extra args go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" = 0 ] && ! command -v iptables >/dev/null 2>&1; then
+  # e2e pods need iptables (nf_tables backend); iproute2 is on the base image.
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables iproute2 >/dev/null) \
+    || echo "warning: could not install iptables; network-namespace tests will be skipped" >&2
+fi
+./scripts/setup.sh
+.venv/bin/ruff check xds_server tests e2e bench scripts
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

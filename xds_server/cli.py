@@ -1,0 +1,98 @@
+"""Command line: argparse and exit codes only; each command lives in xds_server/commands/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+EXIT_USAGE = 2
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xds-server", description="An Istio-compatible xDS control plane")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="serve xDS from a manifest directory and/or Kubernetes")
+    serve.add_argument("--config-dir", metavar="DIR", help="watch *.yaml/*.yml/*.json below DIR")
+    serve.add_argument("--kubernetes", action="store_true", help="watch the Kubernetes API")
+    serve.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (implies --kubernetes)")
+    serve.add_argument("--namespace", action="append", default=[], metavar="NS",
+                       help="restrict the Kubernetes watch (repeatable)")
+    serve.add_argument("--mesh-config", metavar="FILE", help="MeshConfig YAML")
+    serve.add_argument("--xds-address", type=_host_port, default=("0.0.0.0", 15010), metavar="HOST:PORT")
+    serve.add_argument("--admin-address", type=_host_port, default=("127.0.0.1", 15014), metavar="HOST:PORT")
+    serve.add_argument("--domain-suffix", default="cluster.local")
+    serve.add_argument("--tls-cert", metavar="FILE")
+    serve.add_argument("--tls-key", metavar="FILE")
+    serve.add_argument("--client-ca", metavar="FILE")
+    serve.add_argument("--debounce-quiet", type=float, default=0.1, metavar="SECONDS",
+                       help="push after this long without changes (default 0.1)")
+    serve.add_argument("--debounce-max", type=float, default=1.0, metavar="SECONDS",
+                       help="push at the latest this long after the first change (default 1.0)")
+    serve.add_argument("--drain-seconds", type=float, default=5.0, metavar="SECONDS",
+                       help="graceful drain on SIGTERM (default 5)")
+    serve.add_argument("--max-connection-age", type=float, default=0.0, metavar="SECONDS",
+                       help="close xDS connections after this age to rebalance replicas (0: never)")
+    _logging_flags(serve)
+
+    boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap for a node")
+    boot.add_argument("--node-id", required=True)
+    boot.add_argument("--xds-address", default="127.0.0.1:15010", metavar="HOST:PORT")
+    boot.add_argument("--admin-port", type=int, default=15000)
+    boot.add_argument("--admin-address", default="127.0.0.1", help="address the Envoy admin binds")
+    boot.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
+                      help="node metadata (repeatable; VALUE may be JSON, e.g. LABELS={\"app\":\"a\"})")
+    boot.add_argument("--cluster", default="", help="node.cluster (default: derived from the node id)")
+    boot.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    boot.add_argument("--sotw", action="store_true", help="state-of-the-world ADS instead of delta")
+    boot.add_argument("--tls-ca", metavar="FILE", help="verify the server with this CA")
+    boot.add_argument("--tls-cert", metavar="FILE", help="client certificate for mTLS")
+    boot.add_argument("--tls-key", metavar="FILE", help="client key for mTLS")
+    boot.add_argument("--tls-server-name", metavar="NAME", help="SNI / name to verify on the server")
+
+    val = sub.add_parser("validate", help="check manifests; one line per problem")
+    val.add_argument("paths", nargs="+", metavar="PATH")
+
+    ren = sub.add_parser("render", help="print the resources a proxy would get")
+    ren.add_argument("--config-dir", required=True, metavar="DIR")
+    ren.add_argument("--proxy", required=True, metavar="POD.NAMESPACE")
+    ren.add_argument("--type", choices=("lds", "rds", "cds", "eds", "all"), default="all")
+    ren.add_argument("--mesh-config", metavar="FILE")
+    ren.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
+
+    inj = sub.add_parser("inject", help="add an Envoy sidecar and iptables init container to workloads")
+    inj.add_argument("-f", "--filename", required=True, metavar="FILE", help="manifest file, or - for stdin")
+    inj.add_argument("--xds-address", default="xds-server.xds-system.svc:15010", metavar="HOST:PORT")
+    inj.add_argument("--image", default="envoyproxy/envoy:v1.40.0", help="sidecar image")
+
+    demo = sub.add_parser("demo", help="run the bundled example mesh with local Envoys")
+    demo.add_argument("--xds-address", type=_host_port, default=("127.0.0.1", 15010), metavar="HOST:PORT")
+    demo.add_argument("--admin-address", type=_host_port, default=("127.0.0.1", 15014), metavar="HOST:PORT")
+    demo.add_argument("--exit-after-check", action="store_true",
+                      help="run every printed curl once, report, and exit (for tests)")
+    _logging_flags(demo)
+    return parser
+
+
+def _logging_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-format", default="text", choices=("text", "json"))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(f"xds_server.commands.{args.command}")
+    try:
+        code = module.run(args)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

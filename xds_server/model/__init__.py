@@ -1,0 +1,28 @@
+"""Typed, frozen config objects: the only shape the rest of the server sees.
+
+Raw manifests (dicts) are turned into these by `xds_server.model.parse.parse`; nothing else
+reads raw dicts.
+"""
+
+from xds_server.model.kube import ContainerPort, Namespace, Pod, Service, ServicePort
+from xds_server.model.istio import IstioSidecar, IstioServiceEntry
+from xds_server.model.mesh import MeshConfig
+from xds_server.model.refs import Kind, ObjectMeta, ObjectRef, Problem
+
+ConfigObject = Pod | Service | Namespace | IstioSidecar | IstioServiceEntry | MeshConfig
+
+__all__ = [
+    "ConfigObject",
+    "ContainerPort",
+    "IstioServiceEntry",
+    "IstioSidecar",
+    "Kind",
+    "MeshConfig",
+    "Namespace",
+    "ObjectMeta",
+    "ObjectRef",
+    "Pod",
+    "Problem",
+    "Service",
+    "ServicePort",
+]

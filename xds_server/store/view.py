@@ -1,0 +1,149 @@
+"""StoreView: a read-only view of one store generation, indexed for the translator.
+
+Built once per generation (lazily, when a push or a new connection needs it) and shared by
+every translation of that generation; indexes are computed on first use.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from functools import cached_property
+
+from xds_server.model import (
+    ConfigObject,
+    IstioServiceEntry,
+    IstioSidecar,
+    Kind,
+    MeshConfig,
+    Namespace,
+    ObjectRef,
+    Pod,
+    Service,
+)
+
+MESH_FILE_NAME = "mesh-config-file"  # MeshConfig from --mesh-config beats the ConfigMap
+
+
+def _age_key(obj: ConfigObject) -> tuple[str, str, str]:
+    """Istio's ordering: oldest first, then namespace, then name."""
+    return (obj.meta.creation_timestamp, obj.meta.namespace, obj.meta.name)
+
+
+class StoreView:
+    def __init__(self, generation: int, objects: Mapping[ObjectRef, ConfigObject]) -> None:
+        self.generation = generation
+        self._objects = objects
+
+    @classmethod
+    def build(cls, generation: int, objects: Iterable[ConfigObject]) -> StoreView:
+        return cls(generation, {o.ref: o for o in objects})
+
+    def get(self, ref: ObjectRef) -> ConfigObject | None:
+        return self._objects.get(ref)
+
+    # ------------------------------------------------------------ by kind
+    @cached_property
+    def _by_kind(self) -> dict[str, list[ConfigObject]]:
+        out: dict[str, list[ConfigObject]] = defaultdict(list)
+        for obj in self._objects.values():
+            out[obj.kind].append(obj)
+        for objs in out.values():
+            objs.sort(key=_age_key)
+        return out
+
+    @cached_property
+    def pods(self) -> tuple[Pod, ...]:
+        return tuple(self._by_kind.get(Kind.POD, ()))  # type: ignore[arg-type]
+
+    @cached_property
+    def services(self) -> tuple[Service, ...]:
+        """Kubernetes Services, oldest first."""
+        return tuple(self._by_kind.get(Kind.SERVICE, ()))  # type: ignore[arg-type]
+
+    @cached_property
+    def service_entries(self) -> tuple[IstioServiceEntry, ...]:
+        return tuple(self._by_kind.get(Kind.SERVICE_ENTRY, ()))  # type: ignore[arg-type]
+
+    @cached_property
+    def sidecars(self) -> tuple[IstioSidecar, ...]:
+        return tuple(self._by_kind.get(Kind.SIDECAR, ()))  # type: ignore[arg-type]
+
+    @cached_property
+    def namespaces(self) -> tuple[Namespace, ...]:
+        return tuple(self._by_kind.get(Kind.NAMESPACE, ()))  # type: ignore[arg-type]
+
+    @cached_property
+    def mesh(self) -> MeshConfig:
+        """--mesh-config file if given, else ConfigMap `istio` in the root namespace, else defaults."""
+        meshes: list[MeshConfig] = self._by_kind.get(Kind.MESH_CONFIG, [])  # type: ignore[assignment]
+        for m in meshes:
+            if m.meta.name == MESH_FILE_NAME:
+                return m
+        default = MeshConfig()
+        for m in meshes:
+            if m.meta.namespace == default.root_namespace:
+                return m
+        return meshes[0] if meshes else default
+
+    # ------------------------------------------------------------ indexes
+    @cached_property
+    def _pods_by_namespace(self) -> dict[str, list[Pod]]:
+        out: dict[str, list[Pod]] = defaultdict(list)
+        for pod in self.pods:
+            out[pod.meta.namespace].append(pod)
+        return out
+
+    @cached_property
+    def _pods_by_ip(self) -> dict[str, Pod]:
+        out: dict[str, Pod] = {}
+        for pod in self.pods:
+            if pod.terminating:
+                continue
+            for ip in pod.ips:
+                out.setdefault(ip, pod)
+        return out
+
+    def pods_in(self, namespace: str) -> list[Pod]:
+        return self._pods_by_namespace.get(namespace, [])
+
+    def pod(self, namespace: str, name: str) -> Pod | None:
+        return self._objects.get(ObjectRef(Kind.POD, namespace, name))  # type: ignore[return-value]
+
+    def pod_by_ip(self, ip: str) -> Pod | None:
+        return self._pods_by_ip.get(ip)
+
+    @cached_property
+    def _selected(self) -> dict[tuple[str, frozenset[tuple[str, str]]], list[Pod]]:
+        return {}
+
+    def pods_selected(self, namespace: str, selector: Mapping[str, str]) -> list[Pod]:
+        """Pods in namespace whose labels include selector (memoised per view)."""
+        key = (namespace, frozenset(selector.items()))
+        found = self._selected.get(key)
+        if found is None:
+            items = key[1]
+            found = [p for p in self.pods_in(namespace) if items <= p.meta.labels.items()]
+            self._selected[key] = found
+        return found
+
+    @cached_property
+    def _services_by_namespace(self) -> dict[str, list[Service]]:
+        out: dict[str, list[Service]] = defaultdict(list)
+        for svc in self.services:
+            out[svc.meta.namespace].append(svc)
+        return out
+
+    def services_in(self, namespace: str) -> list[Service]:
+        return self._services_by_namespace.get(namespace, [])
+
+    @cached_property
+    def _sidecars_by_namespace(self) -> dict[str, list[IstioSidecar]]:
+        out: dict[str, list[IstioSidecar]] = defaultdict(list)
+        for sc in self.sidecars:
+            out[sc.meta.namespace].append(sc)
+        return out
+
+    def sidecars_in(self, namespace: str) -> list[IstioSidecar]:
+        """Sidecars of a namespace, oldest first."""
+        return self._sidecars_by_namespace.get(namespace, [])

@@ -1,0 +1,11 @@
+"""Pure translation: (StoreView, Proxy) -> ProxySnapshot. No I/O, no transport, no clock.
+
+`generate` is the seam the push planner calls; everything below it is the Sidecar and
+ServiceEntry semantics (see ../shared/reference/istio-translation.md).
+"""
+
+from xds_server.translate.generator import generate
+from xds_server.translate.memo import Memo
+from xds_server.translate.proxy import InvalidNode, Proxy, proxy_from_node, proxy_from_node_message
+
+__all__ = ["InvalidNode", "Memo", "Proxy", "generate", "proxy_from_node", "proxy_from_node_message"]

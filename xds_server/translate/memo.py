@@ -1,0 +1,45 @@
+"""Memo: Built resources by the exact inputs they depend on, shared across proxies and pushes.
+
+Keys hold everything an output depends on (config objects are frozen and hash by value or
+identity), so a changed input simply misses. Entries unused for one whole round are dropped:
+the planner calls `rotate()` once per push round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class Memo:
+    def __init__(self) -> None:
+        self._current: dict[Hashable, Any] = {}
+        self._previous: dict[Hashable, Any] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable, build: Callable[..., T], *args: Any) -> T:
+        try:
+            return self._current[key]
+        except KeyError:
+            pass
+        value = self._previous.get(key, _MISSING)
+        if value is _MISSING:
+            self.misses += 1
+            value = build(*args)
+        else:
+            self.hits += 1
+        self._current[key] = value
+        return value
+
+    def rotate(self) -> None:
+        self._previous = self._current
+        self._current = {}
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+
+_MISSING = object()
