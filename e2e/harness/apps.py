@@ -1,0 +1,117 @@
+"""Starting the tiny apps in a namespace and making requests from inside one.
+
+Both sides are stdlib scripts run by this interpreter with `-I -S` (no site-packages, ~20 ms
+start), so pods need nothing installed and clients run as root, i.e. not as uid 1337: their
+traffic is captured like an application's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from e2e.harness.netns import Netns, Proc
+
+HERE = Path(__file__).resolve().parent
+APPSERVER = str(HERE / "appserver.py")
+NETCLIENT = str(HERE / "netclient.py")
+PYTHON = [sys.executable, "-I", "-S"]
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+    error: str = ""
+    kind: str = ""  # refused | reset | timeout | closed | unreachable | other, when error
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HttpResult:
+        return cls(data.get("status"), data.get("headers", {}), data.get("body", ""),
+                   data.get("error", ""), data.get("kind", ""))
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def served_by(self) -> str | None:
+        """The pod name our http app put in the reply, or None (error, or not our app)."""
+        return self.headers.get("x-served-by")
+
+    def __str__(self) -> str:
+        if self.error:
+            return f"<error {self.kind}: {self.error}>"
+        return f"<{self.status} {self.body[:300]!r}>"
+
+
+@dataclass(frozen=True)
+class TcpResult:
+    reply: str = ""
+    error: str = ""
+    kind: str = ""
+
+
+def http(
+    ns: Netns,
+    url: str,
+    *,
+    host: str | None = None,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    unix: str | None = None,
+    timeout: float = 5.0,
+) -> HttpResult:
+    """One HTTP/1.1 request from inside `ns` on a fresh connection."""
+    out = ns.exec(*PYTHON, NETCLIENT, *_http_args(url, host, method, headers, unix, timeout),
+                  timeout=timeout + 15)
+    return HttpResult.from_json(json.loads(out))
+
+
+def http_many(ns: Netns, url: str, count: int, *, host: str | None = None,
+              timeout: float = 5.0) -> list[HttpResult]:
+    """`count` requests, each on its own connection (so each is load-balanced separately)."""
+    args = [*_http_args(url, host, "GET", None, None, timeout), "--count", str(count)]
+    out = ns.exec(*PYTHON, NETCLIENT, *args, timeout=timeout * count + 15)
+    return [HttpResult.from_json(r) for r in json.loads(out)]
+
+
+def _http_args(url: str, host: str | None, method: str, headers: dict[str, str] | None,
+               unix: str | None, timeout: float) -> list[str]:
+    args = ["http", "--url", url, "--method", method, "--timeout", str(timeout)]
+    if host:
+        args += ["--host", host]
+    if unix:
+        args += ["--unix", unix]
+    for k, v in (headers or {}).items():
+        args += ["--header", f"{k}: {v}"]
+    return args
+
+
+def tcp(ns: Netns, host: str, port: int, send: str = "ping", *, timeout: float = 5.0) -> TcpResult:
+    """Connect, send one line, return the one line the peer answers (our echo prefixes its pod)."""
+    out = ns.exec(*PYTHON, NETCLIENT, "tcp", "--host", host, "--port", str(port), "--send", send,
+                  "--timeout", str(timeout), timeout=timeout + 15)
+    data = json.loads(out)
+    return TcpResult(data.get("reply", ""), data.get("error", ""), data.get("kind", ""))
+
+
+def serve_http(ns: Netns, pod: str, port: int, bind: str = "0.0.0.0") -> Proc:
+    return ns.spawn(f"http-{bind}-{port}", [*PYTHON, APPSERVER, "http", "--pod", pod, "--bind", bind,
+                                            "--port", str(port)], ready_line="READY")
+
+
+def serve_http_unix(ns: Netns, pod: str, path: Path) -> Proc:
+    # Every parent must be traversable by uid 1337 (the Envoy connecting to it).
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o755)
+    return ns.spawn(f"http-unix-{path.name}", [*PYTHON, APPSERVER, "http", "--pod", pod,
+                                               "--unix", str(path)], ready_line="READY")
+
+
+def serve_tcp_echo(ns: Netns, pod: str, port: int, bind: str = "0.0.0.0") -> Proc:
+    return ns.spawn(f"echo-{bind}-{port}", [*PYTHON, APPSERVER, "tcp-echo", "--pod", pod, "--bind", bind,
+                                            "--port", str(port)], ready_line="READY")

@@ -1,0 +1,66 @@
+"""The xds-server under test, run with `serve` inside the node namespace."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from e2e.harness import apps
+from e2e.harness.apps import HttpResult
+from e2e.harness.netns import Netns, Proc
+from e2e.harness.waits import wait_for
+
+XDS_SERVER = [sys.executable, "-m", "xds_server"]
+
+
+def serve_available() -> bool:
+    """True once the `serve` command is implemented (the CLI may list it before it exists)."""
+    try:
+        import xds_server.commands.serve  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class XdsServer:
+    def __init__(self, node: Netns, config_dir: Path, xds_address: str, admin_address: str,
+                 extra_args: list[str] | None = None) -> None:
+        self.node = node
+        self.config_dir = config_dir
+        self.xds_address = xds_address
+        self.admin_address = admin_address
+        self.proc: Proc = node.spawn("xds-server", [
+            *XDS_SERVER, "serve", "--config-dir", str(config_dir),
+            "--xds-address", xds_address, "--admin-address", admin_address,
+            "--debounce-quiet", "0.05", "--debounce-max", "0.5", "--drain-seconds", "0",
+            *(extra_args or []),
+        ])
+        self.wait_ready()
+
+    def admin(self, path: str, timeout: float = 5.0) -> HttpResult:
+        return apps.http(self.node, f"http://{self.admin_address}{path}", timeout=timeout)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        def ready() -> bool:
+            if not self.proc.alive():
+                raise AssertionError(f"xds-server exited:\n{self.proc.log_tail()}")
+            return self.admin("/readyz", timeout=2.0).status == 200
+
+        wait_for(ready, timeout=timeout, what="xds-server /readyz", describe=self.proc.log_tail)
+
+    def debug(self, name: str) -> Any:
+        r = self.admin(f"/debug/{name}")
+        assert r.status == 200, f"/debug/{name}: {r}"
+        return json.loads(r.body)
+
+
+def bootstrap(node_id: str, xds_address: str, metadata: dict[str, Any], *, sotw: bool = False) -> str:
+    """The server's own `xds-server bootstrap` output (the contract a user would follow)."""
+    argv = [*XDS_SERVER, "bootstrap", "--node-id", node_id, "--xds-address", xds_address,
+            "--format", "json", *(["--sotw"] if sotw else [])]
+    for key, value in metadata.items():
+        argv += ["--metadata", f"{key}={json.dumps(value) if isinstance(value, dict) else value}"]
+    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30).stdout
