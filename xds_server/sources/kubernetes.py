@@ -1,0 +1,187 @@
+"""The Kubernetes source: Pods, Services, Namespaces, Istio Sidecars and ServiceEntries, and the
+mesh ConfigMap, kept current by list-then-watch reflectors.
+
+The official client is synchronous, so each reflector runs in its own thread and hands its
+batches of operations to the event loop with `loop.call_soon_threadsafe`; the sink is only ever
+touched on the loop thread, in the order the API server sent things. The source is ready
+(`sink.mark_synced("kubernetes")`) once every reflector has completed its first list; a kind
+whose CRD is not installed counts as listed and empty, and is retried in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from kubernetes import config as kube_config
+from kubernetes.client import ApiClient, Configuration
+
+from xds_server.sources.kube_kinds import watch_targets
+from xds_server.sources.kube_reflector import (
+    Delete,
+    Op,
+    ParseFn,
+    Reflector,
+    ReflectorSettings,
+    Replace,
+    Report,
+    Synced,
+    Upsert,
+)
+
+if TYPE_CHECKING:  # the protocol only; sources never depend on the store at run time
+    from xds_server.store.store import ConfigSink
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "xds-server"
+
+
+class KubeConfigError(Exception):
+    """No usable client configuration (bad kubeconfig, or not running in a cluster)."""
+
+
+def load_client_configuration(kubeconfig: str | os.PathLike[str] | None, context: str | None = None) -> Configuration:
+    """The client configuration from a kubeconfig file, or in-cluster when kubeconfig is None.
+
+    Blocking (reads files); call it before the loop runs or in a thread. Raises KubeConfigError.
+    """
+    configuration = Configuration()
+    try:
+        if kubeconfig is not None:
+            kube_config.load_kube_config(
+                config_file=os.fspath(kubeconfig),
+                context=context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        else:
+            # Also installs a hook that re-reads the rotated service-account token.
+            kube_config.load_incluster_config(client_configuration=configuration)
+    except (kube_config.ConfigException, OSError, ValueError) as e:
+        where = f"kubeconfig {os.fspath(kubeconfig)}" if kubeconfig is not None else "in-cluster config"
+        raise KubeConfigError(f"cannot load {where}: {e}") from e
+    return configuration
+
+
+class KubernetesSource:
+    """See the module docstring. `run` until `stop` is set; then every thread is joined."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        kubeconfig: str | os.PathLike[str] | None = None,
+        namespaces: Sequence[str] = (),
+        root_namespace: str = "istio-system",
+        *,
+        context: str | None = None,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        watch_timeout: float = 300.0,
+        page_size: int = 500,
+        request_timeout: float = 60.0,
+        stop_timeout: float = 10.0,
+        parse_fn: ParseFn | None = None,
+    ) -> None:
+        self._kubeconfig = kubeconfig
+        self._context = context
+        self._namespaces = tuple(namespaces)
+        self._root_namespace = root_namespace
+        self._settings = ReflectorSettings(
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            watch_timeout=watch_timeout,
+            page_size=page_size,
+            request_timeout=request_timeout,
+        )
+        self._stop_timeout = stop_timeout
+        self._parse_fn = parse_fn
+        self._synced = False
+        self._reflectors: list[Reflector] = []
+
+    @property
+    def synced(self) -> bool:
+        """True once every reflector has completed its first list."""
+        return self._synced
+
+    @property
+    def origins(self) -> list[str]:
+        """The store origins this source writes (one per kind and namespace scope)."""
+        return [t.origin for t in watch_targets(self._namespaces, self._root_namespace)]
+
+    @property
+    def resource_versions(self) -> dict[str, str]:
+        """The resourceVersion each reflector would resume from (for tests and /debug)."""
+        return {r.target.origin: r.state.resource_version for r in self._reflectors}
+
+    async def run(self, sink: ConfigSink, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        configuration = await asyncio.to_thread(load_client_configuration, self._kubeconfig, self._context)
+        targets = watch_targets(self._namespaces, self._root_namespace)
+        unsynced = {t.origin for t in targets}
+        running = True
+
+        def apply(ops: list[Op]) -> None:  # on the loop thread, in arrival order
+            if not running:
+                return  # a straggler from a thread that was being stopped
+            for op in ops:
+                try:
+                    _apply(sink, op)
+                except Exception:  # one bad write must not poison the rest of the batch
+                    log.exception("kubernetes: applying %s failed", type(op).__name__)
+                if isinstance(op, Synced):
+                    unsynced.discard(op.origin)
+                    if not unsynced and not self._synced:
+                        self._synced = True
+                        sink.mark_synced(self.name)
+                        log.info("kubernetes: initial sync complete (%d watches)", len(targets))
+
+        def deliver(ops: list[Op]) -> None:  # on a reflector thread
+            loop.call_soon_threadsafe(apply, ops)
+
+        def make_client() -> ApiClient:
+            client = ApiClient(configuration)
+            client.user_agent = USER_AGENT
+            return client
+
+        self._reflectors = [Reflector(t, make_client, deliver, self._settings, self._parse_fn) for t in targets]
+        scope = ", ".join(self._namespaces) if self._namespaces else "all namespaces"
+        log.info("kubernetes: watching %s (%s) at %s", scope, len(targets), configuration.host)
+        try:
+            for reflector in self._reflectors:
+                reflector.start()
+            await stop.wait()
+        finally:
+            running = False
+            await self._stop_all()
+
+    async def _stop_all(self) -> None:
+        for reflector in self._reflectors:
+            reflector.stop()
+        deadline = time.monotonic() + self._stop_timeout
+
+        def join_all() -> list[str]:
+            return [r.target.origin for r in self._reflectors if not r.join(max(0.0, deadline - time.monotonic()))]
+
+        stuck = await asyncio.to_thread(join_all)
+        if stuck:  # daemon threads: they cannot hold the process, but say so
+            log.warning("kubernetes: reflectors still running after %.0fs: %s", self._stop_timeout, stuck)
+
+
+def _apply(sink: ConfigSink, op: Op) -> None:
+    match op:
+        case Replace(origin, objects):
+            sink.replace(origin, objects)
+        case Upsert(origin, obj):
+            sink.upsert(origin, obj)
+        case Delete(origin, ref):
+            sink.delete(origin, ref)
+        case Report(origin, problems):
+            sink.report(origin, problems)
+        case Synced():
+            pass
