@@ -4,8 +4,8 @@ Raw manifests (dicts) are turned into these by `xds_server.model.parse.parse`; n
 reads raw dicts.
 """
 
+from xds_server.model.istio import IstioServiceEntry, IstioSidecar
 from xds_server.model.kube import ContainerPort, Namespace, Pod, Service, ServicePort
-from xds_server.model.istio import IstioSidecar, IstioServiceEntry
 from xds_server.model.mesh import MeshConfig
 from xds_server.model.refs import Kind, ObjectMeta, ObjectRef, Problem
 

@@ -1,0 +1,184 @@
+"""Composition root: builds the store, sources, planner, cache and servers, and runs them.
+
+Nothing here is global: tests build an App in-process (ports 0) and talk to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from xds_server.push.debounce import Debouncer
+from xds_server.push.planner import Generate, Planner
+from xds_server.settings import Settings
+from xds_server.store import Store
+from xds_server.translate import generate, proxy_from_node_message
+from xds_server.xds.services import StreamSettings, XdsServices
+
+log = logging.getLogger("xds_server")
+
+
+class ConfigError(Exception):
+    """Unusable configuration at start (exit code 2)."""
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
+    opts: list[tuple[str, Any]] = [
+        # Envoy's node message alone is ~60 kB; delta reconnects echo every resource version.
+        ("grpc.max_receive_message_length", settings.max_receive_bytes),
+        ("grpc.max_send_message_length", 256 * 1024 * 1024),
+        ("grpc.max_concurrent_streams", 100_000),
+        # Ping idle connections like istiod (30 s / 10 s) and accept Envoy's own keepalive pings
+        # (every 30 s in our bootstrap) without GOAWAY too_many_pings.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+    if settings.max_connection_age > 0:
+        opts.append(("grpc.max_connection_age_ms", int(settings.max_connection_age * 1000)))
+        opts.append(("grpc.max_connection_age_grace_ms", 10_000))
+    return opts
+
+
+class App:
+    def __init__(self, settings: Settings, sources: list[Any] | None = None, generate: Generate = generate) -> None:
+        self.settings = settings
+        self.store = Store()
+        self.planner = Planner(self.store, generate)
+        self.cache = self.planner.cache
+        self.debouncer = Debouncer(self.planner.push, settings.debounce_quiet, settings.debounce_max)
+        self.store.subscribe(self.debouncer.notify)
+        self.sources: list[Any] = sources if sources is not None else self._make_sources()
+        self.services = XdsServices(
+            self.cache, proxy_from_node_message, ready=self.ready,
+            settings=StreamSettings(send_timeout=settings.send_timeout),
+            control_plane_id=f"xds-server@{socket.gethostname()}",
+        )
+        self.grpc_server: grpc.aio.Server | None = None
+        self.xds_port = 0
+        self.admin: Any = None
+        self.admin_port = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.serving = False
+
+    # ------------------------------------------------------------------ wiring
+    def _make_sources(self) -> list[Any]:
+        sources: list[Any] = []
+        s = self.settings
+        if s.config_dir:
+            from xds_server.sources.files import FileSource
+
+            sources.append(FileSource(s.config_dir))
+        if s.kubernetes or s.kubeconfig:
+            from xds_server.sources.kubernetes import KubernetesSource
+
+            sources.append(KubernetesSource(kubeconfig=s.kubeconfig, namespaces=list(s.namespaces)))
+        return sources
+
+    def ready(self) -> bool:
+        """Serving, and every source has synced once (never serve a partial config)."""
+        return self.serving and all(self.store.synced(src.name) for src in self.sources)
+
+    def _load_mesh_config(self) -> None:
+        path = self.settings.mesh_config
+        if not path:
+            return
+        from xds_server.model.parse import parse_mesh_config
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError(f"--mesh-config {path}: {e.strerror}") from None
+        mesh, problems = parse_mesh_config(text, path)
+        errors = [p for p in problems if not p.warning]
+        for p in problems:
+            (log.warning if p.warning else log.error)("%s", p)
+        if mesh is None or errors:
+            raise ConfigError(f"--mesh-config {path}: invalid ({len(errors)} problem(s))")
+        self.store.upsert("mesh-config-file", mesh)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        s = self.settings
+        self._load_mesh_config()
+        server = grpc.aio.server(options=grpc_options(s))
+        server.add_generic_rpc_handlers(self.services.handlers())
+        address = f"[{s.xds_host}]:{s.xds_port}" if ":" in s.xds_host else f"{s.xds_host}:{s.xds_port}"
+        if s.tls_cert or s.tls_key:
+            credentials = self._server_credentials()
+            self.xds_port = server.add_secure_port(address, credentials)
+        else:
+            self.xds_port = server.add_insecure_port(address)
+        if not self.xds_port:
+            raise ConfigError(f"--xds-address {address}: cannot bind")
+        await server.start()
+        self.grpc_server = server
+        self.serving = True
+        self._spawn("debounce", self.debouncer.run)
+        for src in self.sources:
+            self._spawn(f"source-{src.name}", lambda src=src: src.run(self.store, self._stop))
+        if s.admin_port >= 0:
+            from xds_server.admin.server import AdminServer
+
+            self.admin = AdminServer(self)
+            self.admin_port = await self.admin.start(s.admin_host, s.admin_port)
+        log.info("serving xDS on %s:%d (admin %s:%d)", s.xds_host, self.xds_port, s.admin_host, self.admin_port)
+
+    def _server_credentials(self) -> grpc.ServerCredentials:
+        s = self.settings
+        if not (s.tls_cert and s.tls_key):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        try:
+            with open(s.tls_key, "rb") as f:
+                key = f.read()
+            with open(s.tls_cert, "rb") as f:
+                cert = f.read()
+            ca = None
+            if s.client_ca:
+                with open(s.client_ca, "rb") as f:
+                    ca = f.read()
+        except OSError as e:
+            raise ConfigError(f"TLS files: {e.filename}: {e.strerror}") from None
+        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+    def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        async def guarded() -> None:
+            try:
+                await factory()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("task %s failed", name)
+
+        self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+    async def stop(self, drain_seconds: float | None = None) -> None:
+        """Stop accepting, tell Envoys to go away (GOAWAY), wait a bounded drain, stop."""
+        grace = self.settings.drain_seconds if drain_seconds is None else drain_seconds
+        self.services.accepting = False
+        self._stop.set()
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.admin is not None:
+            await self.admin.stop()
+        self.serving = False
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()

@@ -1,0 +1,82 @@
+"""`xds-server serve`: run the control plane until SIGTERM/SIGINT, then drain and exit 0."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from xds_server.app import App, ConfigError
+from xds_server.logs import setup_logging
+from xds_server.settings import Settings
+
+log = logging.getLogger("xds_server")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return Settings(
+        config_dir=args.config_dir,
+        kubernetes=args.kubernetes or bool(args.kubeconfig),
+        kubeconfig=args.kubeconfig,
+        namespaces=tuple(args.namespace),
+        mesh_config=args.mesh_config,
+        xds_host=args.xds_address[0], xds_port=args.xds_address[1],
+        admin_host=args.admin_address[0], admin_port=args.admin_address[1],
+        domain_suffix=args.domain_suffix,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca,
+        debounce_quiet=args.debounce_quiet, debounce_max=args.debounce_max,
+        drain_seconds=args.drain_seconds, max_connection_age=args.max_connection_age,
+    )
+
+
+def check(settings: Settings) -> str | None:
+    """A message for flags that cannot work, or None."""
+    if not settings.config_dir and not settings.kubernetes:
+        return ("no config source: give --config-dir DIR and/or --kubernetes "
+                "(to try it out without one, run `xds-server demo`)")
+    if settings.config_dir and not os.path.isdir(settings.config_dir):
+        return f"--config-dir {settings.config_dir}: not a readable directory"
+    if settings.kubeconfig and not os.path.isfile(settings.kubeconfig):
+        return f"--kubeconfig {settings.kubeconfig}: no such file"
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        return "--tls-cert and --tls-key go together"
+    if settings.client_ca and not settings.tls_cert:
+        return "--client-ca needs --tls-cert and --tls-key"
+    return None
+
+
+async def serve(settings: Settings) -> int:
+    app = App(settings)
+    try:
+        await app.start()
+    except ConfigError as e:
+        log.error("%s", e)
+        await app.stop(0)
+        return 2
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining for up to %.1fs", settings.drain_seconds)
+    await app.stop()
+    log.info("stopped")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level, args.log_format)
+    settings = settings_from_args(args)
+    problem = check(settings)
+    if problem:
+        print(f"xds-server serve: {problem}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        return uvloop.run(serve(settings))
+    except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
+        return asyncio.run(serve(settings))

@@ -1,0 +1,28 @@
+"""Frozen settings, built from the command line (cli.py) or directly by tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    config_dir: str | None = None
+    kubernetes: bool = False
+    kubeconfig: str | None = None
+    namespaces: tuple[str, ...] = ()
+    mesh_config: str | None = None
+    xds_host: str = "0.0.0.0"
+    xds_port: int = 15010  # 0: pick a free port (tests)
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 15014  # 0: pick a free port; -1: no admin server
+    domain_suffix: str = "cluster.local"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_ca: str | None = None
+    debounce_quiet: float = 0.1
+    debounce_max: float = 1.0
+    drain_seconds: float = 5.0
+    max_connection_age: float = 0.0
+    send_timeout: float = 10.0
+    max_receive_bytes: int = 32 * 1024 * 1024

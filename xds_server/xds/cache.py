@@ -1,0 +1,71 @@
+"""SnapshotCache: the current ProxySnapshot of every connected proxy, and who to wake.
+
+The seam between the push side and the transport (STYLE pattern 2): the planner calls
+`set_snapshot`; streams `attach` with a wake callback and read `entry.snapshot` when woken.
+A proxy's snapshot is built on first attach by the injected `build` function, so a new
+connection is answered at once with config for the current store generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from xds_server.resources import ProxySnapshot
+
+Wake = Callable[[], None]
+
+
+class CacheEntry:
+    __slots__ = ("key", "proxy", "snapshot", "wakers")
+
+    def __init__(self, key: str, proxy: Any, snapshot: ProxySnapshot) -> None:
+        self.key = key
+        self.proxy = proxy
+        self.snapshot = snapshot
+        self.wakers: list[Wake] = []
+
+
+class SnapshotCache:
+    def __init__(self, build: Callable[[Any], ProxySnapshot]) -> None:
+        self._build = build
+        self._entries: dict[str, CacheEntry] = {}
+
+    def attach(self, proxy: Any, wake: Wake) -> CacheEntry:
+        entry = self._entries.get(proxy.key)
+        if entry is None:
+            entry = self._entries[proxy.key] = CacheEntry(proxy.key, proxy, self._build(proxy))
+        else:
+            entry.proxy = proxy  # the newest connection's node wins (metadata may have changed)
+        entry.wakers.append(wake)
+        return entry
+
+    def detach(self, entry: CacheEntry, wake: Wake) -> None:
+        try:
+            entry.wakers.remove(wake)
+        except ValueError:
+            return
+        if not entry.wakers and self._entries.get(entry.key) is entry:
+            del self._entries[entry.key]
+
+    def set_snapshot(self, key: str, snapshot: ProxySnapshot) -> bool:
+        """Replace a proxy's snapshot and wake its streams; False if the proxy is not connected."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return False
+        if snapshot is entry.snapshot:
+            return True
+        entry.snapshot = snapshot
+        for wake in entry.wakers:
+            wake()
+        return True
+
+    def get(self, key: str) -> ProxySnapshot | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry.snapshot
+
+    def entries(self) -> Iterator[CacheEntry]:
+        return iter(list(self._entries.values()))
+
+    def __len__(self) -> int:
+        return len(self._entries)

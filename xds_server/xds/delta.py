@@ -1,0 +1,166 @@
+"""Incremental (delta) stream machine (DeltaAggregatedResources and the per-type Delta* RPCs).
+
+Rules (reference/xds-protocol.md §6-§9):
+- per stream and type, `known` holds the version of every resource the client has (seeded
+  from initial_resource_versions on reconnect), so only new or changed resources are sent;
+- deleted resources of wildcard types (CDS/LDS) go in removed_resources; named types
+  (EDS/RDS) are never removed explicitly (they follow their parent), except a subscribed
+  name that does not exist, which is announced once so the client stops waiting;
+- subscribing again to a name re-sends it; subscription changes on a stale nonce still apply;
+- a NACK is recorded and never answered with the same content;
+- when a cluster changes, its endpoints are re-sent (Envoy re-warms it and waits for them);
+- pushes go CDS -> EDS -> LDS -> RDS; cluster removals wait while listener/route changes are
+  in flight (make before break).
+"""
+
+from __future__ import annotations
+
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
+
+from xds_server.resources import PUSH_ORDER, WILDCARD_TYPES, Built, ProxySnapshot, TypeUrl
+from xds_server.xds import wire
+from xds_server.xds.machine import MachineBase, Outgoing, TypeState, eds_refs
+from xds_server.xds.status import Nack
+
+
+class DeltaState(TypeState):
+    __slots__ = ("announce", "known")
+
+    def __init__(self, type_url: TypeUrl) -> None:
+        super().__init__(type_url)
+        self.known: dict[str, str] = {}  # name -> version the client has
+        self.announce: set[str] = set()  # names to put in removed_resources on the next response
+
+
+class DeltaMachine(MachineBase):
+    control_plane = b""
+
+    def on_request(self, req: DeltaDiscoveryRequest, snapshot: ProxySnapshot) -> list[Outgoing]:
+        type_url = self._check_type(req.type_url)
+        if type_url is None:
+            return []
+        self.observer.request(type_url)
+        st = self.types.get(type_url)
+        first = st is None
+        if st is None:
+            st = self.types[type_url] = DeltaState(type_url)
+            st.known = dict(req.initial_resource_versions)
+        assert isinstance(st, DeltaState)
+        out: list[Outgoing] = []
+        is_current = bool(req.response_nonce) and req.response_nonce == st.status.sent_nonce
+        if req.response_nonce and not is_current:
+            self.observer.stale_nonce(type_url)
+        if is_current:
+            now = self.clock()
+            st.pending = ""
+            if req.HasField("error_detail"):
+                nack = Nack(req.response_nonce, st.status.sent_version, req.error_detail.message, now)
+                st.status.nack = nack
+                st.status.nacks += 1
+                self.observer.nack(type_url, nack)
+            else:
+                st.status.acked_version = st.status.sent_version
+                st.status.acked_nonce = req.response_nonce
+                st.status.acked_at = now
+                st.status.acks += 1
+                st.status.nack = None
+                self.observer.ack(type_url)
+        added, removed = st.sub.delta_update(req.resource_names_subscribe, req.resource_names_unsubscribe, first)
+        resources = snapshot.get(type_url)
+        if not first:
+            for name in added:
+                st.known.pop(name, None)  # the client may have dropped it: send it again
+        for name in removed:
+            if name == "*":
+                continue
+            if st.sub.wildcard and name in resources:
+                st.known.pop(name, None)  # still part of the wildcard set: answer with it
+            elif st.sub.wildcard:
+                st.announce.add(name)
+                st.known.pop(name, None)
+            else:
+                st.known.pop(name, None)  # the client dropped it; nothing to say
+        for name in added:
+            if name != "*" and name not in resources:
+                st.announce.add(name)  # does not exist (yet): tell the client to stop waiting
+        out.extend(self._respond(type_url, st, snapshot, initial=first))
+        if type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE) and is_current:
+            out.extend(self._release_deferred(snapshot))
+        return out
+
+    def on_snapshot(self, snapshot: ProxySnapshot) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for type_url in PUSH_ORDER:
+            st = self.types.get(type_url)
+            if st is not None:
+                out.extend(self._respond(type_url, st, snapshot))  # type: ignore[arg-type]
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _release_deferred(self, snapshot: ProxySnapshot) -> list[Outgoing]:
+        cds = self.types.get(TypeUrl.CLUSTER)
+        if cds is None or not cds.deferred or self._routes_in_flight():
+            return []
+        return self._respond(TypeUrl.CLUSTER, cds, snapshot)  # type: ignore[arg-type]
+
+    def _diff(self, type_url: TypeUrl, st: DeltaState, snapshot: ProxySnapshot) -> tuple[list[Built], list[str]]:
+        resources = snapshot.get(type_url)
+        known = st.known
+        sub = st.sub
+        if sub.wildcard:
+            changed = [b for n, b in resources.items() if known.get(n) != b.version]
+        else:
+            changed = [resources[n] for n in sub.names if n in resources and known.get(n) != resources[n].version]
+        removed: list[str] = []
+        if type_url in WILDCARD_TYPES:
+            removed = [n for n in known if n not in resources or not sub.wants(n)]
+        removed.extend(n for n in st.announce if n not in resources and n not in removed)
+        return changed, removed
+
+    def _routes_will_change(self, snapshot: ProxySnapshot) -> bool:
+        for type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE):
+            st = self.types.get(type_url)
+            if st is None:
+                continue
+            if st.pending:
+                return True
+            changed, removed = self._diff(type_url, st, snapshot)  # type: ignore[arg-type]
+            if changed or removed:
+                return True
+        return False
+
+    def _respond(self, type_url: TypeUrl, st: DeltaState, snapshot: ProxySnapshot, *,
+                 initial: bool = False) -> list[Outgoing]:
+        changed, removed = self._diff(type_url, st, snapshot)
+        st.announce.clear()
+        if type_url is TypeUrl.CLUSTER and removed:
+            if self._routes_will_change(snapshot):
+                st.deferred = True
+                removed = []
+            else:
+                st.deferred = False
+        if not changed and not removed and not (initial and type_url in WILDCARD_TYPES):
+            return []
+        if type_url is TypeUrl.CLUSTER and changed:
+            eds = self.types.get(TypeUrl.ENDPOINT)
+            if eds is not None:
+                for name in eds_refs(changed):
+                    eds.known.pop(name, None)  # type: ignore[attr-defined]
+        changed.sort(key=lambda b: b.name)
+        nonce = self._next_nonce()
+        version = snapshot.version(type_url)
+        payload = wire.delta_response(type_url, nonce, (b.delta_entry for b in changed), removed,
+                                      version, self.control_plane)
+        for b in changed:
+            st.known[b.name] = b.version
+        for name in removed:
+            st.known.pop(name, None)
+        st.pending = nonce
+        status = st.status
+        status.sent_version = version
+        status.sent_nonce = nonce
+        status.sent_at = self.clock()
+        status.sent_count = len(changed)
+        status.responses += 1
+        status.resource_versions = st.known
+        return [Outgoing(type_url, payload, nonce, version, len(changed), len(removed))]

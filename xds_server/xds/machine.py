@@ -1,0 +1,91 @@
+"""What the SotW and delta stream machines share: outgoing messages, errors, per-type rules.
+
+The machines are sans-IO (STYLE pattern 1): they take requests and snapshots and return the
+bytes to write. The gRPC pump (services.py) only moves messages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from xds_server.resources import PUSH_ORDER, SERVED_TYPES, WILDCARD_TYPES, Built, TypeUrl
+from xds_server.xds.observer import NullObserver, StreamObserver
+from xds_server.xds.status import TypeStatus
+from xds_server.xds.subscription import Subscription
+
+
+class StreamError(Exception):
+    """The stream must end with this gRPC status code name (e.g. INVALID_ARGUMENT)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True, frozen=True)
+class Outgoing:
+    type_url: TypeUrl
+    payload: bytes
+    nonce: str
+    version: str
+    resources: int
+    removed: int = 0
+
+
+class TypeState:
+    """One type on one stream."""
+
+    __slots__ = ("deferred", "force", "pending", "status", "sub")
+
+    def __init__(self, type_url: TypeUrl) -> None:
+        self.sub = Subscription(allows_wildcard=type_url in WILDCARD_TYPES)
+        self.status = TypeStatus()
+        self.pending = ""  # nonce of a response not yet ACKed or NACKed
+        self.force = False  # respond even if unchanged (EDS after a CDS change)
+        self.deferred = False  # CDS removals held back until route changes are ACKed
+
+
+class MachineBase:
+    def __init__(self, only_type: TypeUrl | None = None, observer: StreamObserver | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.only_type = only_type
+        self.observer: StreamObserver = observer or NullObserver()
+        self.clock = clock
+        self.types: dict[TypeUrl, TypeState] = {}
+        self._nonce = 0
+
+    def _next_nonce(self) -> str:
+        self._nonce += 1
+        return str(self._nonce)
+
+    def _check_type(self, type_url: str) -> TypeUrl | None:
+        """The served TypeUrl, None for an unknown type (counted, stream kept), or raise."""
+        if not type_url:
+            if self.only_type is not None:
+                return self.only_type
+            raise StreamError("INVALID_ARGUMENT", "request has an empty type_url")
+        if self.only_type is not None and type_url != self.only_type:
+            raise StreamError("INVALID_ARGUMENT",
+                              f"type_url {type_url} on the {self.only_type.rsplit('.', 1)[-1]} service")
+        if type_url not in SERVED_TYPES:
+            self.observer.unknown_type(type_url)
+            return None
+        return TypeUrl(type_url)
+
+    def _routes_in_flight(self) -> bool:
+        return any(st.pending for t, st in self.types.items() if t in (TypeUrl.LISTENER, TypeUrl.ROUTE))
+
+    def statuses(self) -> dict[str, TypeStatus]:
+        return {t.value: st.status for t, st in sorted(self.types.items(), key=lambda kv: PUSH_ORDER.index(kv[0])
+                                                        if kv[0] in PUSH_ORDER else 99)}
+
+
+def eds_refs(changed: list[Built]) -> set[str]:
+    """EDS names of clusters that changed: Envoy re-warms them and needs their endpoints again."""
+    out: set[str] = set()
+    for built in changed:
+        out.update(built.refs)
+    return out

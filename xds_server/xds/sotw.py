@@ -1,0 +1,163 @@
+"""State-of-the-world stream machine (StreamAggregatedResources and the per-type Stream* RPCs).
+
+Rules (reference/xds-protocol.md §3-§9):
+- a NACK (error_detail set) is recorded and never answered; the same content is not resent;
+- a request echoing a stale nonce is ignored (counted);
+- an ACK gets no response unless it adds names, or EDS must be re-sent after a CDS change;
+- LDS/CDS responses carry the full state, EDS/RDS the subscribed names that exist;
+- pushes go CDS -> EDS -> LDS -> RDS; clusters removed while listeners/routes change stay in CDS
+  until those changes are ACKed (make before break).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
+
+from xds_server.resources import PUSH_ORDER, WILDCARD_TYPES, Built, ProxySnapshot, TypeUrl
+from xds_server.xds import wire
+from xds_server.xds.machine import MachineBase, Outgoing, TypeState, eds_refs
+from xds_server.xds.status import Nack
+
+
+def _view_version(snapshot: ProxySnapshot, type_url: TypeUrl, view: Mapping[str, Built]) -> str:
+    if view is snapshot.get(type_url):
+        return snapshot.version(type_url)
+    h = hashlib.blake2b(digest_size=8)
+    for name in sorted(view):
+        h.update(name.encode())
+        h.update(b"\0")
+        h.update(view[name].version.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+class SotwState(TypeState):
+    __slots__ = ("sent",)
+
+    def __init__(self, type_url: TypeUrl) -> None:
+        super().__init__(type_url)
+        self.sent: Mapping[str, Built] = {}  # content of the last response
+
+
+class SotwMachine(MachineBase):
+    control_plane = b""
+
+    def on_request(self, req: DiscoveryRequest, snapshot: ProxySnapshot) -> list[Outgoing]:
+        type_url = self._check_type(req.type_url)
+        if type_url is None:
+            return []
+        self.observer.request(type_url)
+        st = self.types.get(type_url)
+        if st is None or not req.response_nonce:
+            # First request of this type on this stream (or a client that lost its nonces,
+            # e.g. after reconnecting to another replica): always answer with current state.
+            if st is None:
+                st = self.types[type_url] = SotwState(type_url)
+            st.sub.sotw_update(req.resource_names)
+            st.status.acked_version = req.version_info
+            return self._respond(type_url, st, snapshot, initial=True)
+        assert isinstance(st, SotwState)
+        if req.response_nonce != st.status.sent_nonce:
+            self.observer.stale_nonce(type_url)
+            return []
+        now = self.clock()
+        if req.HasField("error_detail"):
+            nack = Nack(req.response_nonce, st.status.sent_version, req.error_detail.message, now)
+            st.status.nack = nack
+            st.status.nacks += 1
+            st.pending = ""
+            self.observer.nack(type_url, nack)
+            added, _ = st.sub.sotw_update(req.resource_names)
+            return self._respond(type_url, st, snapshot) if added else []
+        st.status.acked_version = req.version_info
+        st.status.acked_nonce = req.response_nonce
+        st.status.acked_at = now
+        st.status.acks += 1
+        st.status.nack = None
+        st.pending = ""
+        self.observer.ack(type_url)
+        added, changed = st.sub.sotw_update(req.resource_names)
+        out: list[Outgoing] = []
+        if added or st.force:
+            out = self._respond(type_url, st, snapshot, force=True)
+        elif changed and type_url in WILDCARD_TYPES:
+            out = self._respond(type_url, st, snapshot)  # full-state types: the set shrank
+        if type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE):
+            out.extend(self._release_deferred(snapshot))
+        return out
+
+    def on_snapshot(self, snapshot: ProxySnapshot) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for type_url in PUSH_ORDER:
+            st = self.types.get(type_url)
+            if st is not None:
+                out.extend(self._respond(type_url, st, snapshot))  # type: ignore[arg-type]
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _release_deferred(self, snapshot: ProxySnapshot) -> list[Outgoing]:
+        cds = self.types.get(TypeUrl.CLUSTER)
+        if cds is None or not cds.deferred or self._routes_in_flight():
+            return []
+        return self._respond(TypeUrl.CLUSTER, cds, snapshot)  # type: ignore[arg-type]
+
+    def _routes_will_change(self, snapshot: ProxySnapshot) -> bool:
+        for type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE):
+            st = self.types.get(type_url)
+            if st is None:
+                continue
+            if st.pending:
+                return True
+            view = st.sub.select(snapshot.get(type_url)) if not st.sub.wildcard else snapshot.get(type_url)
+            if _view_version(snapshot, type_url, view) != st.status.sent_version:
+                return True
+        return False
+
+    def _respond(self, type_url: TypeUrl, st: SotwState, snapshot: ProxySnapshot, *,
+                 initial: bool = False, force: bool = False) -> list[Outgoing]:
+        resources = snapshot.get(type_url)
+        view: Mapping[str, Built] = resources if st.sub.wildcard and not st.sub.names else st.sub.select(resources)
+        if type_url is TypeUrl.CLUSTER and st.sent:
+            removed = st.sent.keys() - view.keys()
+            if removed and self._routes_will_change(snapshot):
+                view = {**view, **{n: st.sent[n] for n in removed}}
+                st.deferred = True
+            else:
+                st.deferred = False
+        if not view and not initial and not st.status.sent_nonce and type_url not in (
+                TypeUrl.CLUSTER, TypeUrl.LISTENER):
+            return []  # named resources that do not exist yet: remember, send when they appear
+        if initial and not view and type_url not in (TypeUrl.CLUSTER, TypeUrl.LISTENER):
+            return []
+        version = _view_version(snapshot, type_url, view)
+        if not (initial or force or st.force):
+            if version == st.status.sent_version:
+                return []
+            if type_url not in WILDCARD_TYPES and all(
+                    (old := st.sent.get(n)) is not None and old.version == b.version for n, b in view.items()):
+                return []  # named types: a resource that went away is dropped with its parent, not pushed
+        if force and not st.force and not initial and version == st.status.sent_version \
+                and st.status.nack is not None:
+            return []  # never answer with the content that was just rejected
+        if type_url is TypeUrl.CLUSTER:
+            changed = [b for n, b in view.items() if (old := st.sent.get(n)) is None or old.version != b.version]
+            eds = self.types.get(TypeUrl.ENDPOINT)
+            if eds is not None and changed and eds_refs(changed) & eds.sub.names:
+                eds.force = True
+        nonce = self._next_nonce()
+        payload = wire.sotw_response(type_url, version, nonce, (b.sotw_entry for b in view.values()),
+                                     self.control_plane)
+        st.sent = view
+        st.force = False
+        st.pending = nonce
+        status = st.status
+        status.sent_version = version
+        status.sent_nonce = nonce
+        status.sent_at = self.clock()
+        status.sent_count = len(view)
+        status.responses += 1
+        status.resource_versions = {n: b.version for n, b in view.items()}
+        return [Outgoing(type_url, payload, nonce, version, len(view))]

@@ -1,0 +1,43 @@
+"""Encode DiscoveryResponse / DeltaDiscoveryResponse as bytes by joining pre-encoded fields.
+
+Each `Built` carries its resource entry already encoded (resources.py), so a response costs a
+byte join, not a re-serialization per proxy. Field numbers are from
+envoy/service/discovery/v3/discovery.proto; tests/unit/xds/test_wire.py checks them against the
+real message classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from xds_server.resources import length_delimited
+
+# DiscoveryResponse: version_info=1, resources=2, type_url=4, nonce=5, control_plane=6
+# DeltaDiscoveryResponse: system_version_info=1, resources=2, type_url=4, nonce=5,
+#                         removed_resources=6, control_plane=7
+
+
+def control_plane(identifier: str) -> bytes:
+    """config.core.v3.ControlPlane{identifier=1}, encoded once per server."""
+    return length_delimited(1, identifier.encode())
+
+
+def sotw_response(type_url: str, version: str, nonce: str, entries: Iterable[bytes],
+                  control_plane_msg: bytes = b"") -> bytes:
+    parts = [length_delimited(1, version.encode()), *entries, length_delimited(4, type_url.encode()),
+             length_delimited(5, nonce.encode())]
+    if control_plane_msg:
+        parts.append(length_delimited(6, control_plane_msg))
+    return b"".join(parts)
+
+
+def delta_response(type_url: str, nonce: str, entries: Iterable[bytes], removed: Iterable[str] = (),
+                   system_version: str = "", control_plane_msg: bytes = b"") -> bytes:
+    parts = [length_delimited(1, system_version.encode())] if system_version else []
+    parts.extend(entries)
+    parts.append(length_delimited(4, type_url.encode()))
+    parts.append(length_delimited(5, nonce.encode()))
+    parts.extend(length_delimited(6, name.encode()) for name in removed)
+    if control_plane_msg:
+        parts.append(length_delimited(7, control_plane_msg))
+    return b"".join(parts)
