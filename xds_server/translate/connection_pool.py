@@ -1,0 +1,142 @@
+"""Istio ConnectionPoolSettings -> Envoy cluster fields (§12, `cluster_traffic_policy.go` applyConnectionPool).
+
+Inbound clusters take, in precedence, the Sidecar ingress entry's `connectionPool` for that port,
+else the Sidecar's `inboundConnectionPool`, else nothing (istiod's DestinationRule and mesh
+defaultTrafficPolicy steps are not modelled). The chosen block replaces the others whole: there is
+no field merge. Zero means unset (proto3 cannot tell them apart, and neither can istiod).
+
+Upstream HTTP options are accumulated in an `HttpProtocolOptions` the caller owns, the way
+istiod's clusterWrapper does, and packed once at the end (`finish_http_options`).
+"""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import protocol_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
+
+from xds_server._proto import istio_config_pb2 as pb
+from xds_server.translate import envoy
+
+HttpOptions = hpo_pb2.HttpProtocolOptions
+
+
+def pool_for_port(sidecar_spec: pb.Sidecar | None, port: int) -> pb.ConnectionPoolSettings | None:
+    """`SidecarScope.InboundConnectionPoolForPort`: the ingress entry's pool, else the top-level one."""
+    if sidecar_spec is None:
+        return None
+    for entry in sidecar_spec.ingress:
+        if entry.port.number == port and entry.HasField("connection_pool"):
+            return entry.connection_pool
+    if sidecar_spec.HasField("inbound_connection_pool"):
+        return sidecar_spec.inbound_connection_pool
+    return None
+
+
+def apply_connection_pool(
+    cluster: cluster_pb2.Cluster,
+    http_opts: HttpOptions | None,
+    pool: pb.ConnectionPoolSettings | None,
+    *,
+    connect_timeout_s: float,
+    http_port: bool,
+) -> HttpOptions | None:
+    """Set connect timeout, circuit breakers, keepalive and HTTP options; return the HTTP options.
+
+    `http_port` False (a TCP/TLS/UDP port) drops the `http` block: only TCP settings apply there
+    (istiod's validation warns about them; we make the documented rule hold).
+    """
+    pool = pool or pb.ConnectionPoolSettings()
+    breakers = envoy.max_circuit_breakers()
+    threshold = breakers.thresholds[0]
+    http = pool.http if http_port and pool.HasField("http") else None
+    tcp = pool.tcp if pool.HasField("tcp") else None
+
+    idle_timeout = None
+    max_requests_per_connection = 0
+    max_concurrent_streams = 0
+    if http is not None:
+        if http.http2_max_requests > 0:  # Envoy applies max_requests to HTTP/2 only
+            threshold.max_requests.value = http.http2_max_requests
+        if http.http1_max_pending_requests > 0:  # ... and max_pending_requests to HTTP/1.1
+            threshold.max_pending_requests.value = http.http1_max_pending_requests
+        if http.max_retries > 0:
+            threshold.max_retries.value = http.max_retries
+        if http.HasField("idle_timeout"):
+            idle_timeout = http.idle_timeout
+        max_requests_per_connection = max(http.max_requests_per_connection, 0)
+        max_concurrent_streams = max(http.max_concurrent_streams, 0)
+
+    cluster.connect_timeout.CopyFrom(envoy.duration(connect_timeout_s))
+    max_connection_duration = None
+    if tcp is not None:
+        if tcp.HasField("connect_timeout"):
+            cluster.connect_timeout.CopyFrom(tcp.connect_timeout)
+        if tcp.max_connections > 0:
+            threshold.max_connections.value = tcp.max_connections
+        if tcp.HasField("max_connection_duration"):
+            max_connection_duration = tcp.max_connection_duration
+        if idle_timeout is None and tcp.HasField("idle_timeout"):
+            idle_timeout = tcp.idle_timeout
+        if tcp.HasField("tcp_keepalive"):
+            _apply_keepalive(cluster, tcp.tcp_keepalive)
+    cluster.circuit_breakers.CopyFrom(breakers)
+
+    if max_connection_duration is not None or idle_timeout is not None or max_requests_per_connection \
+            or max_concurrent_streams:
+        http_opts = http_opts if http_opts is not None else HttpOptions()
+        common = http_opts.common_http_protocol_options
+        if idle_timeout is not None:
+            common.idle_timeout.CopyFrom(idle_timeout)
+        if max_requests_per_connection:
+            common.max_requests_per_connection.value = max_requests_per_connection
+        if max_connection_duration is not None:
+            common.max_connection_duration.CopyFrom(max_connection_duration)
+        explicit = http_opts.explicit_http_config
+        if max_concurrent_streams and http_opts.HasField("explicit_http_config") \
+                and explicit.HasField("http2_protocol_options"):
+            explicit.http2_protocol_options.max_concurrent_streams.value = max_concurrent_streams
+    if http is not None and http.use_client_protocol:
+        http_opts = use_downstream_protocol(http_opts)
+    return http_opts
+
+
+def _apply_keepalive(cluster: cluster_pb2.Cluster,
+                     keepalive: pb.ConnectionPoolSettings.TCPSettings.TcpKeepalive) -> None:
+    # An empty tcp_keepalive still turns SO_KEEPALIVE on with the OS defaults.
+    out = cluster.upstream_connection_options.tcp_keepalive
+    out.SetInParent()
+    if keepalive.probes > 0:
+        out.keepalive_probes.value = keepalive.probes
+    if keepalive.HasField("time"):
+        out.keepalive_time.value = keepalive.time.seconds
+    if keepalive.HasField("interval"):
+        out.keepalive_interval.value = keepalive.interval.seconds
+
+
+def h2_options(http_opts: HttpOptions | None) -> HttpOptions:
+    """Explicit HTTP/2 upstream (HTTP2/GRPC ports), keeping any common options already set."""
+    http_opts = http_opts if http_opts is not None else HttpOptions()
+    http_opts.explicit_http_config.http2_protocol_options.SetInParent()
+    return http_opts
+
+
+def use_downstream_protocol(http_opts: HttpOptions | None) -> HttpOptions:
+    """Mirror the downstream HTTP version (auto ports, useClientProtocol); keeps explicit HTTP/1 options."""
+    http_opts = http_opts if http_opts is not None else HttpOptions()
+    http1 = protocol_pb2.Http1ProtocolOptions()
+    if http_opts.HasField("explicit_http_config") \
+            and http_opts.explicit_http_config.HasField("http_protocol_options"):
+        http1.CopyFrom(http_opts.explicit_http_config.http_protocol_options)
+    http_opts.use_downstream_protocol_config.CopyFrom(HttpOptions.UseDownstreamHttpConfig(
+        http_protocol_options=http1, http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))
+    return http_opts
+
+
+def finish_http_options(cluster: cluster_pb2.Cluster, http_opts: HttpOptions | None) -> None:
+    """Pack the options into the cluster; Envoy requires an upstream protocol, so default to HTTP/1."""
+    if http_opts is None:
+        return
+    if http_opts.WhichOneof("upstream_protocol_options") is None:
+        http_opts.explicit_http_config.http_protocol_options.SetInParent()
+    envoy.set_http_protocol_options(cluster, http_opts)

@@ -1,0 +1,76 @@
+"""Sidecar ingress `tls` -> DownstreamTlsContext (§11.3; `listener.go` BuildListenerTLSContext).
+
+Project decision: ingress TLS works from the Sidecar alone (istiod also wants
+ENABLE_TLS_ON_SIDECAR_INGRESS and a PeerAuthentication DISABLE for the port), and certificates are
+files Envoy reads itself: there is no agent SDS here, so instead of istiod's `file-cert:`/`file-root:`
+SDS secrets the context names the files inline. Private keys are only ever referenced by path.
+
+Only SIMPLE and MUTUAL are served (the API's own limit for sidecars). An entry this module cannot
+serve (other modes, credentialName, missing files, MUTUAL without a CA) is left in plaintext, as
+istiod does whenever it ignores ingress TLS, rather than emitting a listener Envoy would reject.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+
+from xds_server._proto import istio_config_pb2 as pb
+from xds_server.translate import envoy
+
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
+# What istiod offers on a terminated sidecar/gateway port (util.ALPNHttp).
+HTTP_ALPNS = ("h2", "http/1.1")
+
+TLSMode = pb.ServerTLSSettings.TLSmode
+_TLS_VERSIONS = {
+    pb.ServerTLSSettings.TLS_AUTO: common_pb2.TlsParameters.TLS_AUTO,
+    pb.ServerTLSSettings.TLSV1_0: common_pb2.TlsParameters.TLSv1_0,
+    pb.ServerTLSSettings.TLSV1_1: common_pb2.TlsParameters.TLSv1_1,
+    pb.ServerTLSSettings.TLSV1_2: common_pb2.TlsParameters.TLSv1_2,
+    pb.ServerTLSSettings.TLSV1_3: common_pb2.TlsParameters.TLSv1_3,
+}
+
+
+def servable(tls: pb.ServerTLSSettings) -> bool:
+    """True when the settings can be turned into a working file-based context."""
+    if tls.mode not in (pb.ServerTLSSettings.SIMPLE, pb.ServerTLSSettings.MUTUAL):
+        return False
+    if tls.credential_name or tls.credential_names:
+        return False  # Kubernetes Secrets need SDS, which this control plane does not serve
+    if not (tls.server_certificate and tls.private_key):
+        return False
+    return tls.mode != pb.ServerTLSSettings.MUTUAL or bool(tls.ca_certificates)
+
+
+def downstream_tls_context(tls: pb.ServerTLSSettings, *, http: bool) -> tls_pb2.DownstreamTlsContext:
+    """The context for a servable entry; `http` (HTTPS terminated to HCM) adds ALPN h2,http/1.1."""
+    mutual = tls.mode == pb.ServerTLSSettings.MUTUAL
+    common = tls_pb2.CommonTlsContext(
+        alpn_protocols=list(HTTP_ALPNS) if http else [],
+        tls_certificates=[common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(filename=tls.server_certificate),
+            private_key=base_pb2.DataSource(filename=tls.private_key),
+        )],
+    )
+    if mutual:
+        validation = common.validation_context
+        validation.trusted_ca.filename = tls.ca_certificates
+        if tls.ca_crl:
+            validation.crl.filename = tls.ca_crl
+        validation.verify_certificate_spki.extend(tls.verify_certificate_spki)
+        validation.verify_certificate_hash.extend(tls.verify_certificate_hash)
+    if tls.min_protocol_version != pb.ServerTLSSettings.TLS_AUTO:
+        common.tls_params.tls_minimum_protocol_version = _TLS_VERSIONS[tls.min_protocol_version]
+    if tls.max_protocol_version != pb.ServerTLSSettings.TLS_AUTO:
+        common.tls_params.tls_maximum_protocol_version = _TLS_VERSIONS[tls.max_protocol_version]
+    if tls.cipher_suites:
+        # istiod's FilterCipherSuites drops duplicates (and names Envoy does not know).
+        common.tls_params.cipher_suites.extend(dict.fromkeys(tls.cipher_suites))
+    ctx = tls_pb2.DownstreamTlsContext(common_tls_context=common)
+    ctx.require_client_certificate.value = mutual
+    return ctx
+
+
+def transport_socket(ctx: tls_pb2.DownstreamTlsContext) -> base_pb2.TransportSocket:
+    return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=envoy.pack(ctx))
