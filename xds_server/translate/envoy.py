@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, config_source_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
@@ -103,8 +103,8 @@ def localhost_for(ips: Sequence[str]) -> str:
     return "::1" if ips and all(is_ipv6(ip) for ip in ips) else "127.0.0.1"
 
 
-def upstream_bind(ip: str) -> base_pb2.BindConfig:
-    return base_pb2.BindConfig(source_address=address_pb2.SocketAddress(address=ip, port_value=0))
+def upstream_bind(ip: str) -> address_pb2.BindConfig:
+    return address_pb2.BindConfig(source_address=address_pb2.SocketAddress(address=ip, port_value=0))
 
 
 # ------------------------------------------------------------------ xDS sources

@@ -1,12 +1,111 @@
-"""generate(view, proxy, memo) -> ProxySnapshot. (Being written: see issue 4.)"""
+"""generate(view, proxy, memo) -> ProxySnapshot: the translator's single entry point.
+
+1. Resolve the proxy to its workload and the Sidecar that applies (workload.py).
+2. Get the shared Scope of (namespace, Sidecar) for this store generation (scope.py).
+3. Get the shared outbound resources of (Scope, proxy traits): every proxy with the same scope
+   and traits receives the very same dicts of Builts (DESIGN principle 2).
+4. Add the pod-specific inbound parts (inbound.py) and the fixed clusters.
+"""
 
 from __future__ import annotations
 
-from xds_server.resources import ProxySnapshot
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+
+from xds_server.model import IstioSidecar
+from xds_server.resources import Built, ProxySnapshot, TypeUrl
 from xds_server.store.view import StoreView
+from xds_server.translate import clusters, endpoints, envoy, listeners_outbound, routes
+from xds_server.translate.inbound import build_inbound
 from xds_server.translate.memo import Memo
 from xds_server.translate.proxy import Proxy
+from xds_server.translate.scope import ProxyTraits, Scope, scope_for
+from xds_server.translate.workload import Workload, sidecar_for, workload_of
+
+Resources = Mapping[str, Built]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Outbound:
+    """The outbound half of a snapshot, shared by every proxy of one scope and traits."""
+
+    clusters: Resources
+    endpoints: Resources
+    listeners: Resources
+    routes: Resources
+
+
+def _by_name(items: Iterable[Built]) -> Resources:
+    return MappingProxyType({b.name: b for b in items})
+
+
+def traits_of(workload: Workload) -> ProxyTraits:
+    proxy = workload.proxy
+    ips = workload.ips
+    return ProxyTraits(
+        interception=proxy.interception_mode,
+        ipv6_only=bool(ips) and all(envoy.is_ipv6(ip) for ip in ips),
+        unprivileged=proxy.unprivileged,
+        dns_domain=proxy.dns_domain,
+    )
+
+
+def build_outbound(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> Outbound:
+    specs = clusters.outbound_cluster_specs(view, scope, traits)
+    cds = [*clusters.fixed_clusters(view.mesh, traits, memo), *clusters.outbound_clusters(specs, memo)]
+    eds = endpoints.outbound_load_assignments(view, specs, memo)
+    lds = _listeners(view, scope, traits, memo)
+    listeners = list(lds.listeners)
+    if traits.capture:
+        listeners.append(listeners_outbound.virtual_outbound(scope, traits, memo))
+    rds = [routes.outbound_route(scope, traits, name, memo) for name in lds.routes]
+    return Outbound(_by_name(cds), _by_name(eds), _by_name(listeners), _by_name(rds))
+
+
+def outbound_for(view: StoreView, scope: Scope, traits: ProxyTraits, self_ip: str, memo: Memo) -> Outbound:
+    """Shared outbound resources; a proxy that is itself a headless endpoint gets its own variant."""
+    shared = memo.get(("outbound", scope, traits), build_outbound, view, scope, traits, memo)
+    if self_ip and self_ip in _listeners(view, scope, traits, memo).headless_ips:
+        own = replace(traits, self_ip=self_ip)
+        return memo.get(("outbound", scope, own), build_outbound, view, scope, own, memo)
+    return shared
+
+
+def _listeners(view: StoreView, scope: Scope, traits: ProxyTraits,
+               memo: Memo) -> listeners_outbound.OutboundListeners:
+    return memo.get(("outbound-lds", scope, traits), listeners_outbound.build_outbound_listeners,
+                    view, scope, traits, memo)
+
+
+def _merge(shared: Resources, extra: Iterable[Built]) -> Resources:
+    out = dict(shared)
+    out.update((b.name, b) for b in extra)
+    return MappingProxyType(out)
+
+
+def _snapshot(outbound: Outbound, inbound_clusters: tuple[Built, ...],
+              inbound_listeners: tuple[Built, ...]) -> ProxySnapshot:
+    return ProxySnapshot({
+        TypeUrl.CLUSTER: _merge(outbound.clusters, inbound_clusters),
+        TypeUrl.ENDPOINT: outbound.endpoints,
+        TypeUrl.LISTENER: _merge(outbound.listeners, inbound_listeners),
+        TypeUrl.ROUTE: outbound.routes,
+    })
+
+
+def scope_of(view: StoreView, proxy: Proxy, memo: Memo) -> tuple[Workload, IstioSidecar | None, Scope]:
+    workload = workload_of(view, proxy)
+    sidecar = sidecar_for(view, workload)
+    return workload, sidecar, scope_for(view, proxy.namespace, sidecar, memo)
 
 
 def generate(view: StoreView, proxy: Proxy, memo: Memo) -> ProxySnapshot:
-    return ProxySnapshot({})
+    workload, sidecar, scope = scope_of(view, proxy, memo)
+    traits = traits_of(workload)
+    self_ip = workload.ips[0] if workload.ips else ""
+    outbound = outbound_for(view, scope, traits, self_ip, memo)
+    inbound = build_inbound(view, workload, sidecar, memo)
+    # Builts are shared objects, so proxies with equal inbound parts share one snapshot too.
+    ic, il = tuple(inbound.clusters), tuple(inbound.listeners)
+    return memo.get(("snapshot", outbound, ic, il), _snapshot, outbound, ic, il)

@@ -1,0 +1,261 @@
+"""Every Sidecar egress rule in one place: (namespace, Sidecar) -> Scope, computed once and shared.
+
+Follows istio pilot/pkg/model/sidecar.go (ConvertToSidecarScope, selectServices,
+GetEgressListenerForRDS) and push_context.go (servicesExportedToNamespace):
+
+* egress hosts `ns/host`, `*/host`, `./host`, `ns/*.suffix` (left-most label wildcard),
+  `~ns/host` exclusions (1.31; bare `~` means every namespace);
+* a namespace named explicitly is matched only against its own entries, never against `*/`
+  entries (istiod's precedence);
+* exportTo visibility decides the candidates; one namespace per hostname per egress listener
+  (the proxy's namespace, else a Kubernetes Service, else the first candidate);
+* an egress listener with a port (not HTTP_PROXY) imports services declaring that port,
+  trimmed to it; CDS uses the union of every listener's services (ports merged per namespace);
+* route "P" belongs to the first egress listener with port P, else the portless one;
+* outbound traffic policy: the Sidecar's if set (`{}` is REGISTRY_ONLY), else MeshConfig's.
+
+Cost follows the Sidecar: without a `*/` import, only the named namespaces' services are read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from xds_server._proto import istio_config_pb2 as pb
+from xds_server.model import IstioSidecar
+from xds_server.model.mesh import ALLOW_ANY
+from xds_server.store.view import StoreView
+from xds_server.translate import names, protocol
+from xds_server.translate.memo import Memo
+from xds_server.translate.protocol import Protocol
+from xds_server.translate.services import ServiceModel, ServiceRegistry, registry_for
+
+WILDCARD_NAMESPACE = "*"
+CURRENT_NAMESPACE = "."
+DEFAULT_HOSTS = ("*/*",)
+
+
+# ------------------------------------------------------------------ host matching
+def host_matches(service_host: str, imported: str) -> bool:
+    """istio host.Name.SubsetOf: is every name the service answers covered by the import?"""
+    if service_host.startswith("*"):
+        return imported.startswith("*") and service_host[1:].endswith(imported[1:])
+    if imported.startswith("*"):
+        return service_host.endswith(imported[1:])
+    return service_host == imported
+
+
+@dataclass(frozen=True, slots=True)
+class HostImports:
+    """Parsed `hosts`: imports and exclusions by namespace ("*" = any namespace)."""
+
+    imports: Mapping[str, tuple[str, ...]]
+    exclusions: Mapping[str, tuple[str, ...]]
+
+    @classmethod
+    def parse(cls, hosts: Iterable[str], config_namespace: str) -> HostImports:
+        imports: dict[str, list[str]] = {}
+        exclusions: dict[str, list[str]] = {}
+        for entry in hosts:
+            ns, sep, host = entry.partition("/")
+            if not sep or not host:
+                continue  # istiod logs and ignores entries that are not namespace/dnsName
+            target = imports
+            if ns.startswith("~"):
+                target, ns = exclusions, ns[1:] or WILDCARD_NAMESPACE
+            if ns == CURRENT_NAMESPACE:
+                ns = config_namespace
+            target.setdefault(ns, []).append(host)
+        return cls({k: tuple(v) for k, v in imports.items()}, {k: tuple(v) for k, v in exclusions.items()})
+
+    def namespaces(self) -> frozenset[str] | None:
+        """Namespaces whose services can match; None when a `*/` entry means all of them."""
+        if WILDCARD_NAMESPACE in self.imports:
+            return None
+        return frozenset(self.imports)
+
+    def selects(self, svc: ServiceModel) -> bool:
+        for ns in (svc.namespace, WILDCARD_NAMESPACE):
+            if any(host_matches(svc.hostname, h) for h in self.exclusions.get(ns, ())):
+                return False
+        own = self.imports.get(svc.namespace)
+        if own is not None:
+            return any(host_matches(svc.hostname, h) for h in own)
+        return any(host_matches(svc.hostname, h) for h in self.imports.get(WILDCARD_NAMESPACE, ()))
+
+
+# ------------------------------------------------------------------ scope types
+@dataclass(frozen=True, slots=True)
+class EgressListener:
+    """One Sidecar egress entry with the services it imports (trimmed to its port)."""
+
+    index: int
+    port: int | None  # None: the portless catch-all; 0: unix domain socket
+    protocol: Protocol  # of the Sidecar port; UNSUPPORTED (auto) when empty or portless
+    port_name: str
+    bind: str
+    capture_none: bool  # captureMode NONE
+    services: tuple[ServiceModel, ...]
+
+    @property
+    def is_http_proxy(self) -> bool:
+        return self.protocol is Protocol.HTTP_PROXY
+
+    @property
+    def matches_port(self) -> bool:
+        """istio needsPortMatch: explicit non-zero port that is not an HTTP proxy port."""
+        return bool(self.port) and not self.is_http_proxy
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundPolicy:
+    allow_any: bool
+    egress_proxy_cluster: str = ""  # only with ALLOW_ANY
+
+    @property
+    def catch_all_cluster(self) -> str:
+        """Where unknown destinations go: the egress proxy, passthrough, or the black hole."""
+        if not self.allow_any:
+            return names.BLACKHOLE_CLUSTER
+        return self.egress_proxy_cluster or names.PASSTHROUGH_CLUSTER
+
+
+@dataclass(frozen=True, eq=False)
+class Scope:
+    """What every proxy of one (namespace, Sidecar) sees outbound, for one store generation."""
+
+    namespace: str
+    sidecar: IstioSidecar | None
+    egress: tuple[EgressListener, ...]
+    services: tuple[ServiceModel, ...]  # union over egress listeners: CDS/EDS
+    policy: OutboundPolicy
+    _by_host: dict[str, ServiceModel] = field(default_factory=dict, repr=False)
+
+    def service(self, hostname: str) -> ServiceModel | None:
+        if not self._by_host:
+            self._by_host.update((s.hostname, s) for s in self.services)
+        return self._by_host.get(hostname)
+
+    @property
+    def hostnames(self) -> frozenset[str]:
+        return frozenset(s.hostname for s in self.services)
+
+    def egress_for_route(self, port: int, bind: str = "") -> EgressListener | None:
+        """istio GetEgressListenerForRDS: first listener on that port (unix: same bind), else portless."""
+        for e in self.egress:
+            if e.port is None:
+                return e
+            if e.port == port:
+                if port == 0 and e.bind != bind:
+                    continue
+                return e
+        return None
+
+
+# ------------------------------------------------------------------ building
+def scope_for(view: StoreView, namespace: str, sidecar: IstioSidecar | None, memo: Memo) -> Scope:
+    """The shared Scope for proxies of `namespace` selected by `sidecar` (None: implicit default)."""
+    return memo.get(("scope", view, namespace, sidecar), build_scope, view, namespace, sidecar, memo)
+
+
+def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, memo: Memo) -> Scope:
+    registry = registry_for(view, memo)
+    spec = sidecar.spec if sidecar is not None else None
+    entries: Sequence[pb.IstioEgressListener] = spec.egress if spec is not None and spec.egress else ()
+    if not entries:
+        entries = (pb.IstioEgressListener(hosts=DEFAULT_HOSTS),)
+    egress = tuple(_egress_listener(i, e, registry, namespace) for i, e in enumerate(entries))
+    return Scope(namespace, sidecar, egress, _union(egress), _policy(view, spec))
+
+
+def _egress_listener(index: int, entry: pb.IstioEgressListener, registry: ServiceRegistry,
+                     namespace: str) -> EgressListener:
+    has_port = entry.HasField("port")
+    proto = protocol.parse(entry.port.protocol) if has_port else Protocol.UNSUPPORTED
+    listener = EgressListener(
+        index=index,
+        port=entry.port.number if has_port else None,
+        protocol=proto,
+        port_name=entry.port.name if has_port else "",
+        bind=entry.bind,
+        capture_none=entry.capture_mode == pb.CaptureMode.NONE,
+        services=(),
+    )
+    hosts = HostImports.parse(entry.hosts, namespace)
+    only = hosts.namespaces()
+    candidates = registry.exported_to(namespace) if only is None else registry.exported_from(only, namespace)
+    imported: list[ServiceModel] = []
+    for svc in candidates:
+        if not hosts.selects(svc):
+            continue
+        if listener.matches_port:
+            port = svc.port(listener.port or 0)
+            if port is None:
+                continue
+            svc = svc.with_ports((port,))
+        imported.append(svc)
+    return replace(listener, services=_one_namespace_per_host(imported, namespace))
+
+
+def _one_namespace_per_host(imported: list[ServiceModel], namespace: str) -> tuple[ServiceModel, ...]:
+    chosen: dict[str, ServiceModel] = {}
+    for svc in imported:
+        cur = chosen.get(svc.hostname)
+        if (cur is None
+                or (svc.namespace == namespace and cur.namespace != namespace)
+                or (cur.namespace != namespace and svc.is_kubernetes and not cur.is_kubernetes)):
+            chosen[svc.hostname] = svc
+    return tuple(s for s in imported if chosen[s.hostname].namespace == s.namespace)
+
+
+def _union(egress: Iterable[EgressListener]) -> tuple[ServiceModel, ...]:
+    """CDS services: first listener to import a host wins; ports merge within one namespace."""
+    added: dict[str, ServiceModel] = {}
+    for listener in egress:
+        for svc in listener.services:
+            cur = added.get(svc.hostname)
+            if cur is None:
+                added[svc.hostname] = svc
+            elif cur.namespace == svc.namespace:
+                extra = tuple(p for p in svc.ports if cur.port(p.number) is None)
+                if extra:
+                    added[svc.hostname] = cur.with_ports(cur.ports + extra)
+    return tuple(added.values())
+
+
+def _policy(view: StoreView, spec: pb.Sidecar | None) -> OutboundPolicy:
+    if spec is not None and spec.HasField("outbound_traffic_policy"):
+        otp = spec.outbound_traffic_policy
+        allow_any = otp.mode == pb.OutboundTrafficPolicy.ALLOW_ANY
+        proxy = ""
+        if allow_any and otp.HasField("egress_proxy") and otp.egress_proxy.host:
+            dest = otp.egress_proxy
+            proxy = names.outbound_cluster(dest.port.number, dest.host, dest.subset)
+        return OutboundPolicy(allow_any, proxy)
+    return OutboundPolicy(view.mesh.outbound_traffic_policy == ALLOW_ANY)
+
+
+# ------------------------------------------------------------------ proxy traits
+@dataclass(frozen=True, slots=True)
+class ProxyTraits:
+    """The few facts about a proxy that shape its outbound config besides the Scope."""
+
+    interception: str = "REDIRECT"  # REDIRECT | TPROXY | NONE
+    ipv6_only: bool = False
+    unprivileged: bool = False
+    dns_domain: str = "default.svc.cluster.local"
+    self_ip: str = ""  # first instance IP: headless listeners skip it (set only when it matters)
+
+    @property
+    def wildcard(self) -> str:
+        return "::" if self.ipv6_only else "0.0.0.0"
+
+    @property
+    def localhost(self) -> str:
+        return "::1" if self.ipv6_only else "127.0.0.1"
+
+    @property
+    def capture(self) -> bool:
+        """False for INTERCEPTION_MODE NONE: no virtual listeners, every listener really binds."""
+        return self.interception != "NONE"
