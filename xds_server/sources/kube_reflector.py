@@ -325,7 +325,7 @@ class Reflector:
 
     def _recover(self, error: Exception, need_list: bool) -> tuple[bool, float]:
         """What to do after an error: (relist?, seconds to wait first)."""
-        if isinstance(error, _Gone):
+        if isinstance(error, _Gone) or (isinstance(error, ApiException) and error.status == 410):
             log.info("%s: resourceVersion %s expired (410), relisting",
                      self.target.origin, self.state.resource_version)  # fmt: skip
             # Relist at once; but a server that keeps answering 410 gets backoff, not a spin.

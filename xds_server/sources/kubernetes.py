@@ -24,7 +24,6 @@ from xds_server.sources.kube_kinds import watch_targets
 from xds_server.sources.kube_reflector import (
     Delete,
     Op,
-    ParseFn,
     Reflector,
     ReflectorSettings,
     Replace,
@@ -86,7 +85,6 @@ class KubernetesSource:
         page_size: int = 500,
         request_timeout: float = 60.0,
         stop_timeout: float = 10.0,
-        parse_fn: ParseFn | None = None,
     ) -> None:
         self._kubeconfig = kubeconfig
         self._context = context
@@ -100,7 +98,6 @@ class KubernetesSource:
             request_timeout=request_timeout,
         )
         self._stop_timeout = stop_timeout
-        self._parse_fn = parse_fn
         self._synced = False
         self._reflectors: list[Reflector] = []
 
@@ -149,7 +146,7 @@ class KubernetesSource:
             client.user_agent = USER_AGENT
             return client
 
-        self._reflectors = [Reflector(t, make_client, deliver, self._settings, self._parse_fn) for t in targets]
+        self._reflectors = [Reflector(t, make_client, deliver, self._settings) for t in targets]
         scope = ", ".join(self._namespaces) if self._namespaces else "all namespaces"
         log.info("kubernetes: watching %s (%s) at %s", scope, len(targets), configuration.host)
         try:
