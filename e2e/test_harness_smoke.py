@@ -28,6 +28,11 @@ def test_pods_talk_plain_http_tcp_and_dns(mesh: Mesh, pod: Callable[..., Pod]) -
     mesh.dns.set("b.e2e.test", b.ip)
     r = a.http("http://b.e2e.test:8080/dns")
     assert r.served_by == "b", r
+    # Short names go through the pod's search list, as with kube-dns.
+    mesh.dns.set("b.default.svc.cluster.local", b.ip)
+    assert a.http("http://b:8080/short").served_by == "b"
+    mesh.dns.remove("b.e2e.test")
+    assert a.http("http://b.e2e.test:8080/").kind == "other"  # name no longer resolves
 
 
 def test_untranslated_vip_fails_fast(pod: Callable[..., Pod]) -> None:

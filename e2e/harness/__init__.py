@@ -10,7 +10,18 @@ from e2e.harness.envoy import Envoy, envoy_binary
 from e2e.harness.mesh import Mesh, Service
 from e2e.harness.pod import Pod
 from e2e.harness.run import Run
-from e2e.harness.waits import WaitTimeout, wait_for
+from e2e.harness.waits import GiveUp, WaitTimeout, wait_for
 
-__all__ = ["Envoy", "HttpResult", "Mesh", "Pod", "Run", "Service", "TcpResult", "WaitTimeout",
-           "envoy_binary", "wait_for"]
+__all__ = [
+           "Envoy",
+           "GiveUp",
+           "HttpResult",
+           "Mesh",
+           "Pod",
+           "Run",
+           "Service",
+           "TcpResult",
+           "WaitTimeout",
+           "envoy_binary",
+           "wait_for",
+]

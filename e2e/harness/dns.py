@@ -37,5 +37,7 @@ class Dns:
         tmp.write_text(json.dumps(self.records))
         os.replace(tmp, self.path)
 
-    def resolv_conf(self) -> str:
-        return f"nameserver {self.bind}\noptions timeout:1 attempts:2\n"
+    def resolv_conf(self, namespace: str = "default", domain: str = "cluster.local") -> str:
+        """A pod's resolv.conf as the kubelet writes it: search its namespace, then the cluster."""
+        search = f"{namespace}.svc.{domain} svc.{domain} {domain}"
+        return f"nameserver {self.bind}\nsearch {search}\noptions ndots:5 timeout:1 attempts:2\n"

@@ -16,7 +16,7 @@ from e2e.harness import apps
 from e2e.harness.apps import HttpResult
 from e2e.harness.iptables import ENVOY_UID
 from e2e.harness.netns import Netns, Proc
-from e2e.harness.waits import wait_for
+from e2e.harness.waits import GiveUp, wait_for
 
 ADMIN_PORT = 15000
 
@@ -144,16 +144,10 @@ class Envoy:
     def wait_live(self, timeout: float = 20.0) -> None:
         def live() -> bool:
             if not self.proc.alive():
-                raise AssertionError(f"envoy exited ({self.proc.popen.returncode}):\n{self.proc.log_tail()}")
+                raise GiveUp(f"envoy exited ({self.proc.popen.returncode}):\n{self.proc.log_tail()}")
             return self.admin("/ready", timeout=2.0).status == 200
 
-        try:
-            wait_for(live, timeout=timeout, what=f"envoy in {self.ns.name} LIVE",
-                     describe=self.proc.log_tail)
-        except AssertionError as e:
-            if not self.proc.alive():
-                raise AssertionError(f"envoy exited:\n{self.proc.log_tail()}") from e
-            raise
+        wait_for(live, timeout=timeout, what=f"envoy in {self.ns.name} LIVE", describe=self.proc.log_tail)
 
     def wait_cluster(self, name: str, timeout: float = 15.0) -> dict[str, Any]:
         return wait_for(lambda: self.clusters().get(name), timeout=timeout, what=f"cluster {name}",

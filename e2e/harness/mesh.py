@@ -85,7 +85,7 @@ class Mesh:
         assert ipaddress.ip_address(ip) in POD_NET and ip != GATEWAY, ip
         link = f"v{next(self._links)}"
         ns = Netns.create(self.run.name(f"m{self.id}-{name}.{namespace}"), self.workdir / key,
-                          resolv_conf=self.dns.resolv_conf())
+                          resolv_conf=self.dns.resolv_conf(namespace))
         pod = Pod(name, namespace, ip, ns, dict(labels or {}))
         self.pods[key] = pod
         try:
@@ -153,7 +153,10 @@ class Mesh:
 
     def service(self, name: str, namespace: str = "default", *, selector: dict[str, str] | None = None,
                 ports: Iterable[int | dict[str, Any]] = (8080,), vip: str | None = None) -> Service:
-        """A ClusterIP Service with a VIP from 198.19.0.0/16; ports are numbers or full port dicts."""
+        """A ClusterIP Service with a VIP from 198.19.0.0/16; ports are numbers or full port dicts.
+
+        Its FQDN resolves to the VIP in the node DNS, as kube-dns would answer.
+        """
         vip = vip or next(self._vips)
         port_docs = [p if isinstance(p, dict) else {"name": f"http-{p}", "port": p, "targetPort": p}
                      for p in ports]
@@ -163,7 +166,9 @@ class Mesh:
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"clusterIP": vip, "selector": dict(selector or {"app": name}), "ports": port_docs},
         })
-        return Service(name, namespace, vip, tuple(int(p["port"]) for p in port_docs))
+        svc = Service(name, namespace, vip, tuple(int(p["port"]) for p in port_docs))
+        self.dns.set(svc.fqdn, vip)
+        return svc
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Any
 from e2e.harness import apps
 from e2e.harness.apps import HttpResult
 from e2e.harness.netns import Netns, Proc
-from e2e.harness.waits import wait_for
+from e2e.harness.waits import GiveUp, wait_for
 
 XDS_SERVER = [sys.executable, "-m", "xds_server"]
 
@@ -46,7 +46,7 @@ class XdsServer:
     def wait_ready(self, timeout: float = 20.0) -> None:
         def ready() -> bool:
             if not self.proc.alive():
-                raise AssertionError(f"xds-server exited:\n{self.proc.log_tail()}")
+                raise GiveUp(f"xds-server exited:\n{self.proc.log_tail()}")
             return self.admin("/readyz", timeout=2.0).status == 200
 
         wait_for(ready, timeout=timeout, what="xds-server /readyz", describe=self.proc.log_tail)

@@ -13,6 +13,10 @@ class WaitTimeout(AssertionError):
     """A condition did not hold in time; an AssertionError so pytest shows it as a test failure."""
 
 
+class GiveUp(AssertionError):
+    """Raised by a probe when waiting longer cannot help (e.g. the process died): fails at once."""
+
+
 def wait_for(
     probe: Callable[[], T],
     *,
@@ -32,6 +36,8 @@ def wait_for(
     while True:
         try:
             value = probe()
+        except GiveUp:
+            raise
         except Exception as e:  # the probe's own failure is information, not a crash
             value, last = None, e  # type: ignore[assignment]
         else:
