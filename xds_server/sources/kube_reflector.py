@@ -94,7 +94,7 @@ class ReflectorState:
         for index, item in enumerate(items):
             key, rv = _identity(item)
             if key is None:
-                problems[("", f"#{index}")] = (self._nameless(item),)
+                problems[("", f"#{index}")] = (self._nameless(),)
                 continue
             previous = self._accepted.get(key)
             if previous is not None and rv and previous[0] == rv:
@@ -174,9 +174,9 @@ class ReflectorState:
                 log.warning("rejected: %s", problem)
         return obj, tuple(problems)
 
-    def _nameless(self, item: Any) -> Problem:
+    def _nameless(self) -> Problem:
         log.warning("%s: rejected an item without metadata.name", self.origin)
-        return Problem(ObjectRef(self.kind, "", ""), "metadata.name: required", WHERE)
+        return Problem(None, f"{self.kind} without metadata.name: rejected", WHERE)
 
     def _report(self) -> Report:
         return Report(self.origin, tuple(p for key in sorted(self._problems) for p in self._problems[key]))
@@ -364,7 +364,8 @@ class Reflector:
                 self.state.api_version = spec.api_version(version)
             ops = self.state.listed(items, rv)
             self._trouble_over()
-            self._backoff.reset()
+            if not self._gone_streak:  # a relist forced by repeated 410s is no sign of health
+                self._backoff.reset()
             if not self._synced:
                 self._synced = True
                 ops.append(Synced(self.target.origin))

@@ -14,12 +14,13 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration
 
+from xds_server.model import ConfigObject, ObjectRef, Problem
 from xds_server.sources.kube_kinds import watch_targets
 from xds_server.sources.kube_reflector import (
     Delete,
@@ -32,12 +33,19 @@ from xds_server.sources.kube_reflector import (
     Upsert,
 )
 
-if TYPE_CHECKING:  # the protocol only; sources never depend on the store at run time
-    from xds_server.store.store import ConfigSink
-
 log = logging.getLogger(__name__)
 
 USER_AGENT = "xds-server"
+
+
+class ConfigSink(Protocol):
+    """What this source needs of the store (store.ConfigSink; sources do not import the store)."""
+
+    def replace(self, origin: str, objects: Iterable[ConfigObject]) -> None: ...
+    def upsert(self, origin: str, obj: ConfigObject) -> None: ...
+    def delete(self, origin: str, ref: ObjectRef) -> None: ...
+    def report(self, origin: str, problems: Sequence[Problem]) -> None: ...
+    def mark_synced(self, source: str) -> None: ...
 
 
 class KubeConfigError(Exception):

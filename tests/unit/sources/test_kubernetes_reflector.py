@@ -139,7 +139,7 @@ def test_bookmark_only_advances_the_resource_version() -> None:
 def test_nameless_items_are_rejected_without_dropping_the_others() -> None:
     ops = state().listed([pod("a", 2), {"metadata": {"resourceVersion": "3"}}, "junk"], "3")
     assert replaced(ops) == {"Pod/ns/a"}
-    assert reported(ops) == ["metadata.name: required", "metadata.name: required"]
+    assert reported(ops) == ["Pod without metadata.name: rejected"] * 2
 
 
 def test_a_parse_crash_rejects_only_that_object() -> None:
