@@ -138,6 +138,17 @@ class StoreView:
         return self._services_by_namespace.get(namespace, [])
 
     @cached_property
+    def _service_entries_by_namespace(self) -> dict[str, list[IstioServiceEntry]]:
+        out: dict[str, list[IstioServiceEntry]] = defaultdict(list)
+        for se in self.service_entries:
+            out[se.meta.namespace].append(se)
+        return out
+
+    def service_entries_in(self, namespace: str) -> list[IstioServiceEntry]:
+        """ServiceEntries of a namespace, oldest first."""
+        return self._service_entries_by_namespace.get(namespace, [])
+
+    @cached_property
     def _sidecars_by_namespace(self) -> dict[str, list[IstioSidecar]]:
         out: dict[str, list[IstioSidecar]] = defaultdict(list)
         for sc in self.sidecars:

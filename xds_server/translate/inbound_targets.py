@@ -54,7 +54,7 @@ def service_targets(view: StoreView, workload: Workload,
     out = [t for svc in view.services_in(workload.namespace)
            for t in _kube_targets(svc, workload.labels, ports, domain_suffix)]
     ips = frozenset(workload.ips)
-    out += [t for se in view.service_entries if se.meta.namespace == workload.namespace
+    out += [t for se in view.service_entries_in(workload.namespace)
             for t in _service_entry_targets(se, workload.labels, ips, ports)]
     out.sort(key=lambda t: (t.created, t.hostname))
     return tuple(out)
