@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import struct_pb2
 
@@ -80,8 +79,7 @@ def build_inbound_cluster(spec: InboundClusterSpec) -> Built:
     connection_pool.finish_http_options(cluster, http_opts)
 
     if spec.upstream_bind:
-        cluster.upstream_bind_config.source_address.CopyFrom(
-            address_pb2.SocketAddress(address=spec.upstream_bind, port_value=0))
+        cluster.upstream_bind_config.CopyFrom(envoy.upstream_bind(spec.upstream_bind))
     if spec.services:
         services = struct_pb2.ListValue()
         for host, svc_name, namespace in spec.services:
