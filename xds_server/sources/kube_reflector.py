@@ -444,8 +444,11 @@ class Reflector:
         self._say(
             "not-served",
             logging.WARNING,
-            "%s: %s is not served by the API server (is its CRD installed?); treating it as empty and retrying",
+            "%s: %s.%s is not served by the API server (tried %s; is its CRD installed?); "
+            "treating it as empty and retrying",
             self.target.origin,
+            spec.plural,
+            spec.group,
             versions,
         )
         ops = self.state.cleared()

@@ -156,7 +156,7 @@ class KubernetesSource:
 
         self._reflectors = [Reflector(t, make_client, deliver, self._settings) for t in targets]
         scope = ", ".join(self._namespaces) if self._namespaces else "all namespaces"
-        log.info("kubernetes: watching %s (%s) at %s", scope, len(targets), configuration.host)
+        log.info("kubernetes: watching %s (%d watches) at %s", scope, len(targets), configuration.host)
         try:
             for reflector in self._reflectors:
                 reflector.start()
