@@ -13,7 +13,7 @@ import yaml
 
 from xds_server.model.mesh import ALLOW_ANY, REGISTRY_ONLY, MeshConfig
 from xds_server.model.refs import Kind, ObjectMeta, ObjectRef, Problem
-from xds_server.model.validate_fields import Report, join, type_name
+from xds_server.model.validate_fields import Report, describe_yaml_error, join, type_name
 from xds_server.model.validate_names import is_dns1123_label, k8s_label_error
 from xds_server.model.validate_schema import parse_duration_ns
 
@@ -34,7 +34,7 @@ def parse_mesh_config(
     try:
         doc = yaml.load(source, Loader=_LOADER) if isinstance(source, str | bytes) else source
     except yaml.YAMLError as exc:
-        report.error("", f"invalid YAML: {_one_line(exc)}")
+        report.error("", f"invalid YAML: {describe_yaml_error(exc)}")
         return None, report.problems
     if doc is None:
         doc = {}
@@ -63,7 +63,7 @@ def mesh_from_configmap(doc: Mapping[str, Any], meta: ObjectMeta, report: Report
     try:
         body = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
-        report.error("data.mesh", f"invalid YAML: {_one_line(exc)}")
+        report.error("data.mesh", f"invalid YAML: {describe_yaml_error(exc)}")
         return None
     if body is None:
         body = {}
@@ -101,6 +101,8 @@ def _root_namespace(doc, key, path, report, values, ignored) -> None:  # type: i
 
 
 def _mode_reader(field: str, allowed: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """allowed[0] is the enum's zero value (REGISTRY_ONLY, PASSTHROUGH), what `{}` means."""
+
     def read(doc, key, path, report, values, ignored) -> None:  # type: ignore[no-untyped-def]
         policy = doc[key]
         if not isinstance(policy, Mapping):
@@ -109,8 +111,8 @@ def _mode_reader(field: str, allowed: tuple[str, ...]):  # type: ignore[no-untyp
         ignored.extend(join(path, str(k)) for k in policy if k != "mode")
         mode = policy.get("mode")
         if mode is None:
-            values[field] = allowed[-1] if field == "outbound_traffic_policy" else allowed[0]
-            return  # an empty policy is the enum's zero value (REGISTRY_ONLY / PASSTHROUGH)
+            values[field] = allowed[0]  # an empty policy is the enum's zero value
+            return
         if mode not in allowed:
             report.error(f"{path}.mode", f"unknown value {mode!r} (one of {', '.join(allowed)})")
             return
@@ -182,7 +184,3 @@ _FIELDS = (
     "dns_refresh_rate_s",
     "trust_domain",
 )
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())

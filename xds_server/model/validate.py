@@ -46,8 +46,9 @@ def duplicate_sidecar_warnings(
 
     Istio keeps the oldest (creationTimestamp, then name) and ignores the rest.
     """
+    latest = {obj.ref: obj for obj in objects}  # the same ref twice is one object, not two
     by_namespace: dict[str, list[IstioSidecar]] = defaultdict(list)
-    for obj in objects:
+    for obj in latest.values():
         if isinstance(obj, IstioSidecar) and not obj.spec.HasField("workload_selector"):
             by_namespace[obj.meta.namespace].append(obj)
     out: list[Problem] = []

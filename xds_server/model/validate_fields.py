@@ -158,3 +158,16 @@ class Report:
             else:
                 self.error(f"{here}[{i}]", f"expected a string, got {type_name(item)}")
         return out
+
+
+def describe_yaml_error(exc: Exception) -> str:
+    """A one-line YAML error with 1-based line/column, without PyYAML's `in "<unicode string>"`."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if not problem:
+        return " ".join(str(exc).split())
+    text = f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else str(problem)
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context:
+        where = f" (line {context_mark.line + 1}, column {context_mark.column + 1})" if context_mark else ""
+        text += f" {context}{where}"
+    return text
