@@ -84,7 +84,7 @@ def render_snapshot(config: str | Iterable[ConfigObject], proxy: Proxy | str,
     view = StoreView.build(1, objects)
     if isinstance(proxy, str):
         proxy = proxy_for(view, proxy, metadata)
-    return generate(view, proxy, memo or Memo())
+    return generate(view, proxy, memo if memo is not None else Memo())
 
 
 # ------------------------------------------------------------------ output
@@ -133,6 +133,11 @@ def config_dump(snapshot: ProxySnapshot, types: Iterable[TypeUrl] = DUMP_ORDER) 
     return {"configs": [json_format.MessageToDict(_any(c), preserving_proto_field_name=True) for c in configs]}
 
 
+def to_json(snapshot: ProxySnapshot, types: Iterable[TypeUrl] = DUMP_ORDER) -> str:
+    """The printed form; keys sorted because protobuf maps (metadata, typed options) have no order."""
+    return json.dumps(config_dump(snapshot, types), indent=2, sort_keys=True) + "\n"
+
+
 def run(args: argparse.Namespace) -> int:
     types = DUMP_ORDER if args.type == "all" else (SHORT[args.type],)
     try:
@@ -146,6 +151,5 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"xds-server render: {args.config_dir}: {e.strerror}", file=sys.stderr)
         return 2
-    json.dump(config_dump(snapshot, types), sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    sys.stdout.write(to_json(snapshot, types))
     return 0

@@ -189,6 +189,10 @@ class _Builder:
                 bind, cidrs = wildcard, (addr,)
             else:
                 bind = addr
+        if bind == wildcard and number in names.RESERVED_PORTS:
+            # istiod checks reserved ports before resolving a VIP-less service to the wildcard, and
+            # so emits e.g. 0.0.0.0_15006 next to virtualInbound: Envoy rejects the duplicate address.
+            return
         key = (bind, number)
         cur = self.entries.get(key)
         if cur is not None and cur.locked:

@@ -83,8 +83,8 @@ def unix_path(bind: str) -> str:
 
 
 def outbound_http_stat_prefix(bind: str, port: int) -> str:
-    """HCM stat prefix of an outbound HTTP chain."""
-    return f"{OUTBOUND}_{listener(bind, port)}"
+    """HCM stat prefix of an outbound HTTP chain, with istiod's `;` delimiter: `outbound_0.0.0.0_9080;`."""
+    return f"{OUTBOUND}_{listener(bind, port)};"
 
 
 def inbound_stat_prefix(bind: str, port: int) -> str:
