@@ -1,0 +1,445 @@
+"""File source: every *.yaml / *.yml / *.json below a directory, kept current while running.
+
+Each file is one origin of the store (`sink.replace(path, objects)`), so deleting a file removes
+exactly its objects. Bad input is contained: a document that fails validation rejects only its
+own object, and the last good version of that object from the same file keeps being served; a
+file that is not valid YAML/JSON at all keeps all of its previous objects.
+
+Changes come from `watchfiles` (inotify), plus a periodic full rescan in case an event is lost.
+Any event triggers a rescan of the whole tree by (mtime, size, inode) signature, so renames,
+atomic writes (temp file + rename over) and kubectl-style `..data` symlink swaps are all seen
+the same way. All file I/O and parsing runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import watchfiles
+import yaml
+
+from xds_server.model import ConfigObject, ObjectRef, Problem
+from xds_server.model.mesh_parse import parse_mesh_config
+from xds_server.model.parse import parse
+from xds_server.model.validate import duplicate_sidecar_warnings, unsupported_field_warnings
+from xds_server.model.validate_fields import describe_yaml_error
+
+log = logging.getLogger("xds_server.sources.files")
+
+SUFFIXES = (".yaml", ".yml", ".json")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+Signature = tuple[int, int, int, int]  # mtime_ns, size, inode, device (of the symlink target)
+
+
+class ConfigSink(Protocol):
+    """What this source needs of the store (store.ConfigSink; sources do not import the store)."""
+
+    def replace(self, origin: str, objects: Iterable[ConfigObject]) -> None: ...
+    def report(self, origin: str, problems: Sequence[Problem]) -> None: ...
+    def mark_synced(self, source: str) -> None: ...
+
+
+# ---------------------------------------------------------------- loading (sync, reusable)
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What one file holds after parsing."""
+
+    objects: tuple[ConfigObject, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    rejected: frozenset[ObjectRef] = frozenset()  # refs whose document failed validation
+    unreadable: bool = False  # not YAML/JSON at all (or not readable): keep what was served
+    where: Mapping[ObjectRef, str] = field(default_factory=dict)
+
+
+def manifest_files(root: str) -> list[str]:
+    """Sorted *.yaml/*.yml/*.json below root; hidden files and directories are skipped."""
+    out: list[str] = []
+    seen_dirs: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:  # a symlink loop
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and name.lower().endswith(SUFFIXES):
+                out.append(os.path.join(dirpath, name))
+    return sorted(out)
+
+
+def read_documents(path: str, text: str) -> tuple[list[tuple[int, Any]], Problem | None]:
+    """(doc index, document) pairs, and the syntax error that stopped reading, if any."""
+    docs: list[tuple[int, Any]] = []
+    if path.lower().endswith(".json"):
+        try:
+            return [(0, json.loads(text))], None
+        except ValueError as exc:
+            return [], Problem(None, f"invalid JSON: {exc}", f"{path}:0")
+    try:
+        for doc in yaml.load_all(text, Loader=_LOADER):
+            docs.append((len(docs), doc))
+    except yaml.YAMLError as exc:
+        return docs, Problem(None, f"invalid YAML: {describe_yaml_error(exc)}", f"{path}:{len(docs)}")
+    return docs, None
+
+
+def _items(doc: Any, where: str) -> Iterator[tuple[Any, str, str]]:
+    """(object doc, where, message prefix): a `kind: List` / `*List` yields its items."""
+    kind = doc.get("kind") if isinstance(doc, Mapping) else None
+    if isinstance(kind, str) and kind.endswith("List") and "items" in doc:
+        items = doc.get("items")
+        if not isinstance(items, list):
+            yield None, where, "items"
+            return
+        for j, item in enumerate(items):
+            yield item, where, f"items[{j}]"
+    else:
+        yield doc, where, ""
+
+
+def parse_text(path: str, text: str) -> Loaded:
+    docs, syntax = read_documents(path, text)
+    objects: dict[ObjectRef, ConfigObject] = {}
+    where_of: dict[ObjectRef, str] = {}
+    problems: list[Problem] = []
+    rejected: set[ObjectRef] = set()
+    for index, doc in docs:
+        if doc is None:
+            continue  # empty document (`---` at the end, comments only)
+        for item, where, prefix in _items(doc, f"{path}:{index}"):
+            if item is None and prefix == "items":
+                problems.append(Problem(None, "items: expected a list", where))
+                continue
+            obj, found = parse(item, where)
+            for p in found:
+                if prefix and p.ref is None:  # otherwise unnamed: say which item
+                    p = replace(p, message=f"{prefix}.{p.message}")
+                problems.append(p)
+                if not p.warning and p.ref is not None:
+                    rejected.add(p.ref)
+            if obj is None:
+                continue
+            if obj.ref in objects:
+                message = f"metadata.name: {obj.ref} is defined again in this file; the later one is used"
+                problems.append(Problem(obj.ref, message, where, warning=True))
+            objects[obj.ref] = obj
+            where_of[obj.ref] = where
+    if syntax is not None:
+        problems.append(syntax)
+    return Loaded(
+        objects=tuple(objects.values()),
+        problems=tuple(problems),
+        rejected=frozenset(rejected - objects.keys()),
+        unreadable=syntax is not None,
+        where=where_of,
+    )
+
+
+def _read_text(path: str) -> tuple[bytes | None, Problem | None]:
+    try:
+        with open(path, "rb") as f:
+            return f.read(), None
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, Problem(None, f"cannot read file: {exc.strerror or exc}", f"{path}:0")
+
+
+def _decode(path: str, data: bytes) -> tuple[str | None, Problem | None]:
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        return None, Problem(None, f"not UTF-8 text: {exc.reason} at byte {exc.start}", f"{path}:0")
+
+
+def load_file(path: str) -> Loaded:
+    data, problem = _read_text(path)
+    if data is None:
+        return Loaded(problems=(problem,) if problem else (), unreadable=True)
+    text, problem = _decode(path, data)
+    if text is None:
+        return Loaded(problems=(problem,) if problem else (), unreadable=True)
+    return parse_text(path, text)
+
+
+def load_directory(path: str) -> tuple[list[ConfigObject], list[Problem]]:
+    """Every object (in file order) and every problem below a directory."""
+    objects: list[ConfigObject] = []
+    problems: list[Problem] = []
+    for file in manifest_files(path):
+        loaded = load_file(file)
+        objects.extend(loaded.objects)
+        problems.extend(loaded.problems)
+    return objects, problems
+
+
+def _is_mesh_document(doc: Any) -> bool:
+    return (
+        isinstance(doc, Mapping) and "apiVersion" not in doc and doc.get("kind", "MeshConfig") == "MeshConfig"
+    )
+
+
+def load_files(paths: Sequence[str]) -> tuple[list[ConfigObject], list[Problem]]:
+    """For `validate`: files and directories, plus cross-object and unsupported-field warnings.
+
+    A file holding one document without apiVersion (a bare MeshConfig, as `--mesh-config` takes)
+    is checked as a MeshConfig. Raises OSError when a given path cannot be read at all.
+    """
+    files: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            os.listdir(path)  # raises if unreadable
+            files.extend(manifest_files(path))
+        else:
+            with open(path, "rb"):
+                pass  # raises if missing or unreadable
+            files.append(path)
+    objects: list[ConfigObject] = []
+    problems: list[Problem] = []
+    where_of: dict[ObjectRef, str] = {}
+    for file in files:
+        data, problem = _read_text(file)
+        text, problem = _decode(file, data) if data is not None else (None, problem)
+        if text is None:
+            problems.extend([problem] if problem else [])
+            continue
+        docs, syntax = read_documents(file, text)
+        if syntax is None and len(docs) == 1 and _is_mesh_document(docs[0][1]):
+            _, found = parse_mesh_config(docs[0][1], f"{file}:0")
+            problems.extend(found)
+            continue
+        loaded = parse_text(file, text)
+        objects.extend(loaded.objects)
+        problems.extend(loaded.problems)
+        for ref, where in loaded.where.items():
+            if ref in where_of and where_of[ref].rpartition(":")[0] != file:
+                message = f"metadata.name: {ref} is also defined at {where_of[ref]}; only one is served"
+                problems.append(Problem(ref, message, where, warning=True))
+            where_of[ref] = where
+        for obj in loaded.objects:
+            problems.extend(unsupported_field_warnings(obj, loaded.where.get(obj.ref, "")))
+    problems.extend(duplicate_sidecar_warnings(objects, where_of))
+    return objects, problems
+
+
+# ---------------------------------------------------------------- the running source
+@dataclass(slots=True)
+class _FileState:
+    signature: Signature
+    digest: bytes
+    served: dict[ObjectRef, ConfigObject]
+    where: Mapping[ObjectRef, str]
+    logged: set[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    path: str
+    signature: Signature | None  # None: the file is gone
+    digest: bytes = b""
+    loaded: Loaded | None = None  # None: content unchanged
+
+
+class FileSource:
+    """Serves a directory of manifests; see the module docstring."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        name: str = "files",
+        debounce: float = 0.05,
+        rescan_interval: float = 5.0,
+    ) -> None:
+        self.root = os.fspath(root)
+        self.name = name
+        self.debounce = debounce
+        self.rescan_interval = rescan_interval
+        self._files: dict[str, _FileState] = {}
+        self._kick = asyncio.Event()
+        self._duplicates_logged: set[str] = set()
+        self._root_missing_logged = False
+
+    async def run(self, sink: ConfigSink, stop: asyncio.Event) -> None:
+        await self._sync(sink)
+        sink.mark_synced(self.name)
+        # watchfiles sets its stop event when cancelled: give it one of our own, not the caller's.
+        watch_stop = asyncio.Event()
+        watcher = asyncio.create_task(self._watch(watch_stop), name=f"{self.name}-watch")
+        try:
+            while not stop.is_set():
+                await self._wait(stop)
+                if not stop.is_set():
+                    await self._sync(sink)
+        finally:
+            watch_stop.set()  # the watch thread notices within one step (50 ms)
+            try:
+                await asyncio.wait_for(asyncio.shield(watcher), timeout=1.0)
+            except (TimeoutError, asyncio.CancelledError):
+                watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        """Until a change is signalled, stop is set, or the rescan interval passes."""
+        waits = [asyncio.ensure_future(self._kick.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waits, timeout=self.rescan_interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        self._kick.clear()
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """Turn filesystem events into kicks; retry (and rely on rescans) if watching fails."""
+        debounce_ms = max(1, int(self.debounce * 1000))
+        while not stop.is_set():
+            try:
+                async for _ in watchfiles.awatch(
+                    self.root,
+                    watch_filter=None,
+                    debounce=debounce_ms,
+                    step=min(50, debounce_ms),
+                    stop_event=stop,
+                ):
+                    self._kick.set()
+            except Exception as exc:  # e.g. the directory does not exist (yet)
+                log.debug(
+                    "cannot watch %s (%s); relying on rescans every %ss", self.root, exc, self.rescan_interval
+                )
+            if stop.is_set():
+                return
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.rescan_interval)
+            except TimeoutError:
+                pass
+            self._kick.set()  # the watch restarted: rescan in case something was missed
+
+    # ------------------------------------------------------------ syncing
+    async def _sync(self, sink: ConfigSink) -> None:
+        known = {path: (st.signature, st.digest) for path, st in self._files.items()}
+        changes, root_ok = await asyncio.to_thread(_scan, self.root, known)
+        if not root_ok and not self._root_missing_logged:
+            log.warning("config directory %s cannot be read; serving no files from it", self.root)
+        self._root_missing_logged = not root_ok
+        for change in changes:
+            self._apply(sink, change)
+        if changes:
+            self._report_duplicates(sink)
+
+    def _apply(self, sink: ConfigSink, change: _Change) -> None:
+        path = change.path
+        state = self._files.get(path)
+        if change.signature is None:
+            if state is not None:
+                del self._files[path]
+                sink.replace(path, ())
+                sink.report(path, ())
+                log.info("removed %s (%d objects)", path, len(state.served))
+            return
+        if change.loaded is None:  # same bytes under a new signature (touch, atomic rewrite)
+            if state is not None:
+                state.signature = change.signature
+            return
+        loaded = change.loaded
+        previous = state.served if state is not None else {}
+        if loaded.unreadable:
+            served = dict(previous)  # keep everything this file served before
+            where = dict(state.where) if state is not None else {}
+        else:
+            served = {obj.ref: obj for obj in loaded.objects}
+            where = dict(loaded.where)
+            for ref in loaded.rejected:
+                if ref in previous:  # keep the last good version of a rejected object
+                    served[ref] = previous[ref]
+                    where[ref] = state.where.get(ref, path) if state is not None else path
+            sink.replace(path, served.values())
+        sink.report(path, loaded.problems)
+        logged = self._log_problems(path, loaded, previous, state.logged if state is not None else set())
+        self._files[path] = _FileState(change.signature, change.digest, served, where, logged)
+
+    def _log_problems(
+        self, path: str, loaded: Loaded, previous: Mapping[ObjectRef, ConfigObject], logged: set[str]
+    ) -> set[str]:
+        """Log each problem once (until it goes away and comes back)."""
+        current: set[str] = set()
+        for p in loaded.problems:
+            text = str(p)
+            current.add(text)
+            if text in logged:
+                continue
+            if p.warning:
+                log.info("warning: %s", text)
+            elif p.ref is not None and p.ref in previous and not loaded.unreadable:
+                log.warning("rejected: %s (keeping the previous version)", text)
+            elif loaded.unreadable and previous:
+                log.warning("rejected: %s (keeping the %d objects this file had)", text, len(previous))
+            else:
+                log.warning("rejected: %s", text)
+        return current
+
+    def _report_duplicates(self, sink: ConfigSink) -> None:
+        objects = [obj for st in self._files.values() for obj in st.served.values()]
+        where = {ref: w for st in self._files.values() for ref, w in st.where.items()}
+        warnings = duplicate_sidecar_warnings(objects, where)
+        sink.report(self.name, warnings)
+        texts = {str(w) for w in warnings}
+        for text in sorted(texts - self._duplicates_logged):
+            log.warning("%s", text)
+        self._duplicates_logged = texts
+
+
+def _signature(path: str) -> Signature | None:
+    try:
+        st = os.stat(path)  # follows symlinks: a `..data` swap changes the target inode
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+
+
+def _scan(root: str, known: Mapping[str, tuple[Signature, bytes]]) -> tuple[list[_Change], bool]:
+    """(changes since `known`, whether root is a readable directory). Runs in a worker thread."""
+    root_ok = os.path.isdir(root) and os.access(root, os.R_OK | os.X_OK)
+    paths = manifest_files(root) if root_ok else []
+    changes: list[_Change] = []
+    present: set[str] = set()
+    for path in paths:
+        sig = _signature(path)
+        if sig is None:
+            continue  # vanished (or a dangling symlink)
+        present.add(path)
+        before = known.get(path)
+        if before is not None and before[0] == sig:
+            continue
+        data, problem = _read_text(path)
+        if data is None and problem is None:
+            present.discard(path)  # removed between listing and reading
+            continue
+        if data is None:
+            changes.append(
+                _Change(path, sig, b"", Loaded(problems=(problem,) if problem else (), unreadable=True))
+            )
+            continue
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        if before is not None and before[1] == digest:
+            changes.append(_Change(path, sig, digest, None))
+            continue
+        text, problem = _decode(path, data)
+        loaded = (
+            parse_text(path, text)
+            if text is not None
+            else Loaded(problems=(problem,) if problem else (), unreadable=True)
+        )
+        changes.append(_Change(path, sig, digest, loaded))
+    for path in sorted(known.keys() - present):
+        changes.append(_Change(path, None))
+    return changes, root_ok
