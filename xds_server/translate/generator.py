@@ -109,3 +109,13 @@ def generate(view: StoreView, proxy: Proxy, memo: Memo) -> ProxySnapshot:
     # Builts are shared objects, so proxies with equal inbound parts share one snapshot too.
     ic, il = tuple(inbound.clusters), tuple(inbound.listeners)
     return memo.get(("snapshot", outbound, ic, il), _snapshot, outbound, ic, il)
+
+
+def route_for_name(view: StoreView, proxy: Proxy, name: str, memo: Memo) -> Built:
+    """Any RDS name Envoy asks for: the scope's route, or istiod's empty answer for unknown names.
+
+    generate() already holds every route its listeners reference; this answers names outside it
+    (a listener from an older push, a hand-written bootstrap) so that no request goes unanswered.
+    """
+    workload, _, scope = scope_of(view, proxy, memo)
+    return routes.outbound_route(scope, traits_of(workload), name, memo)

@@ -321,8 +321,8 @@ def endpoints(view: StoreView, svc: ServiceModel, port: Port) -> tuple[Endpoint,
     """Upstream hosts of one service port, sorted (EDS content and headless listeners)."""
     out: list[Endpoint] = []
     if svc.is_kubernetes:
-        if svc.selector is None:
-            return ()  # selector-less: Endpoints objects are not modelled
+        if not svc.selector:
+            return ()  # selector-less (or empty, which the API server stores as none): no Endpoints modelled
         for pod in view.pods_selected(svc.namespace, svc.selector):
             if not _pod_usable(pod, svc.publish_not_ready):
                 continue
