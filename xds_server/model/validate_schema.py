@@ -89,8 +89,7 @@ def _fill(msg: Message, data: Any, path: str, report: Report) -> None:
     if not isinstance(data, Mapping):
         report.error(path, f"expected an object, got {type_name(data)}")
         return
-    desc: Descriptor = msg.DESCRIPTOR
-    by_name = {f.json_name: f for f in desc.fields} | {f.name: f for f in desc.fields}
+    by_name = _fields_by_name(msg.DESCRIPTOR)
     for key, value in data.items():
         if not isinstance(key, str):
             report.error(path, f"field names must be strings, got {type_name(key)} {key!r}")
@@ -106,6 +105,18 @@ def _fill(msg: Message, data: Any, path: str, report: Report) -> None:
             _set_field(msg, field, value, here, report)
         except _Invalid as exc:
             report.error(here, str(exc))
+
+
+_FIELDS: dict[str, dict[str, FieldDescriptor]] = {}
+
+
+def _fields_by_name(desc: Descriptor) -> dict[str, FieldDescriptor]:
+    """JSON and proto names of a message's fields (memoised: parse runs on every watch event)."""
+    found = _FIELDS.get(desc.full_name)
+    if found is None:
+        found = {f.json_name: f for f in desc.fields} | {f.name: f for f in desc.fields}
+        _FIELDS[desc.full_name] = found
+    return found
 
 
 def _is_map(field: FieldDescriptor) -> bool:

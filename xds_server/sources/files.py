@@ -36,7 +36,8 @@ log = logging.getLogger("xds_server.sources.files")
 SUFFIXES = (".yaml", ".yml", ".json")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-Signature = tuple[int, int, int, int]  # mtime_ns, size, inode, device (of the symlink target)
+# mtime, ctime (a chmod that makes a file readable again), size, inode, device of the target
+Signature = tuple[int, int, int, int, int]
 
 
 class ConfigSink(Protocol):
@@ -403,7 +404,7 @@ def _signature(path: str) -> Signature | None:
         st = os.stat(path)  # follows symlinks: a `..data` swap changes the target inode
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
 
 
 def _scan(root: str, known: Mapping[str, tuple[Signature, bytes]]) -> tuple[list[_Change], bool]:
