@@ -21,7 +21,7 @@ from xds_server.translate import envoy, names, protocol
 from xds_server.translate.memo import Memo
 from xds_server.translate.protocol import Protocol
 from xds_server.translate.scope import ProxyTraits, Scope
-from xds_server.translate.services import Endpoint, Port, Resolution, ServiceModel, endpoints
+from xds_server.translate.services import Endpoint, Port, Resolution, ServiceModel, endpoints_of
 
 Cluster = cluster_pb2.Cluster
 PASSTHROUGH_IDLE_TIMEOUT_S = 300.0
@@ -84,14 +84,15 @@ def fixed_clusters(mesh: MeshConfig, traits: ProxyTraits, memo: Memo) -> list[Bu
 
 
 # ------------------------------------------------------------------ outbound clusters
-def cluster_spec(view: StoreView, svc: ServiceModel, port: Port, traits: ProxyTraits) -> OutboundClusterSpec | None:
+def cluster_spec(view: StoreView, svc: ServiceModel, port: Port, traits: ProxyTraits,
+                 memo: Memo) -> OutboundClusterSpec | None:
     """What the cluster for one service port depends on; None when istiod emits no cluster."""
     if not svc.builds_config or port.protocol is Protocol.UDP:
         return None
     mesh = view.mesh
     inline: tuple[Endpoint, ...] = ()
     if svc.resolution in (Resolution.DNS_LB, Resolution.DNS_ROUND_ROBIN_LB):
-        inline = endpoints(view, svc, port)
+        inline = endpoints_of(view, svc, port, memo)
         if not inline:
             return None  # a DNS cluster with zero endpoints is not emitted
         if svc.resolution is Resolution.DNS_ROUND_ROBIN_LB:
@@ -168,12 +169,12 @@ def build_outbound_cluster(spec: OutboundClusterSpec) -> Built:
     return Built.of(TypeUrl.CLUSTER, spec.name, cluster, refs=refs)
 
 
-def outbound_cluster_specs(view: StoreView, scope: Scope, traits: ProxyTraits,
+def outbound_cluster_specs(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo,
                            ) -> list[tuple[ServiceModel, Port, OutboundClusterSpec]]:
     out = []
     for svc in scope.services:
         for port in svc.ports:
-            spec = cluster_spec(view, svc, port, traits)
+            spec = cluster_spec(view, svc, port, traits, memo)
             if spec is not None:
                 out.append((svc, port, spec))
     return out

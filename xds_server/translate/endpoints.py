@@ -15,7 +15,7 @@ from xds_server.store.view import StoreView
 from xds_server.translate import envoy
 from xds_server.translate.clusters import OutboundClusterSpec
 from xds_server.translate.memo import Memo
-from xds_server.translate.services import Endpoint, Port, ServiceModel, endpoints
+from xds_server.translate.services import Endpoint, Port, ServiceModel, endpoints_of
 
 
 def build_load_assignment(cluster_name: str, eps: tuple[Endpoint, ...]) -> Built:
@@ -39,5 +39,5 @@ def load_assignment(cluster_name: str, eps: tuple[Endpoint, ...], memo: Memo) ->
 def outbound_load_assignments(view: StoreView, specs: list[tuple[ServiceModel, Port, OutboundClusterSpec]],
                               memo: Memo) -> list[Built]:
     """An assignment for every EDS cluster; empty when no endpoint is ready (503 UH, as istiod)."""
-    return [load_assignment(spec.name, endpoints(view, svc, port), memo)
+    return [load_assignment(spec.name, endpoints_of(view, svc, port, memo), memo)
             for svc, port, spec in specs if spec.is_eds]

@@ -52,7 +52,7 @@ def traits_of(workload: Workload) -> ProxyTraits:
 
 
 def build_outbound(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> Outbound:
-    specs = clusters.outbound_cluster_specs(view, scope, traits)
+    specs = clusters.outbound_cluster_specs(view, scope, traits, memo)
     cds = [*clusters.fixed_clusters(view.mesh, traits, memo), *clusters.outbound_clusters(specs, memo)]
     eds = endpoints.outbound_load_assignments(view, specs, memo)
     lds = _listeners(view, scope, traits, memo)

@@ -24,7 +24,7 @@ from xds_server.translate import envoy, names, protocol
 from xds_server.translate.memo import Memo
 from xds_server.translate.protocol import ListenerClass, Protocol
 from xds_server.translate.scope import ProxyTraits, Scope
-from xds_server.translate.services import UNSPECIFIED_IP, Port, Registry, Resolution, ServiceModel, endpoints
+from xds_server.translate.services import UNSPECIFIED_IP, Port, Registry, Resolution, ServiceModel, endpoints_of
 
 MONGO_PROXY = "envoy.filters.network.mongo_proxy"
 
@@ -110,6 +110,7 @@ class _Builder:
     view: StoreView
     scope: Scope
     traits: ProxyTraits
+    memo: Memo
     entries: dict[tuple[str, int], _Entry] = field(default_factory=dict)
     headless_ips: set[str] = field(default_factory=set)
 
@@ -140,7 +141,7 @@ class _Builder:
     def _add_headless(self, svc: ServiceModel, port: Port, bind_to_port: bool) -> None:
         """Headless / NONE services: one listener per endpoint IP instead of a wildcard one."""
         number, proto = port.number, port.protocol
-        eps = endpoints(self.view, svc, port)
+        eps = endpoints_of(self.view, svc, port, self.memo)
         if not svc.is_kubernetes and not eps and svc.selector is None:
             # A plain ServiceEntry NONE: fall back to a wildcard listener on the port.
             self._add(svc, "", bind_to_port, number, proto)
@@ -359,7 +360,7 @@ class OutboundListeners:
 
 
 def build_outbound_listeners(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> OutboundListeners:
-    builder = _Builder(view, scope, traits)
+    builder = _Builder(view, scope, traits, memo)
     builder.build()
     built = []
     routes: dict[str, None] = {}

@@ -352,3 +352,8 @@ def endpoints(view: StoreView, svc: ServiceModel, port: Port) -> tuple[Endpoint,
     if svc.resolution in (Resolution.DNS_LB, Resolution.DNS_ROUND_ROBIN_LB):
         return (Endpoint(svc.hostname, default_port),)  # the host itself is resolved
     return ()
+
+
+def endpoints_of(view: StoreView, svc: ServiceModel, port: Port, memo: Memo) -> tuple[Endpoint, ...]:
+    """`endpoints`, computed once per store generation however many scopes import the service."""
+    return memo.get(("endpoints", view, svc, port), endpoints, view, svc, port)

@@ -307,9 +307,7 @@ def test_dot_star_sidecar_only_builds_its_namespace_services(monkeypatch: pytest
         calls.append(svc.hostname)
         return real(view, svc, port)
 
-    monkeypatch.setattr("xds_server.translate.endpoints.endpoints", counting)
-    monkeypatch.setattr("xds_server.translate.clusters.endpoints", counting)
-    monkeypatch.setattr("xds_server.translate.listeners_outbound.endpoints", counting)
+    monkeypatch.setattr(services_mod, "endpoints", counting)
     built: list[str] = []
     from xds_server.translate import clusters as clusters_mod
     real_build = clusters_mod.build_outbound_cluster
