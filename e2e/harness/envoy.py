@@ -88,6 +88,14 @@ class Envoy:
         """One counter/gauge; 0 when Envoy has not created it (it creates stats lazily)."""
         return self.stats(f"^{_re_escape(name)}$").get(name, 0)
 
+    def cluster_stat(self, cluster: str, stat: str) -> int:
+        """A stat of a cluster, honouring its alt_stat_name (Istio's inbound clusters set one)."""
+        return self.stat(self.cluster_stat_name(cluster, stat))
+
+    def cluster_stat_name(self, cluster: str, stat: str) -> str:
+        alt = self.clusters().get(cluster, {}).get("alt_stat_name")
+        return f"cluster.{alt or cluster}.{stat}"
+
     def config_dump(self, include_eds: bool = False, resource: str | None = None) -> dict[str, Any]:
         query = "&".join(q for q in ("include_eds" if include_eds else "",
                                      f"resource={resource}" if resource else "") if q)

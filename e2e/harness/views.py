@@ -1,0 +1,23 @@
+"""Small readers over Envoy config-dump JSON (listeners, routes), for waits and assertions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def chain_clusters(listener: dict[str, Any]) -> dict[str, str]:
+    """tcp_proxy cluster per filter-chain name (the default chain is keyed "<default>")."""
+    chains = [(c.get("name", ""), c) for c in listener.get("filter_chains", [])]
+    if "default_filter_chain" in listener:
+        chains.append(("<default>", listener["default_filter_chain"]))
+    out: dict[str, str] = {}
+    for name, chain in chains:
+        for f in chain.get("filters", []):
+            cluster = f.get("typed_config", {}).get("cluster")
+            if f.get("name") == "envoy.filters.network.tcp_proxy" and cluster:
+                out[name] = cluster
+    return out
+
+
+def vhost_domains(route_config: dict[str, Any]) -> dict[str, list[str]]:
+    return {v["name"]: v.get("domains", []) for v in route_config.get("virtual_hosts", [])}
