@@ -11,7 +11,7 @@ explicit-port ones). Each resulting listener is a frozen `ListenerSpec`, which i
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
@@ -124,11 +124,12 @@ class _Builder:
                 if not self._can_bind(bind_to_port, bind, egress.port, egress.protocol):
                     continue
                 for svc in egress.services:
-                    self._add(svc, bind, bind_to_port, egress.port, egress.protocol)
+                    for copy in _address_copies(svc):
+                        self._add(copy, bind, bind_to_port, egress.port, egress.protocol)
                 continue
             for entry in self.entries.values():
                 entry.locked = True  # a portless listener never adds to explicit-port keys
-            for svc in egress.services:
+            for svc in (copy for s in egress.services for copy in _address_copies(s)):
                 for port in svc.ports:
                     if not self._can_bind(bind_to_port, bind, port.number, port.protocol):
                         continue
@@ -271,6 +272,13 @@ class _Builder:
         timeout = self.view.mesh.protocol_detection_timeout_s
         return [ListenerSpec(e.bind, e.port, e.bind_to_port, tuple(e.chains), fallthrough, timeout)
                 for e in self.entries.values()]
+
+
+def _address_copies(svc: ServiceModel) -> tuple[ServiceModel, ...]:
+    """istiod turns a ServiceEntry into one service per (host, address): one listener per address."""
+    if len(svc.addresses) <= 1:
+        return (svc,)
+    return tuple(replace(svc, addresses=(a,)) for a in svc.addresses)
 
 
 def _sniffed(opt: ChainOpt) -> ChainOpt:

@@ -116,7 +116,9 @@ def vhost_domains(svc: ServiceModel, port: int, with_port: bool, proxy_domain: s
     domains = [*_domain_port(svc.hostname, suffix_port), *alt]
     if svc.resolution is Resolution.PASSTHROUGH and svc.is_kubernetes:
         domains += ["*." + d for d in domains]
-    for addr in svc.addresses:
+    # Only the first address: istiod's per-(host, address) copies of a ServiceEntry collide on the
+    # vhost name and the later ones are dropped.
+    for addr in svc.addresses[:1]:
         if addr and addr != UNSPECIFIED_IP and "/" not in addr:
             domains += _domain_port(addr, suffix_port)
     return domains, alt

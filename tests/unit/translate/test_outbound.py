@@ -338,3 +338,11 @@ def test_any_route_name_is_answered_for_a_proxy() -> None:
 
     numeric = route_pb2.RouteConfiguration.FromString(route_for_name(view, proxy(), "7777", memo).payload)
     assert [v.name for v in numeric.virtual_hosts] == ["allow_any"]  # no service on 7777: catch-all only
+
+
+def test_service_entry_with_two_addresses_gets_a_listener_per_address_and_one_cluster() -> None:
+    view = view_of(service_entry("hosts: [db.example.com]\naddresses: [240.0.0.1, 240.0.0.2]\n"
+                                 "ports: [{number: 5432, name: tcp, protocol: TCP}]\nresolution: DNS"))
+    s = snap(view)
+    assert {"240.0.0.1_5432", "240.0.0.2_5432"} <= set(s.get(TypeUrl.LISTENER))
+    assert outbound_clusters(s) == ["outbound|5432||db.example.com"]
