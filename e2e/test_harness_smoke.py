@@ -38,10 +38,11 @@ def test_pods_talk_plain_http_tcp_and_dns(mesh: Mesh, pod: Callable[..., Pod]) -
 def test_untranslated_vip_fails_fast(pod: Callable[..., Pod]) -> None:
     """A VIP exists only in sidecar config: without a sidecar the connection is refused by routing."""
     a = pod("a")
-    start = time.monotonic()
-    r = a.tcp(str(VIP_NET[100]), 8080, timeout=5)
-    assert r.kind == "unreachable", r
-    assert time.monotonic() - start < 3
+    for _ in range(10):  # more than the kernel's default ICMP burst, which the node disables
+        start = time.monotonic()
+        r = a.tcp(str(VIP_NET[100]), 8080, timeout=5)
+        assert r.kind == "unreachable", r
+        assert time.monotonic() - start < 2
 
 
 def test_unix_socket_and_loopback_apps(pod: Callable[..., Pod]) -> None:
@@ -64,6 +65,9 @@ def test_capture_sends_traffic_through_envoy(pod: Callable[..., Pod]) -> None:
     app.capture()
     assert iptables.by_chain(iptables.nat_rules(app.ns)) == iptables.by_chain(iptables.istio_rules())
     envoy = app.start_envoy(capture_bootstrap())
+    uid_line = next(ln for ln in Path(f"/proc/{envoy.proc.pid}/status").read_text().splitlines()
+                    if ln.startswith("Uid:"))
+    assert uid_line.split()[1:] == ["1337"] * 4  # real, effective, saved, fs
 
     # Outbound: app -> ext is redirected to 15001 and passed through to the original destination.
     before = envoy.stat("cluster.PassthroughCluster.upstream_cx_total")

@@ -2,8 +2,8 @@
 
 Addressing (198.18.0.0/15 only, and only inside namespaces we create):
   198.18.0.0/24  pod network; the bridge (node side) is 198.18.0.1, pods from .10 up
-  198.19.0.0/16  service VIPs; the node routes them as `unreachable`, so a connection a sidecar
-                 did not translate fails fast (ICMP) instead of hanging — "not imported" is visible.
+  198.19.0.0/16  service VIPs; the node rejects them with ICMP host-unreachable, so a connection
+                 a sidecar did not translate fails fast instead of hanging — "not imported" is visible.
 """
 
 from __future__ import annotations
@@ -70,9 +70,14 @@ class Mesh:
         n.ip("link", "add", "br0", "type", "bridge")
         n.ip("addr", "add", f"{GATEWAY}/{POD_NET.prefixlen}", "dev", "br0")
         n.ip("link", "set", "br0", "up")
-        # Forward so that VIP packets reach the routing decision, which answers "unreachable".
-        n.sysctl("net.ipv4.ip_forward", 1)
-        n.ip("route", "add", "unreachable", str(VIP_NET))
+        # VIPs are local to the node and rejected with host-unreachable, so a connection no sidecar
+        # translated fails at once. (An `unreachable` route would do it too, but the kernel
+        # rate-limits those errors globally to one a second after a burst of five, and the
+        # sysctls for that are not per-namespace; REJECT is limited only by icmp_ratelimit.)
+        n.ip("route", "add", "local", str(VIP_NET), "dev", "lo")
+        n.exec("iptables", "-A", "INPUT", "-d", str(VIP_NET), "-j", "REJECT",
+               "--reject-with", "icmp-host-unreachable")
+        n.sysctl("net.ipv4.icmp_ratelimit", 0)
 
     # -- pods -----------------------------------------------------------------------------------
 
