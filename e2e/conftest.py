@@ -8,6 +8,7 @@ node namespace with bridge and DNS; `xds_mesh` (module) adds a running `xds-serv
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from e2e.harness.server import serve_available
 HERE = Path(__file__).resolve().parent
 
 
+@functools.cache
 def missing_prerequisite() -> str | None:
     if os.geteuid() != 0:
         return "e2e needs root (network namespaces, iptables)"
@@ -40,6 +42,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.netns)
+
+
+@pytest.fixture(autouse=True)
+def _e2e_prerequisites() -> None:
+    """Every e2e test, fixtures or not, is skipped with the reason when the machine cannot run it."""
+    reason = missing_prerequisite()
+    if reason:
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
