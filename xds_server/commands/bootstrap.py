@@ -28,7 +28,7 @@ def parse_metadata(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise BootstrapError(f"--metadata {pair!r}: expected KEY=VALUE")
-        if value[:1] in "{[":
+        if value.startswith(("{", "[")):
             try:
                 out[key] = json.loads(value)
             except json.JSONDecodeError as e:
