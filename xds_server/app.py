@@ -14,11 +14,13 @@ from typing import Any
 
 import grpc
 
+from xds_server.admin.metrics import Metrics
 from xds_server.push.debounce import Debouncer
 from xds_server.push.planner import Generate, Planner
 from xds_server.settings import Settings
 from xds_server.store import Store
 from xds_server.translate import generate, proxy_from_node_message
+from xds_server.xds import csds
 from xds_server.xds.services import StreamSettings, XdsServices
 
 log = logging.getLogger("xds_server")
@@ -53,14 +55,18 @@ class App:
     def __init__(self, settings: Settings, sources: list[Any] | None = None, generate: Generate = generate) -> None:
         self.settings = settings
         self.store = Store()
-        self.planner = Planner(self.store, generate)
+        self.metrics = Metrics(self.store)  # this App's own registry: several Apps never collide
+        self.store.subscribe(self.metrics.store_changed)
+        self.store.subscribe_reports(self.metrics.problems_reported)
+        self.planner = Planner(self.store, generate, observer=self.metrics)
         self.cache = self.planner.cache
-        self.debouncer = Debouncer(self.planner.push, settings.debounce_quiet, settings.debounce_max)
+        self.debouncer = Debouncer(self.metrics.guard_push(self.planner.push), settings.debounce_quiet,
+                                   settings.debounce_max)
         self.store.subscribe(self.debouncer.notify)
         self.sources: list[Any] = sources if sources is not None else self._make_sources()
         self.services = XdsServices(
             self.cache, proxy_from_node_message, ready=self.ready,
-            settings=StreamSettings(send_timeout=settings.send_timeout),
+            settings=StreamSettings(send_timeout=settings.send_timeout), observer=self.metrics,
             control_plane_id=f"xds-server@{socket.gethostname()}",
         )
         self.grpc_server: grpc.aio.Server | None = None
@@ -114,7 +120,8 @@ class App:
         self._load_mesh_config()
         server = grpc.aio.server(options=grpc_options(s))
         server.add_generic_rpc_handlers(self.services.handlers())
-        address = f"[{s.xds_host}]:{s.xds_port}" if ":" in s.xds_host else f"{s.xds_host}:{s.xds_port}"
+        csds.register(server, self.services, self.cache)
+        address = s.xds_bind_address
         if s.tls_cert or s.tls_key:
             credentials = self._server_credentials()
             self.xds_port = server.add_secure_port(address, credentials)

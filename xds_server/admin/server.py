@@ -1,11 +1,37 @@
-"""Admin HTTP server (aiohttp): health, readiness, metrics and debug views."""
+"""Admin HTTP server (aiohttp): health, readiness, metrics and the /debug views.
+
+Handlers only parse the query and pick the status code; the views are in debug.py.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from xds_server.admin import debug
+from xds_server.resources import PUSH_ORDER, SHORT_NAMES, TypeUrl
+
+BY_SHORT = {v: k for k, v in SHORT_NAMES.items() if k in PUSH_ORDER}
+INDEX = {
+    "/healthz": "200 while the process runs",
+    "/readyz": "200 once every source has synced and gRPC is serving, else 503",
+    "/metrics": "Prometheus metrics",
+    "/debug/syncz": "per proxy and type: NOT_SENT, SYNCED, STALE or ERROR, sent/acked versions, last NACK",
+    "/debug/config_dump?proxy=POD.NS[&types=cds,eds,lds,rds]": "the proxy's config in Envoy's config_dump shape",
+    "/debug/adsz": "xDS connections and their subscriptions",
+    "/debug/configz": "input objects held and rejected ones",
+}
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, indent=1, sort_keys=False))
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
 
 
 class AdminServer:
@@ -16,10 +42,15 @@ class AdminServer:
     def routes(self) -> web.Application:
         web_app = web.Application()
         web_app.add_routes([
+            web.get("/", self.index),
+            web.get("/debug", self.index),
             web.get("/healthz", self.healthz),
             web.get("/readyz", self.readyz),
             web.get("/metrics", self.metrics),
             web.get("/debug/syncz", self.syncz),
+            web.get("/debug/config_dump", self.config_dump),
+            web.get("/debug/adsz", self.adsz),
+            web.get("/debug/configz", self.configz),
         ])
         return web_app
 
@@ -35,26 +66,60 @@ class AdminServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    # ------------------------------------------------------------------ health
+    async def index(self, request: web.Request) -> web.Response:
+        return _json(INDEX)
+
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return _json({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready = self.app.ready()
         sources = {src.name: self.app.store.synced(src.name) for src in self.app.sources}
-        return web.json_response({"ready": ready, "sources": sources}, status=200 if ready else 503)
+        return _json({"ready": ready, "serving": bool(self.app.serving), "sources": sources},
+                     200 if ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(REGISTRY)
+        body = generate_latest(self.app.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    # ------------------------------------------------------------------ debug
+    def _connections(self, request: web.Request) -> list[Any] | web.Response:
+        conns = list(self.app.services.connections.values())
+        wanted = request.query.get("proxy") or request.query.get("proxyID")
+        if wanted is None:
+            return conns
+        found = debug.find_connections(conns, wanted)
+        if not found:
+            return _error(404, f"proxy {wanted!r} is not connected (see /debug/adsz for the connected ones)")
+        return found
+
     async def syncz(self, request: web.Request) -> web.Response:
-        out = []
-        for conn in sorted(self.app.services.connections.values(), key=lambda c: c.id):
-            out.append({
-                "connection_id": conn.id,
-                "proxy": getattr(conn.proxy, "pod_key", conn.proxy.key),
-                "node_id": getattr(conn.proxy, "node_id", conn.proxy.key),
-                "kind": conn.kind,
-                "types": {t: s.as_dict() | {"resource_versions": None} for t, s in conn.machine.statuses().items()},
-            })
-        return web.json_response(out)
+        conns = self._connections(request)
+        return conns if isinstance(conns, web.Response) else _json(debug.syncz(conns))
+
+    async def adsz(self, request: web.Request) -> web.Response:
+        conns = self._connections(request)
+        return conns if isinstance(conns, web.Response) else _json(debug.adsz(conns))
+
+    async def configz(self, request: web.Request) -> web.Response:
+        return _json(debug.configz(self.app.store))
+
+    async def config_dump(self, request: web.Request) -> web.Response:
+        if not (request.query.get("proxy") or request.query.get("proxyID")):
+            return _error(400, "give ?proxy=POD.NAMESPACE (or a node id); /debug/adsz lists the connected proxies")
+        types: tuple[TypeUrl, ...] = PUSH_ORDER
+        if request.query.get("types"):
+            wanted = [t.strip() for t in request.query["types"].split(",") if t.strip()]
+            unknown = [t for t in wanted if t not in BY_SHORT]
+            if unknown:
+                return _error(400, f"types: unknown {', '.join(unknown)} (use cds, eds, lds, rds)")
+            types = tuple(t for t in PUSH_ORDER if SHORT_NAMES[t] in wanted)
+        conns = self._connections(request)
+        if isinstance(conns, web.Response):
+            return conns
+        conn = max(conns, key=lambda c: c.connected_at)  # the newest stream of a reconnecting proxy
+        snapshot = self.app.cache.get(conn.proxy.key)
+        if snapshot is None:
+            return _error(404, f"proxy {debug.proxy_name(conn.proxy)!r} has no snapshot (disconnecting)")
+        return _json(debug.config_dump(snapshot, conn.machine.statuses(), types))

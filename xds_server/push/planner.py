@@ -35,6 +35,9 @@ class PushObserver:
     def rejected_snapshot(self, proxy_key: str, problems: list[str]) -> None:
         pass
 
+    def proxy_updated(self, proxy_key: str, debounce_seconds: float) -> None:
+        """A push replaced this proxy's snapshot and woke its streams (convergence starts here)."""
+
 
 class Planner:
     def __init__(self, store: Store, generate: Generate, observer: PushObserver | None = None) -> None:
@@ -71,6 +74,7 @@ class Planner:
             snapshot = self.build(entry.proxy)
             if snapshot is not entry.snapshot and self.cache.set_snapshot(entry.key, snapshot):
                 updated += 1
+                self.observer.proxy_updated(entry.key, debounce_seconds)
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)
         self.last_push_at = time.time()

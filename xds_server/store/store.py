@@ -27,6 +27,7 @@ class ConfigSink(Protocol):
 
 
 ChangeListener = Callable[[frozenset[ObjectRef]], None]
+ReportListener = Callable[[str, tuple[Problem, ...]], None]
 
 
 class Store:
@@ -37,6 +38,7 @@ class Store:
         self._problems: dict[str, tuple[Problem, ...]] = {}
         self._synced: set[str] = set()
         self._listeners: list[ChangeListener] = []
+        self._report_listeners: list[ReportListener] = []
         self.generation = 0
         self._view: StoreView | None = None
         self._dirty_kinds: set[str] = set()
@@ -45,6 +47,10 @@ class Store:
     def subscribe(self, listener: ChangeListener) -> None:
         """listener(changed_refs) is called after every mutation that changed something."""
         self._listeners.append(listener)
+
+    def subscribe_reports(self, listener: ReportListener) -> None:
+        """listener(origin, problems) is called on every `report` (metrics count rejections)."""
+        self._report_listeners.append(listener)
 
     def _changed(self, refs: set[ObjectRef]) -> None:
         if not refs:
@@ -85,6 +91,8 @@ class Store:
             self._problems[origin] = tuple(problems)
         else:
             self._problems.pop(origin, None)
+        for listener in self._report_listeners:
+            listener(origin, tuple(problems))
 
     def mark_synced(self, source: str) -> None:
         self._synced.add(source)

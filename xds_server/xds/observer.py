@@ -44,6 +44,7 @@ class ServerObserver(Protocol):
     def sent(self, connection: object, type_url: str, resources: int, size: int, seconds: float) -> None: ...
     def write_timeout(self, connection: object) -> None: ...
     def refused(self, code: str, reason: str) -> None: ...
+    def received(self, size: int) -> None: ...
 
 
 class NullServerObserver:
@@ -63,4 +64,7 @@ class NullServerObserver:
         pass
 
     def refused(self, code: str, reason: str) -> None:
+        pass
+
+    def received(self, size: int) -> None:
         pass

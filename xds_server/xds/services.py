@@ -80,7 +80,11 @@ class XdsServices:
     # ------------------------------------------------------------------ registration
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         def method(kind: str, only: TypeUrl | None, name: str) -> grpc.RpcMethodHandler:
-            deserializer = (DiscoveryRequest if kind == "sotw" else DeltaDiscoveryRequest).FromString
+            parse = (DiscoveryRequest if kind == "sotw" else DeltaDiscoveryRequest).FromString
+
+            def deserializer(data: bytes) -> Any:
+                self.observer.received(len(data))  # the size is only known here (pilot_xds_recv_max)
+                return parse(data)
 
             async def behaviour(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
                 await self._stream(requests, context, kind, only, name)
