@@ -11,6 +11,8 @@ EXIT_USAGE = 2
 
 
 def _host_port(text: str) -> tuple[str, int]:
+    if text.startswith("unix:"):  # a unix socket path, e.g. unix:///run/xds.sock
+        return text, 0
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")

@@ -26,3 +26,11 @@ class Settings:
     max_connection_age: float = 0.0
     send_timeout: float = 10.0
     max_receive_bytes: int = 32 * 1024 * 1024
+
+    @property
+    def xds_bind_address(self) -> str:
+        """gRPC bind address: `unix:/path` (xds_host given as `unix://...` or `unix:...`), or host:port."""
+        host = self.xds_host
+        if host.startswith("unix:"):
+            return "unix:" + host[len("unix://"):] if host.startswith("unix://") else host
+        return f"[{host}]:{self.xds_port}" if ":" in host else f"{host}:{self.xds_port}"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import importlib.util
 import json
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,14 +35,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def netns_available() -> bool:
+    return os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
 class LocalEnvoy:
-    def __init__(self, node_id: str, xds_port: int, *, sotw: bool = False, metadata: dict[str, Any] | None = None,
-                 bootstrap: dict[str, Any] | None = None) -> None:
-        self.admin_port = free_port()
+    """An Envoy on loopback, or (isolated=True) alone in a fresh network namespace.
+
+    Isolated Envoys reach the server and expose their admin API over unix sockets, so that
+    configs binding real ports (15001, 127.0.0.1:P, unix paths) never collide with anything.
+    """
+
+    def __init__(self, node_id: str, xds_port: int = 0, *, sotw: bool = False,
+                 metadata: dict[str, Any] | None = None, bootstrap: dict[str, Any] | None = None,
+                 xds_address: str | None = None, isolated: bool = False, addresses: tuple[str, ...] = ()) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="xds-envoy-"))
-        self.bootstrap = bootstrap or build_bootstrap(node_id, f"127.0.0.1:{xds_port}", self.admin_port,
-                                                      metadata or {}, sotw=sotw)
-        self.bootstrap["admin"]["address"]["socket_address"]["port_value"] = self.admin_port
+        self.workdir.chmod(0o755)
+        self.isolated = isolated
+        self.addresses = addresses  # assigned to lo in the isolated namespace (the pod's own IPs)
+        self.netns = f"xg{secrets.token_hex(4)}" if isolated else ""
+        self.admin_port = 0 if isolated else free_port()
+        self.admin_path = str(self.workdir / "admin.sock") if isolated else ""
+        self.bootstrap = bootstrap or build_bootstrap(node_id, xds_address or f"127.0.0.1:{xds_port}",
+                                                      self.admin_port or 15000, metadata or {}, sotw=sotw)
+        if isolated:
+            self.bootstrap["admin"]["address"] = {"pipe": {"path": self.admin_path}}
+        else:
+            self.bootstrap["admin"]["address"]["socket_address"]["port_value"] = self.admin_port
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "envoy.log"
 
@@ -47,10 +80,17 @@ class LocalEnvoy:
         path = self.workdir / "bootstrap.json"
         path.write_text(json.dumps(self.bootstrap))
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [envoy_binary(), "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
-             "--log-level", "info", "--drain-time-s", "1"],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [envoy_binary(), "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
+               "--log-level", "info", "--drain-time-s", "1"]
+        if self.isolated:
+            subprocess.run(["ip", "netns", "add", self.netns], check=True)
+            subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"], check=True)
+            for addr in self.addresses:
+                plen = "128" if ":" in addr else "32"
+                subprocess.run(["ip", "netns", "exec", self.netns, "ip", "addr", "add", f"{addr}/{plen}", "dev", "lo"],
+                               check=True, capture_output=True)
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def stop(self) -> None:
@@ -63,12 +103,29 @@ class LocalEnvoy:
                 self.proc.wait(5)
         if hasattr(self, "_log"):
             self._log.close()
+        if self.netns:
+            subprocess.run(["ip", "netns", "del", self.netns], check=False, capture_output=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LocalEnvoy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     # ------------------------------------------------------------------ admin API
     def get(self, path: str, timeout: float = 2.0) -> str:
+        if self.admin_path:
+            conn = _UnixHTTPConnection(self.admin_path, timeout)
+            try:
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                return resp.read().decode()
+            finally:
+                conn.close()
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=timeout) as r:
             return r.read().decode()
 

@@ -45,6 +45,15 @@ def _split_host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _unix_path(address: str) -> str:
+    """The socket path of `unix:///path` or `unix:/path`, else ''."""
+    if address.startswith("unix://"):
+        return address[len("unix://"):]
+    if address.startswith("unix:"):
+        return address[len("unix:"):]
+    return ""
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -81,11 +90,12 @@ def build_bootstrap(
     if not node_id:
         raise BootstrapError("--node-id must not be empty")
     metadata = dict(metadata or {})
-    host, port = _split_host_port(xds_address)
+    pipe = _unix_path(xds_address)
+    host, port = ("", 0) if pipe else _split_host_port(xds_address)
     config_source = {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}
     xds_cluster: dict[str, Any] = {
         "name": XDS_CLUSTER,
-        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "type": "STATIC" if pipe or _is_ip(host) else "STRICT_DNS",
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -100,7 +110,7 @@ def build_bootstrap(
         },
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": pipe}} if pipe else {
                 "socket_address": {"address": host, "port_value": port}}}}]}],
         },
     }
@@ -118,7 +128,7 @@ def build_bootstrap(
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
             "common_tls_context": common,
         }
-        if tls_server_name or not _is_ip(host):
+        if tls_server_name or not (pipe or _is_ip(host)):
             upstream["sni"] = tls_server_name or host
         if tls_server_name and tls_ca:
             common["validation_context"]["match_typed_subject_alt_names"] = [
