@@ -11,7 +11,7 @@ from aiohttp import web
 
 
 @asynccontextmanager
-async def http_backend(name: str, host: str = "127.0.0.1") -> AsyncIterator[int]:
+async def http_backend(name: str, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[int]:
     async def handle(request: web.Request) -> web.Response:
         body = {"name": name, "host": request.host, "path": request.path}
         return web.Response(text=json.dumps(body), content_type="application/json")
@@ -20,7 +20,7 @@ async def http_backend(name: str, host: str = "127.0.0.1") -> AsyncIterator[int]
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, 0)
+    site = web.TCPSite(runner, host, port)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
