@@ -76,6 +76,7 @@ class App:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.serving = False
+        self._stopping = False
 
     # ------------------------------------------------------------------ wiring
     def _make_sources(self) -> list[Any]:
@@ -171,11 +172,22 @@ class App:
         self._tasks.append(asyncio.create_task(guarded(), name=name))
 
     async def stop(self, drain_seconds: float | None = None) -> None:
-        """Stop accepting, tell Envoys to go away (GOAWAY), wait a bounded drain, stop."""
+        """Stop accepting, tell Envoys to go away (GOAWAY), wait a bounded drain, stop.
+
+        grpc's stop(grace) refuses new connections and streams and sends GOAWAY at once; xDS streams
+        never end by themselves, so after `grace` seconds they are cancelled and Envoy reconnects
+        (to another replica). Idempotent: a second call returns at once.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
         grace = self.settings.drain_seconds if drain_seconds is None else drain_seconds
+        self.serving = False  # /readyz answers 503 from now on: load balancers stop sending streams here
         self.services.accepting = False
         self._stop.set()
         if self.grpc_server is not None:
+            if self.services.connections:
+                log.info("draining %d xDS stream(s) for up to %.1fs", len(self.services.connections), grace)
             await self.grpc_server.stop(grace)
         for task in self._tasks:
             task.cancel()
@@ -185,7 +197,6 @@ class App:
         self._tasks.clear()
         if self.admin is not None:
             await self.admin.stop()
-        self.serving = False
 
     async def wait_stopped(self) -> None:
         await self._stop.wait()
