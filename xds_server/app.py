@@ -89,8 +89,29 @@ class App:
         if s.kubernetes or s.kubeconfig:
             from xds_server.sources.kubernetes import KubernetesSource
 
-            sources.append(KubernetesSource(kubeconfig=s.kubeconfig, namespaces=list(s.namespaces)))
+            sources.append(KubernetesSource(kubeconfig=s.kubeconfig, namespaces=list(s.namespaces),
+                                            root_namespace=self._root_namespace()))
         return sources
+
+    def _root_namespace(self) -> str:
+        """rootNamespace from --mesh-config (the Kubernetes source watches the mesh ConfigMap there).
+
+        An unreadable or invalid file is reported by `_load_mesh_config` at start; here it only
+        means the default.
+        """
+        from xds_server.model import MeshConfig
+
+        default = MeshConfig().root_namespace
+        if not self.settings.mesh_config:
+            return default
+        from xds_server.model.parse import parse_mesh_config
+
+        try:
+            with open(self.settings.mesh_config, encoding="utf-8") as f:
+                mesh, _ = parse_mesh_config(f.read(), self.settings.mesh_config)
+        except OSError:
+            return default
+        return mesh.root_namespace if mesh is not None else default
 
     def ready(self) -> bool:
         """Serving, and every source has synced once (never serve a partial config)."""
