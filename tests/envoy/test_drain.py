@@ -166,3 +166,23 @@ async def test_serve_drains_and_exits_0_on_sigterm_with_json_logs() -> None:
     assert any(m.startswith("xds connect ") for m in msgs) and any(m.startswith("xds disconnect ") for m in msgs)
     assert any(m.startswith("shutting down") for m in msgs) and msgs[-1] == "stopped"
     assert all({"time", "level", "logger", "msg"} <= x.keys() for x in lines)
+
+
+async def test_max_connection_age_makes_envoy_reconnect_and_resync() -> None:
+    snap = snapshot(eds_cluster("a"), endpoints("a", ("127.0.0.1", 1)))
+    app = App(Settings(xds_host="127.0.0.1", xds_port=0, admin_port=0, drain_seconds=0, max_connection_age=1.0),
+              sources=[], generate=lambda view, proxy, memo: snap)
+    envoy: LocalEnvoy | None = None
+    try:
+        await app.start()
+        envoy = LocalEnvoy(NODE_ID, app.xds_port, metadata={"NAMESPACE": "default"}).start()
+        await envoy.until(lambda: envoy.dynamic_names("clusters") == ["a"], what="cluster a")
+        [first] = list(app.services.connections)
+        # GOAWAY after ~1 s (±10 % jitter), the stream is closed after the 10 s grace, Envoy reconnects.
+        await poll(lambda: any(c != first for c in app.services.connections), 25, "a new stream")
+        await envoy.until(lambda: envoy.stat("control_plane.connected_state") == 1, what="connected again")
+        assert envoy.dynamic_names("clusters") == ["a"] and envoy.rejected() == 0
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        await app.stop(0)
