@@ -54,7 +54,7 @@ def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
 class App:
     def __init__(self, settings: Settings, sources: list[Any] | None = None, generate: Generate = generate) -> None:
         self.settings = settings
-        self.store = Store()
+        self.store = Store(settings.domain_suffix)
         self.metrics = Metrics(self.store)  # this App's own registry: several Apps never collide
         self.store.subscribe(self.metrics.store_changed)
         self.store.subscribe_reports(self.metrics.problems_reported)

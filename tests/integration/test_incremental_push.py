@@ -107,3 +107,14 @@ async def test_pod_added_sends_one_cla_to_importers_and_nothing_to_others(app: A
     finally:
         await importer.close()
         await other.close()
+
+
+async def test_domain_suffix_names_kubernetes_hosts() -> None:
+    a = App(Settings(xds_host="127.0.0.1", xds_port=0, admin_port=-1, domain_suffix="corp.internal"), sources=[])
+    load(a, MESH)
+    from xds_server.translate import Memo, generate, proxy_from_node
+
+    view = a.store.view()
+    snap = generate(view, proxy_from_node("sidecar~10.1.0.1~c.a~a.svc.corp.internal", {"NAMESPACE": "a"}), Memo())
+    assert "outbound|80||web.a.svc.corp.internal" in snap.get(CDS)
+    assert not [n for n in snap.get(CDS) if "cluster.local" in n]

@@ -31,7 +31,8 @@ ReportListener = Callable[[str, tuple[Problem, ...]], None]
 
 
 class Store:
-    def __init__(self) -> None:
+    def __init__(self, domain_suffix: str = "cluster.local") -> None:
+        self.domain_suffix = domain_suffix
         self._by_origin: dict[str, dict[ObjectRef, ConfigObject]] = {}
         self._objects: dict[ObjectRef, ConfigObject] = {}
         self._owner: dict[ObjectRef, str] = {}
@@ -116,7 +117,7 @@ class Store:
     def view(self) -> StoreView:
         """An immutable view of the current generation, shared by every translation of it."""
         if self._view is None:
-            self._view = StoreView.build(self.generation, self._objects.values())
+            self._view = StoreView.build(self.generation, self._objects.values(), self.domain_suffix)
         return self._view
 
     # ------------------------------------------------------------ internals

@@ -31,13 +31,16 @@ def _age_key(obj: ConfigObject) -> tuple[str, str, str]:
 
 
 class StoreView:
-    def __init__(self, generation: int, objects: Mapping[ObjectRef, ConfigObject]) -> None:
+    def __init__(self, generation: int, objects: Mapping[ObjectRef, ConfigObject],
+                 domain_suffix: str = "cluster.local") -> None:
         self.generation = generation
         self._objects = objects
+        # Kubernetes service hosts are <name>.<namespace>.svc.<domain_suffix> (serve --domain-suffix).
+        self.domain_suffix = domain_suffix
 
     @classmethod
-    def build(cls, generation: int, objects: Iterable[ConfigObject]) -> StoreView:
-        return cls(generation, {o.ref: o for o in objects})
+    def build(cls, generation: int, objects: Iterable[ConfigObject], domain_suffix: str = "cluster.local") -> StoreView:
+        return cls(generation, {o.ref: o for o in objects}, domain_suffix)
 
     def get(self, ref: ObjectRef) -> ConfigObject | None:
         return self._objects.get(ref)

@@ -105,7 +105,7 @@ def generate(view: StoreView, proxy: Proxy, memo: Memo) -> ProxySnapshot:
     traits = traits_of(workload)
     self_ip = workload.ips[0] if workload.ips else ""
     outbound = outbound_for(view, scope, traits, self_ip, memo)
-    inbound = build_inbound(view, workload, sidecar, memo)
+    inbound = build_inbound(view, workload, sidecar, memo, domain_suffix=view.domain_suffix)
     # Builts are shared objects, so proxies with equal inbound parts share one snapshot too.
     ic, il = tuple(inbound.clusters), tuple(inbound.listeners)
     return memo.get(("snapshot", outbound, ic, il), _snapshot, outbound, ic, il)

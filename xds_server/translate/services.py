@@ -290,8 +290,9 @@ def _kube_model(svc: Service, domain_suffix: str) -> ServiceModel:
     return from_kube_service(svc, domain_suffix)
 
 
-def registry_for(view: StoreView, memo: Memo, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) -> ServiceRegistry:
+def registry_for(view: StoreView, memo: Memo, domain_suffix: str | None = None) -> ServiceRegistry:
     """The registry of one store generation, built once and shared by every proxy."""
+    domain_suffix = domain_suffix or view.domain_suffix
     return memo.get(("registry", view, domain_suffix), _build_registry, view, memo, domain_suffix)
 
 
