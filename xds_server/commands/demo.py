@@ -481,12 +481,18 @@ class Demo:
         self.say()
         self.say("== Look inside")
         first = self.topology.sidecars()[0]
-        self.say(f"    $ curl -s {first.admin[0]}:{first.admin[1]}/listeners          "
-                 f"# the {first.name} Envoy's listeners (its admin is on its pod IP)")
-        self.say(f"    $ curl -s {s.admin_address[0]}:{self.app.admin_port}/debug/syncz    "
-                 "# what the server sent each proxy, and their ACKs")
+        app_host, app_port = first.app_address
+        tips = (
+            (f"curl -s {app_host}:{app_port}/", f"the {first.app} app itself, bypassing its sidecar"),
+            (f"curl -s {first.admin[0]}:{first.admin[1]}/listeners", f"the {first.name} Envoy's listeners"),
+            (f"curl -s {s.admin_address[0]}:{self.app.admin_port}/debug/syncz",
+             "what the server sent each proxy, and their ACKs"),
+        )
+        width = max(len(cmd) for cmd, _ in tips)
+        for cmd, what in tips:
+            self.say(f"    $ {cmd.ljust(width)}  # {what}")
         self.say(f"    $ xds-server render --config-dir {self.mesh_dir} --proxy {first.name} "
-                 f"--metadata INTERCEPTION_MODE=NONE --type lds")
+                 "--metadata INTERCEPTION_MODE=NONE --type lds")
         self.say()
 
     async def stop(self) -> None:
