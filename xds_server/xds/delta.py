@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
-from xds_server.resources import PUSH_ORDER, WILDCARD_TYPES, Built, ProxySnapshot, TypeUrl
+from xds_server.resources import WILDCARD_TYPES, Built, ProxySnapshot, TypeUrl
 from xds_server.xds import wire
 from xds_server.xds.machine import MachineBase, Outgoing, TypeState, eds_refs
 from xds_server.xds.status import Nack
@@ -88,21 +88,7 @@ class DeltaMachine(MachineBase):
             out.extend(self._release_deferred(snapshot))
         return out
 
-    def on_snapshot(self, snapshot: ProxySnapshot) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        for type_url in PUSH_ORDER:
-            st = self.types.get(type_url)
-            if st is not None:
-                out.extend(self._respond(type_url, st, snapshot))  # type: ignore[arg-type]
-        return out
-
     # ------------------------------------------------------------------ internals
-    def _release_deferred(self, snapshot: ProxySnapshot) -> list[Outgoing]:
-        cds = self.types.get(TypeUrl.CLUSTER)
-        if cds is None or not cds.deferred or self._routes_in_flight():
-            return []
-        return self._respond(TypeUrl.CLUSTER, cds, snapshot)  # type: ignore[arg-type]
-
     def _diff(self, type_url: TypeUrl, st: DeltaState, snapshot: ProxySnapshot) -> tuple[list[Built], list[str]]:
         resources = snapshot.get(type_url)
         known = st.known

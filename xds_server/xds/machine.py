@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from xds_server.resources import PUSH_ORDER, SERVED_TYPES, WILDCARD_TYPES, Built, TypeUrl
+from xds_server.resources import PUSH_ORDER, SERVED_TYPES, WILDCARD_TYPES, Built, ProxySnapshot, TypeUrl
 from xds_server.xds.observer import NullObserver, StreamObserver
 from xds_server.xds.status import TypeStatus
 from xds_server.xds.subscription import Subscription
@@ -74,6 +75,25 @@ class MachineBase:
             self.observer.unknown_type(type_url)
             return None
         return TypeUrl(type_url)
+
+    def on_snapshot(self, snapshot: ProxySnapshot) -> list[Outgoing]:
+        """The proxy's config changed: what to send, in push order."""
+        out: list[Outgoing] = []
+        for type_url in PUSH_ORDER:
+            st = self.types.get(type_url)
+            if st is not None:
+                out.extend(self._respond(type_url, st, snapshot))
+        return out
+
+    def _respond(self, type_url: TypeUrl, st: Any, snapshot: ProxySnapshot, **kw: Any) -> list[Outgoing]:
+        raise NotImplementedError
+
+    def _release_deferred(self, snapshot: ProxySnapshot) -> list[Outgoing]:
+        """Send the cluster removals held back, once no listener/route change is in flight."""
+        cds = self.types.get(TypeUrl.CLUSTER)
+        if cds is None or not cds.deferred or self._routes_in_flight():
+            return []
+        return self._respond(TypeUrl.CLUSTER, cds, snapshot)
 
     def _routes_in_flight(self) -> bool:
         return any(st.pending for t, st in self.types.items() if t in (TypeUrl.LISTENER, TypeUrl.ROUTE))

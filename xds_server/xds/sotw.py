@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
-from xds_server.resources import PUSH_ORDER, WILDCARD_TYPES, Built, ProxySnapshot, TypeUrl
+from xds_server.resources import WILDCARD_TYPES, Built, ProxySnapshot, TypeUrl
 from xds_server.xds import wire
 from xds_server.xds.machine import MachineBase, Outgoing, TypeState, eds_refs
 from xds_server.xds.status import Nack
@@ -89,21 +89,7 @@ class SotwMachine(MachineBase):
             out.extend(self._release_deferred(snapshot))
         return out
 
-    def on_snapshot(self, snapshot: ProxySnapshot) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        for type_url in PUSH_ORDER:
-            st = self.types.get(type_url)
-            if st is not None:
-                out.extend(self._respond(type_url, st, snapshot))  # type: ignore[arg-type]
-        return out
-
     # ------------------------------------------------------------------ internals
-    def _release_deferred(self, snapshot: ProxySnapshot) -> list[Outgoing]:
-        cds = self.types.get(TypeUrl.CLUSTER)
-        if cds is None or not cds.deferred or self._routes_in_flight():
-            return []
-        return self._respond(TypeUrl.CLUSTER, cds, snapshot)  # type: ignore[arg-type]
-
     def _routes_will_change(self, snapshot: ProxySnapshot) -> bool:
         for type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE):
             st = self.types.get(type_url)
