@@ -8,5 +8,5 @@ if [ "$(id -u)" = 0 ] && ! command -v iptables >/dev/null 2>&1; then
     || echo "warning: could not install iptables; network-namespace tests will be skipped" >&2
 fi
 ./scripts/setup.sh
-.venv/bin/ruff check xds_server tests e2e bench scripts
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
