@@ -5,8 +5,9 @@ namespace, bridge, DNS, optional xds-server), `Pod` (namespace on the bridge, ap
 Envoy), `Envoy` (admin API helpers and waits), `wait_for` (the only way to wait).
 """
 
-from e2e.harness.apps import HttpResult, TcpResult
+from e2e.harness.apps import HttpResult, TcpResult, TlsClient
 from e2e.harness.envoy import Envoy, envoy_binary
+from e2e.harness.loop import RequestLoop
 from e2e.harness.mesh import Mesh, Service
 from e2e.harness.pod import Pod
 from e2e.harness.run import Run
@@ -18,9 +19,11 @@ __all__ = [
            "HttpResult",
            "Mesh",
            "Pod",
+           "RequestLoop",
            "Run",
            "Service",
            "TcpResult",
+           "TlsClient",
            "WaitTimeout",
            "envoy_binary",
            "wait_for",

@@ -49,6 +49,21 @@ class HttpResult:
 
 
 @dataclass(frozen=True)
+class TlsClient:
+    """How a client speaks TLS: the SNI it sends (None: the URL host), the CA it verifies the
+    server against (None: no verification), the client certificate it presents (if any)."""
+
+    sni: str | None = None
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def args(self) -> list[str]:
+        pairs = (("--sni", self.sni), ("--ca", self.ca), ("--cert", self.cert), ("--key", self.key))
+        return [a for flag, value in pairs if value for a in (flag, str(value))]
+
+
+@dataclass(frozen=True)
 class TcpResult:
     reply: str = ""
     error: str = ""
@@ -64,10 +79,11 @@ def http(
     headers: dict[str, str] | None = None,
     unix: str | None = None,
     timeout: float = 5.0,
+    tls: TlsClient | None = None,
 ) -> HttpResult:
-    """One HTTP/1.1 request from inside `ns` on a fresh connection."""
-    out = ns.exec(*PYTHON, NETCLIENT, *_http_args(url, host, method, headers, unix, timeout),
-                  timeout=timeout + 15)
+    """One HTTP/1.1 request from inside `ns` on a fresh connection (https:// URLs: TLS per `tls`)."""
+    args = _http_args(url, host, method, headers, unix, timeout) + (tls.args() if tls else [])
+    out = ns.exec(*PYTHON, NETCLIENT, *args, timeout=timeout + 15)
     return HttpResult.from_json(json.loads(out))
 
 
@@ -80,8 +96,8 @@ def http_many(ns: Netns, url: str, count: int, *, host: str | None = None,
 
 
 def _http_args(url: str, host: str | None, method: str, headers: dict[str, str] | None,
-               unix: str | None, timeout: float) -> list[str]:
-    args = ["http", "--url", url, "--method", method, "--timeout", str(timeout)]
+               unix: str | None, timeout: float, mode: str = "http") -> list[str]:
+    args = [mode, "--url", url, "--method", method, "--timeout", str(timeout)]
     if host:
         args += ["--host", host]
     if unix:
@@ -91,10 +107,18 @@ def _http_args(url: str, host: str | None, method: str, headers: dict[str, str] 
     return args
 
 
-def tcp(ns: Netns, host: str, port: int, send: str = "ping", *, timeout: float = 5.0) -> TcpResult:
-    """Connect, send one line, return the one line the peer answers (our echo prefixes its pod)."""
-    out = ns.exec(*PYTHON, NETCLIENT, "tcp", "--host", host, "--port", str(port), "--send", send,
-                  "--timeout", str(timeout), timeout=timeout + 15)
+def tcp(ns: Netns, host: str, port: int, send: str = "ping", *, timeout: float = 5.0,
+        tls: TlsClient | None = None, banner: bool = False) -> TcpResult:
+    """Connect, send one line, return the one line the peer answers (our echo prefixes its pod).
+
+    `tls`: inside TLS; `banner`: send nothing and return the first line a server-first peer sends.
+    """
+    args = ["tcp", "--host", host, "--port", str(port), "--send", send, "--timeout", str(timeout)]
+    if tls:
+        args += ["--tls", *tls.args()]
+    if banner:
+        args.append("--banner")
+    out = ns.exec(*PYTHON, NETCLIENT, *args, timeout=timeout + 15)
     data = json.loads(out)
     return TcpResult(data.get("reply", ""), data.get("error", ""), data.get("kind", ""))
 
@@ -115,3 +139,15 @@ def serve_http_unix(ns: Netns, pod: str, path: Path) -> Proc:
 def serve_tcp_echo(ns: Netns, pod: str, port: int, bind: str = "0.0.0.0") -> Proc:
     return ns.spawn(f"echo-{bind}-{port}", [*PYTHON, APPSERVER, "tcp-echo", "--pod", pod, "--bind", bind,
                                             "--port", str(port)], ready_line="READY")
+
+
+def serve_tcp(ns: Netns, pod: str, mode: str, port: int, bind: str = "0.0.0.0", *extra: str) -> Proc:
+    """The other line-based apps: `tls-echo` (extra: --cert/--key[/--ca]), `dual`, `banner`."""
+    return ns.spawn(f"{mode}-{bind}-{port}", [*PYTHON, APPSERVER, mode, "--pod", pod, "--bind", bind,
+                                              "--port", str(port), *extra], ready_line="READY")
+
+
+def request_loop_argv(url: str, out: Path, *, host: str | None = None, interval: float = 0.05,
+                      timeout: float = 2.0) -> list[str]:
+    return [*PYTHON, NETCLIENT, *_http_args(url, host, "GET", None, None, timeout, mode="loop"),
+            "--interval", str(interval), "--out", str(out)]

@@ -4,6 +4,11 @@ http:     answers every request with JSON {"pod", "host", "path", "method", "pee
           so a test sees which pod served it, what Host/path arrived and from which address
           (127.0.0.6 means "came through the inbound sidecar").
 tcp-echo: line-based; replies "<pod> <line>" for every line received.
+tls-echo: tcp-echo inside TLS (--cert/--key; --ca makes client certificates mandatory); replies
+          "<pod> sni=<server name the client sent, or -> <line>", so a test sees where SNI routed it.
+dual:     one port speaking both: a connection starting with an HTTP method gets the http app,
+          anything else the tcp echo (a protocol-sniffed "auto" port).
+banner:   server-first: sends "<pod> hello" on connect, then echoes like tcp-echo.
 Modes bind TCP (--bind/--port) or a unix socket (--unix, made 0777 so uid-1337 Envoy can connect).
 Prints READY on stdout once listening; logs go to stderr.
 """
@@ -13,8 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import socketserver
+import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -69,6 +76,43 @@ class EchoHandler(socketserver.StreamRequestHandler):
             self.wfile.flush()
 
 
+class TlsEchoHandler(EchoHandler):
+    context: ssl.SSLContext
+
+    def setup(self) -> None:
+        self.request = self.context.wrap_socket(self.request, server_side=True)
+        super().setup()
+
+    def handle(self) -> None:
+        sni = getattr(self.request, "e2e_sni", None) or "-"
+        for line in self.rfile:
+            self.wfile.write(f"{self.pod} sni={sni} ".encode() + line)
+            self.wfile.flush()
+
+
+HTTP_START = re.compile(rb"^(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH|CONNECT|TRACE|PRI) ")
+
+
+class DualHandler(socketserver.BaseRequestHandler):
+    """HTTP or line echo on one port, decided by the first bytes (like Envoy's http_inspector)."""
+
+    pod = ""
+
+    def handle(self) -> None:
+        head = self.request.recv(8, socket.MSG_PEEK)
+        if HTTP_START.match(head):
+            http_handler(self.pod)(self.request, self.client_address, self.server)
+        else:
+            type("Echo", (EchoHandler,), {"pod": self.pod})(self.request, self.client_address, self.server)
+
+
+class BannerHandler(EchoHandler):
+    def handle(self) -> None:
+        self.wfile.write(f"{self.pod} hello\n".encode())
+        self.wfile.flush()
+        super().handle()
+
+
 class ThreadingTCP(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -76,11 +120,14 @@ class ThreadingTCP(socketserver.ThreadingTCPServer):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("http", "tcp-echo"))
+    parser.add_argument("mode", choices=("http", "tcp-echo", "tls-echo", "dual", "banner"))
     parser.add_argument("--pod", required=True)
     parser.add_argument("--bind", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--unix", default="")
+    parser.add_argument("--cert", default="")
+    parser.add_argument("--key", default="")
+    parser.add_argument("--ca", default="")
     args = parser.parse_args()
 
     server: socketserver.BaseServer
@@ -95,8 +142,19 @@ def main() -> None:
             ThreadingHTTPServer.allow_reuse_address = True
             server = ThreadingHTTPServer((args.bind, args.port), handler)
     else:
-        EchoHandler.pod = args.pod
-        server = ThreadingTCP((args.bind, args.port), EchoHandler)
+        handlers: dict[str, type[socketserver.BaseRequestHandler]] = {
+            "tcp-echo": EchoHandler, "tls-echo": TlsEchoHandler, "dual": DualHandler, "banner": BannerHandler}
+        handler_cls = type("Handler", (handlers[args.mode],), {"pod": args.pod})
+        if args.mode == "tls-echo":
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(args.cert, args.key)
+            # The server name the client asked for, kept on its socket for the reply.
+            ctx.sni_callback = lambda sock, name, _ctx: setattr(sock, "e2e_sni", name)  # type: ignore[assignment]
+            if args.ca:
+                ctx.load_verify_locations(args.ca)
+                ctx.verify_mode = ssl.CERT_REQUIRED
+            handler_cls.context = ctx  # type: ignore[attr-defined]
+        server = ThreadingTCP((args.bind, args.port), handler_cls)
     if isinstance(server, socketserver.TCPServer):
         server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     print("READY", flush=True)

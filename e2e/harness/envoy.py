@@ -103,7 +103,8 @@ class Envoy:
 
     def _section(self, type_suffix: str, include_eds: bool = False) -> dict[str, Any]:
         for cfg in self.config_dump(include_eds=include_eds)["configs"]:
-            if cfg.get("@type", "").endswith(type_suffix):
+            # Exact type name: "RoutesConfigDump" must not pick "ScopedRoutesConfigDump".
+            if cfg.get("@type", "").rsplit(".", 1)[-1] == type_suffix:
                 return cfg
         return {}
 

@@ -157,23 +157,43 @@ class Mesh:
         (self.config_dir / f"{name}.yaml").unlink(missing_ok=True)
 
     def service(self, name: str, namespace: str = "default", *, selector: dict[str, str] | None = None,
-                ports: Iterable[int | dict[str, Any]] = (8080,), vip: str | None = None) -> Service:
+                ports: Iterable[int | dict[str, Any]] = (8080,), vip: str | None = None,
+                headless: bool = False, annotations: dict[str, str] | None = None) -> Service:
         """A ClusterIP Service with a VIP from 198.19.0.0/16; ports are numbers or full port dicts.
 
-        Its FQDN resolves to the VIP in the node DNS, as kube-dns would answer.
+        Its FQDN resolves to the VIP in the node DNS, as kube-dns would answer. `headless`:
+        `clusterIP: None`, and the FQDN resolves to the IPs of the pods the selector picks now.
         """
-        vip = vip or next(self._vips)
+        selector = dict(selector or {"app": name})
+        vip = "None" if headless else (vip or next(self._vips))
         port_docs = [p if isinstance(p, dict) else {"name": f"http-{p}", "port": p, "targetPort": p}
                      for p in ports]
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        if annotations:
+            metadata["annotations"] = dict(annotations)
         self.apply(f"svc-{namespace}-{name}", {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"clusterIP": vip, "selector": dict(selector or {"app": name}), "ports": port_docs},
+            "metadata": metadata,
+            "spec": {"clusterIP": vip, "selector": selector, "ports": port_docs},
         })
         svc = Service(name, namespace, vip, tuple(int(p["port"]) for p in port_docs))
-        self.dns.set(svc.fqdn, vip)
+        if headless:
+            self.dns.set(svc.fqdn, *[p.ip for p in self.pods.values() if p.namespace == namespace
+                                     and selector.items() <= p.labels.items()])
+        else:
+            self.dns.set(svc.fqdn, vip)
         return svc
+
+    def rejected_updates(self) -> dict[str, dict[str, int]]:
+        """NACKed xDS updates per pod, for every pod running an Envoy; {} when all is accepted."""
+        out = {}
+        for key, pod in self.pods.items():
+            if pod.envoy is not None and pod.envoy.proc.alive():
+                rejected = pod.envoy.rejected_updates()
+                if rejected:
+                    out[key] = rejected
+        return out
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -2,8 +2,13 @@
 
 http: {"status", "headers", "body"} or {"error", "kind"}; --count N makes N fresh connections and
       prints a list (load-balancing scenarios).
-tcp:  connect, send one line, read one line back: {"reply"} or {"error", "kind"}.
-kind is one of refused | reset | timeout | closed | unreachable | other, so tests can tell
+      https:// URLs use TLS (--sni, --ca to verify the server, --cert/--key to present a client
+      certificate).
+tcp:  connect, send one line, read one line back: {"reply"} or {"error", "kind"}; --tls wraps the
+      connection (same TLS options); --banner sends nothing and returns the server's first line.
+loop: HTTP requests one after another (fresh connection each) until SIGTERM, one JSON line per
+      request appended to --out: {"t", "status", "by", "kind"}; READY on stdout once started.
+kind is one of refused | reset | timeout | closed | unreachable | tls | other, so tests can tell
 "blocked by the sidecar" from "nothing listening" without parsing messages.
 """
 
@@ -13,8 +18,11 @@ import argparse
 import errno
 import http.client
 import json
+import signal
 import socket
+import ssl
 import sys
+import time
 import urllib.parse
 from typing import Any
 
@@ -26,6 +34,8 @@ def classify(e: BaseException) -> str:
         return "refused"
     if isinstance(e, ConnectionResetError | BrokenPipeError):
         return "reset"
+    if isinstance(e, ssl.SSLError):
+        return "tls"
     if isinstance(e, http.client.RemoteDisconnected | http.client.IncompleteRead | EOFError):
         return "closed"
     if isinstance(e, OSError) and e.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
@@ -44,12 +54,40 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
+class TlsConnection(http.client.HTTPConnection):
+    """HTTPS with our own context and SNI (which need not be the host we connect to)."""
+
+    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext, sni: str) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._context = context
+        self._sni = sni
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._sni)
+
+
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if args.ca:
+        ctx.load_verify_locations(args.ca)
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if args.cert:
+        ctx.load_cert_chain(args.cert, args.key or None)
+    return ctx
+
+
 def http_once(args: argparse.Namespace) -> dict[str, Any]:
     url = urllib.parse.urlsplit(args.url)
     path = (url.path or "/") + (f"?{url.query}" if url.query else "")
     conn: http.client.HTTPConnection
     if args.unix:
         conn = UnixConnection(args.unix, args.timeout)
+    elif url.scheme == "https":
+        conn = TlsConnection(url.hostname or "", url.port or 443, args.timeout, tls_context(args),
+                             args.sni or url.hostname or "")
     else:
         conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
     headers = dict(h.split(":", 1) for h in args.header)
@@ -73,8 +111,11 @@ def http_once(args: argparse.Namespace) -> dict[str, Any]:
 
 def tcp_once(args: argparse.Namespace) -> dict[str, Any]:
     try:
-        with socket.create_connection((args.host, args.port), timeout=args.timeout) as s:
-            s.sendall(args.send.encode() + b"\n")
+        raw = socket.create_connection((args.host, args.port), timeout=args.timeout)
+        # wrap_socket takes the descriptor over: closing the wrapper closes the connection.
+        with tls_context(args).wrap_socket(raw, server_hostname=args.sni or None) if args.tls else raw as s:
+            if not args.banner:
+                s.sendall(args.send.encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
                 chunk = s.recv(4096)
@@ -88,23 +129,64 @@ def tcp_once(args: argparse.Namespace) -> dict[str, Any]:
         return {"error": f"{type(e).__name__}: {e}", "kind": classify(e)}
 
 
+def loop(args: argparse.Namespace) -> None:
+    stop = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    print("READY", flush=True)
+    with open(args.out, "a") as out:
+        while not stop:
+            r = http_once(args)
+            out.write(json.dumps({"t": time.time(), "status": r.get("status"),
+                                  "by": r.get("headers", {}).get("x-served-by"),
+                                  "kind": r.get("kind", "")}) + "\n")
+            out.flush()
+            time.sleep(args.interval)  # request pacing, not synchronisation
+
+
+def add_tls_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sni", default="")
+    p.add_argument("--ca", default="")
+    p.add_argument("--cert", default="")
+    p.add_argument("--key", default="")
+
+
+def add_http_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", required=True)
+    p.add_argument("--host", default="")
+    p.add_argument("--method", default="GET")
+    p.add_argument("--header", action="append", default=[])
+    p.add_argument("--unix", default="")
+    p.add_argument("--timeout", type=float, default=5.0)
+    add_tls_args(p)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="mode", required=True)
     h = sub.add_parser("http")
-    h.add_argument("--url", required=True)
-    h.add_argument("--host", default="")
-    h.add_argument("--method", default="GET")
-    h.add_argument("--header", action="append", default=[])
-    h.add_argument("--unix", default="")
-    h.add_argument("--timeout", type=float, default=5.0)
+    add_http_args(h)
     h.add_argument("--count", type=int, default=0)
     t = sub.add_parser("tcp")
     t.add_argument("--host", required=True)
     t.add_argument("--port", type=int, required=True)
     t.add_argument("--send", default="ping")
     t.add_argument("--timeout", type=float, default=5.0)
+    t.add_argument("--tls", action="store_true")
+    t.add_argument("--banner", action="store_true")
+    add_tls_args(t)
+    lp = sub.add_parser("loop")
+    add_http_args(lp)
+    lp.add_argument("--interval", type=float, default=0.05)
+    lp.add_argument("--out", required=True)
     args = parser.parse_args()
+    if args.mode == "loop":
+        loop(args)
+        return
     if args.mode == "http":
         out: Any = [http_once(args) for _ in range(args.count)] if args.count else http_once(args)
     else:

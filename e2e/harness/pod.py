@@ -8,7 +8,9 @@ from typing import Any
 
 from e2e.harness import apps, iptables
 from e2e.harness.apps import HttpResult, TcpResult
+from e2e.harness.certs import KeyPair
 from e2e.harness.envoy import Envoy
+from e2e.harness.loop import RequestLoop
 from e2e.harness.netns import Netns, Proc
 
 
@@ -46,6 +48,24 @@ class Pod:
         self.ports.append(port)
         return apps.serve_tcp_echo(self.ns, self.name, port, bind)
 
+    def serve_tls_echo(self, port: int, keys: KeyPair, *, client_ca: Path | None = None,
+                       bind: str = "0.0.0.0") -> Proc:
+        """tcp echo inside TLS; replies "<pod> sni=<name> <line>". `client_ca`: require client certs."""
+        self.ports.append(port)
+        extra = ["--cert", str(keys.cert), "--key", str(keys.key)]
+        return apps.serve_tcp(self.ns, self.name, "tls-echo", port, bind,
+                              *extra, *(["--ca", str(client_ca)] if client_ca else []))
+
+    def serve_dual(self, port: int, bind: str = "0.0.0.0") -> Proc:
+        """HTTP and tcp echo on one port (chosen by the first bytes of each connection)."""
+        self.ports.append(port)
+        return apps.serve_tcp(self.ns, self.name, "dual", port, bind)
+
+    def serve_banner(self, port: int, bind: str = "0.0.0.0") -> Proc:
+        """A server-first protocol: "<pod> hello" on connect, then echo."""
+        self.ports.append(port)
+        return apps.serve_tcp(self.ns, self.name, "banner", port, bind)
+
     # -- clients (run as root inside the pod: captured like any app) ------------------------------
 
     def http(self, url: str, **kw: Any) -> HttpResult:
@@ -56,6 +76,10 @@ class Pod:
 
     def tcp(self, host: str, port: int, send: str = "ping", **kw: Any) -> TcpResult:
         return apps.tcp(self.ns, host, port, send, **kw)
+
+    def request_loop(self, name: str, url: str, *, expect_pod: str, **kw: Any) -> RequestLoop:
+        """Requests to `url` in the background until stopped (or the pod is removed)."""
+        return RequestLoop(self.ns, name, url, expect_pod=expect_pod, **kw)
 
     # -- sidecar --------------------------------------------------------------------------------
 

@@ -56,6 +56,10 @@ class XdsServer:
         assert r.status == 200, f"/debug/{name}: {r}"
         return json.loads(r.body)
 
+    def rejected_inputs(self) -> list[dict[str, Any]]:
+        """Input the server refused and why (/debug/configz `rejected`: origin, kind, name, message)."""
+        return list(self.debug("configz").get("rejected", []))
+
 
 def bootstrap(node_id: str, xds_address: str, metadata: dict[str, Any], *, sotw: bool = False) -> str:
     """The server's own `xds-server bootstrap` output (the contract a user would follow)."""
