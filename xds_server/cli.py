@@ -33,9 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--xds-address", type=_host_port, default=("0.0.0.0", 15010), metavar="HOST:PORT")
     serve.add_argument("--admin-address", type=_host_port, default=("127.0.0.1", 15014), metavar="HOST:PORT")
     serve.add_argument("--domain-suffix", default="cluster.local")
-    serve.add_argument("--tls-cert", metavar="FILE")
-    serve.add_argument("--tls-key", metavar="FILE")
-    serve.add_argument("--client-ca", metavar="FILE")
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve xDS over TLS with this certificate (PEM)")
+    serve.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
+    serve.add_argument("--client-ca", metavar="FILE",
+                       help="mutual TLS: require client certificates signed by this CA; a certificate's SPIFFE "
+                            "(spiffe://TD/ns/NS/sa/SA) or DNS (SA.NS.svc) identity must match the node's namespace "
+                            "and the Pod's service account, else PERMISSION_DENIED")
     serve.add_argument("--debounce-quiet", type=float, default=0.1, metavar="SECONDS",
                        help="push after this long without changes (default 0.1)")
     serve.add_argument("--debounce-max", type=float, default=1.0, metavar="SECONDS",
@@ -44,6 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="graceful drain on SIGTERM (default 5)")
     serve.add_argument("--max-connection-age", type=float, default=0.0, metavar="SECONDS",
                        help="close xDS connections after this age to rebalance replicas (0: never)")
+    serve.add_argument("--max-new-streams-per-second", type=float, default=100.0, metavar="N",
+                       help="admit at most N new xDS streams per second (plus --new-stream-burst); beyond it "
+                            "streams wait up to 1 s, then are refused with RESOURCE_EXHAUSTED and Envoy retries "
+                            "(default 100; 0: unlimited)")
+    serve.add_argument("--new-stream-burst", type=int, default=200, metavar="N",
+                       help="new xDS streams admitted at once before the rate applies (default 200)")
+    serve.add_argument("--max-receive-bytes", type=int, default=32 * 1024 * 1024, metavar="BYTES",
+                       help="largest xDS request accepted (default 32 MiB: Envoy's node plus big delta "
+                            "subscriptions)")
+    serve.add_argument("--send-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="close a stream whose reader has not taken a response for this long (default 10)")
+    serve.add_argument("--keepalive-interval", type=float, default=30.0, metavar="SECONDS",
+                       help="ping idle xDS connections this often (default 30)")
+    serve.add_argument("--keepalive-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="close a connection whose ping is not answered within this (default 10)")
+    serve.add_argument("--min-client-ping-interval", type=float, default=15.0, metavar="SECONDS",
+                       help="accept client keepalive pings this often; faster pingers get GOAWAY "
+                            "too_many_pings (default 15: Envoy's bootstrap pings every 30)")
     _logging_flags(serve)
 
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap for a node")
@@ -75,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     inj.add_argument("-f", "--filename", required=True, metavar="FILE", help="manifest file, or - for stdin")
     inj.add_argument("--xds-address", default="xds-server.xds-system.svc:15010", metavar="HOST:PORT")
     inj.add_argument("--image", default="envoyproxy/envoy:v1.40.0", help="sidecar image")
+    inj.add_argument("--init-image", default=None,
+                     help="image of the iptables init container (default: $XDS_INJECT_INIT_IMAGE or xds-server:0.1.0)")
 
     demo = sub.add_parser("demo", help="run the bundled example mesh with local Envoys")
     demo.add_argument("--xds-address", type=_host_port, default=("127.0.0.1", 15010), metavar="HOST:PORT")

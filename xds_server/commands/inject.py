@@ -55,7 +55,7 @@ READY_PORT, PROMETHEUS_PORT = 15021, 15090
 TUNNEL_PORT = 15008
 DEFAULT_EXCLUDED_INBOUND = (15090, 15021, 15020)  # istio-init's `-d 15090,15021,15020`
 DEFAULT_INIT_IMAGE = f"xds-server:{__version__}"
-INIT_IMAGE_ENV = "XDS_INJECT_INIT_IMAGE"  # until the CLI grows --init-image
+INIT_IMAGE_ENV = "XDS_INJECT_INIT_IMAGE"  # fallback for --init-image
 DOMAIN_SUFFIX = "cluster.local"
 UNPRIVILEGED_PORTS_SYSCTL = "net.ipv4.ip_unprivileged_port_start"
 
@@ -494,7 +494,7 @@ def run(args: argparse.Namespace) -> int:
     opts = Options(
         xds_address=args.xds_address,
         proxy_image=args.image,
-        init_image=getattr(args, "init_image", None) or os.environ.get(INIT_IMAGE_ENV) or DEFAULT_INIT_IMAGE,
+        init_image=args.init_image or os.environ.get(INIT_IMAGE_ENV) or DEFAULT_INIT_IMAGE,
     )
     name = args.filename
     try:
