@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # xds-server: a small runtime image (Python slim + a venv), non-root, entry point `xds-server`.
 #   docker build -t xds-server:0.1.0 .
-#   docker run --rm -p 15010:15010 -p 15014:15014 -v "$PWD/examples/basic:/etc/xds-server:ro" xds-server:0.1.0
+#   docker run --rm -p 15010:15010 -p 15014:15014 -v "$PWD/xds_server/commands/demo_mesh:/etc/xds-server:ro" xds-server:0.1.0
 # Versions are pinned by constraints.txt (pip freeze of the tested venv); the base image by tag
 # (pass --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:... to pin a digest).
 # The image also carries iptables: `xds-server inject` runs it as the pods' istio-init container.
