@@ -41,6 +41,10 @@ class RouteSpec:
     name: str
     vhosts: tuple[VirtualHostSpec, ...]
     catch_all: OutboundPolicy | None  # None for sniffed (host:port) routes
+    # Merged routes (unix socket, HTTP proxy) carry `name:port` domains, so the port in Host must
+    # take part in matching. istiod sets ignore_port_in_host_matching on these too, which makes
+    # every non-80 service unreachable through them (istio/istio#47682); we do not copy that.
+    match_port: bool = False
 
 
 # ------------------------------------------------------------------ domains
@@ -148,7 +152,7 @@ def route_spec(scope: Scope, traits: ProxyTraits, route_name: str) -> RouteSpec 
     if sniffed:
         vhosts = _for_sniffed(vhosts, parsed.host, route_name)
     vhosts.sort(key=lambda v: v.name)
-    return RouteSpec(route_name, tuple(vhosts), None if sniffed else scope.policy)
+    return RouteSpec(route_name, tuple(vhosts), None if sniffed else scope.policy, match_port=listener_port == 0)
 
 
 def _virtual_hosts(per_port: dict[int, list[tuple[ServiceModel, int]]], listener_port: int,
@@ -234,7 +238,7 @@ def build_route(spec: RouteSpec) -> Built:
         name=spec.name,
         validate_clusters=wrappers_pb2.BoolValue(value=False),
         max_direct_response_body_size_bytes=envoy.u32(MAX_DIRECT_RESPONSE_BODY),
-        ignore_port_in_host_matching=True,
+        ignore_port_in_host_matching=not spec.match_port,
         virtual_hosts=[rc.VirtualHost(name=v.name, domains=list(v.domains), routes=[_service_route(v)],
                                       include_request_attempt_count=True) for v in spec.vhosts],
     )

@@ -215,6 +215,21 @@ def test_unix_socket_egress_listener_is_a_pipe_with_a_route_named_by_the_bind() 
     assert all(":" in d for d in domains[f"{REVIEWS}:9080"])
 
 
+@pytest.mark.parametrize("egress", [
+    "{port: {number: 0, protocol: HTTP, name: u}, bind: 'unix:///var/run/app.sock', hosts: ['./*']}",
+    "{port: {number: 15080, protocol: HTTP_PROXY, name: p}, bind: 127.0.0.1, captureMode: NONE, hosts: ['./*']}",
+], ids=["unix", "http-proxy"])
+def test_merged_routes_match_the_port_in_host(egress: str) -> None:
+    """Their domains are `name:port` (bare names only for port 80): Envoy must not strip the port
+    from Host before matching, or `Host: reviews:9080` never finds its virtual host (an e2e
+    request over a unix-socket egress listener fell through to the passthrough). Port routes
+    keep ignoring the port, as istiod sets it."""
+    s = snap(view_of(svc("reviews"), sidecar(f"egress: [{egress}, {{hosts: ['*/*']}}]")))
+    name = "unix:///var/run/app.sock" if "unix" in egress else "15080"
+    assert route(s, name).ignore_port_in_host_matching is False
+    assert route(s, "9080").ignore_port_in_host_matching is True
+
+
 def test_interception_none_has_no_virtual_listeners_and_binds_everything() -> None:
     view = view_of(svc("reviews"), svc("db", ip="10.96.0.11", ports="[{name: tcp, port: 3306}]"))
     s = snap(view, proxy(metadata={"INTERCEPTION_MODE": "NONE"}))
