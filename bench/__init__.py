@@ -1,0 +1,1 @@
+"""Benchmarks: a load generator that behaves like many Envoys, a mesh generator, scenarios, profiles."""

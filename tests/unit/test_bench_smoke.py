@@ -1,0 +1,39 @@
+"""Keeps bench/ from rotting: a 10-proxy mesh, a real server process, cold start and one pod added.
+
+Not a timed test: it only checks that the harness still measures something sensible.
+"""
+
+from __future__ import annotations
+
+import json
+
+from bench import mesh
+from bench.scenarios import Bench, Config, percentiles
+
+
+def test_mesh_generator_writes_manifests_and_identities(tmp_path):
+    ids = mesh.generate(str(tmp_path), services=10, proxies=40, namespaces=3, sidecars=True)
+    assert len(ids) == 40
+    assert len({p.node_id for p in ids}) == 40
+    files = sorted(p.name for p in (tmp_path / "mesh").iterdir())
+    assert "ns-00.yaml" in files and "sidecar-ns-00.yaml" in files
+    assert len(json.loads((tmp_path / "proxies.json").read_text())) == 40
+
+
+def test_percentiles_are_nearest_rank():
+    p = percentiles([float(i) for i in range(1, 101)])
+    assert (p["p50"], p["p90"], p["p99"], p["max"]) == (50.0, 90.0, 99.0, 100.0)
+
+
+def test_ten_proxies_cold_start_and_pod_add(tmp_path):
+    bench = Bench(Config(10, 10, namespaces=2, cold_timeout=20, change_timeout=5), str(tmp_path))
+    try:
+        bench.setup()
+        cold = bench.cold_start()
+        assert cold["incomplete"] == 0, cold
+        assert cold["by_type"]["cds"]["responses"] >= 10
+        add = bench.pod_add(0)
+        assert add["missing"] == 0 and add["convergence_s"]["n"] == 10, add
+        assert add["by_type"]["eds"]["resources"] == 10  # one ClusterLoadAssignment per proxy, nothing else
+    finally:
+        bench.teardown()
