@@ -7,6 +7,7 @@ and appends one JSON line per request to a file; tests read the file while it ru
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +25,10 @@ class LoopResult:
 
 
 class RequestLoop:
-    def __init__(self, ns: Netns, name: str, url: str, *, expect_pod: str, host: str | None = None,
-                 interval: float = 0.05, timeout: float = 2.0) -> None:
+    def __init__(self, ns: Netns, name: str, url: str, *, expect_pod: str | Iterable[str],
+                 host: str | None = None, interval: float = 0.05, timeout: float = 2.0) -> None:
         self.url = url
-        self.expect_pod = expect_pod
+        self.expect = frozenset([expect_pod] if isinstance(expect_pod, str) else expect_pod)
         self.out = ns.workdir / f"loop-{name}.jsonl"
         self.out.unlink(missing_ok=True)
         self.out.touch()
@@ -45,8 +46,8 @@ class RequestLoop:
         return out
 
     def failures(self) -> list[LoopResult]:
-        """Requests not answered 200 by the expected pod."""
-        return [r for r in self.results() if r.status != 200 or r.by != self.expect_pod]
+        """Requests not answered 200 by (one of) the expected pod(s)."""
+        return [r for r in self.results() if r.status != 200 or r.by not in self.expect]
 
     def wait_more(self, count: int = 3, timeout: float = 10.0) -> None:
         """Wait until `count` more requests completed (the loop really ran across a change)."""

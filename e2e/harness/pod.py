@@ -77,7 +77,7 @@ class Pod:
     def tcp(self, host: str, port: int, send: str = "ping", **kw: Any) -> TcpResult:
         return apps.tcp(self.ns, host, port, send, **kw)
 
-    def request_loop(self, name: str, url: str, *, expect_pod: str, **kw: Any) -> RequestLoop:
+    def request_loop(self, name: str, url: str, *, expect_pod: str | set[str], **kw: Any) -> RequestLoop:
         """Requests to `url` in the background until stopped (or the pod is removed)."""
         return RequestLoop(self.ns, name, url, expect_pod=expect_pod, **kw)
 
