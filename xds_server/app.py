@@ -15,12 +15,14 @@ from typing import Any
 import grpc
 
 from xds_server.admin.metrics import Metrics
+from xds_server.authz import store_authorizer
 from xds_server.push.debounce import Debouncer
 from xds_server.push.planner import Generate, Planner
 from xds_server.settings import Settings
 from xds_server.store import Store
 from xds_server.translate import generate, proxy_from_node_message
 from xds_server.xds import csds
+from xds_server.xds.admission import StreamAdmission
 from xds_server.xds.services import StreamSettings, XdsServices
 
 log = logging.getLogger("xds_server")
@@ -36,13 +38,14 @@ def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", settings.max_receive_bytes),
         ("grpc.max_send_message_length", 256 * 1024 * 1024),
         ("grpc.max_concurrent_streams", 100_000),
-        # Ping idle connections like istiod (30 s / 10 s) and accept Envoy's own keepalive pings
-        # (every 30 s in our bootstrap) without GOAWAY too_many_pings.
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
+        # Ping idle connections like istiod (30 s / 10 s). Client pings are accepted every
+        # keepalive_min_client_ping (15 s: half of Envoy's 30 s in our bootstrap, as istiod allows
+        # keepalive_time/2); a client pinging faster gets GOAWAY too_many_pings after 2 strikes.
+        ("grpc.keepalive_time_ms", int(settings.keepalive_interval * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(settings.keepalive_min_client_ping * 1000)),
+        ("grpc.http2.max_ping_strikes", 2),
         ("grpc.so_reuseport", 0),
     ]
     if settings.max_connection_age > 0:
@@ -68,6 +71,10 @@ class App:
             self.cache, proxy_from_node_message, ready=self.ready,
             settings=StreamSettings(send_timeout=settings.send_timeout), observer=self.metrics,
             control_plane_id=f"xds-server@{socket.gethostname()}",
+            admission=StreamAdmission(settings.max_new_streams_per_second, settings.new_stream_burst,
+                                      settings.max_admission_wait),
+            # mTLS: a client certificate may only claim a node of its own namespace and service account.
+            authorize=store_authorizer(self.store) if settings.client_ca else None,
         )
         self.grpc_server: grpc.aio.Server | None = None
         self.xds_port = 0

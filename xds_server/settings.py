@@ -26,6 +26,16 @@ class Settings:
     max_connection_age: float = 0.0
     send_timeout: float = 10.0
     max_receive_bytes: int = 32 * 1024 * 1024
+    # Admission (reference/xds-protocol.md §11): new xDS streams per second, with a burst; a stream
+    # waits up to max_admission_wait for its turn, beyond that it is refused with RESOURCE_EXHAUSTED.
+    max_new_streams_per_second: float = 100.0  # 0: unlimited
+    new_stream_burst: int = 200
+    max_admission_wait: float = 1.0
+    # Keepalive: the server pings idle connections every keepalive_interval (drop after
+    # keepalive_timeout) and accepts client pings at most every keepalive_min_client_ping.
+    keepalive_interval: float = 30.0
+    keepalive_timeout: float = 10.0
+    keepalive_min_client_ping: float = 15.0
 
     @property
     def xds_bind_address(self) -> str:

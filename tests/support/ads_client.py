@@ -32,8 +32,11 @@ def node(node_id: str, **metadata: Any) -> base_pb2.Node:
 
 
 class AdsClient:
-    def __init__(self, target: str, delta: bool = False, method: str | None = None) -> None:
-        self.channel = grpc.aio.insecure_channel(target)
+    def __init__(self, target: str, delta: bool = False, method: str | None = None,
+                 credentials: grpc.ChannelCredentials | None = None,
+                 options: tuple[tuple[str, object], ...] = ()) -> None:
+        self.channel = (grpc.aio.secure_channel(target, credentials, options=options) if credentials is not None
+                        else grpc.aio.insecure_channel(target, options=options))
         self.delta = delta
         self._requests: asyncio.Queue[Any] = asyncio.Queue()
         self.responses: list[Any] = []

@@ -90,6 +90,10 @@ class Metrics(PushObserver):
         self.xds = Gauge("pilot_xds", "Connected xDS streams, by kind (sotw, delta).", ["kind"], registry=r)
         self.refusals = Counter("xds_server_stream_refusals", "xDS streams refused, by gRPC status code.",
                                 ["code"], registry=r)
+        self.stream_errors = Counter("xds_server_stream_errors",
+                                     "xDS streams the server ended, by gRPC status code: a bad request "
+                                     "(INVALID_ARGUMENT), a write blocked too long (DEADLINE_EXCEEDED).",
+                                     ["code"], registry=r)
         self.recv_max = Gauge("pilot_xds_recv_max", "Largest xDS request received, in bytes.", registry=r)
         self.unknown_types = Counter("xds_server_xds_unknown_type_requests",
                                      "Requests for a type URL this server does not serve (stream kept).",
@@ -255,6 +259,9 @@ class Metrics(PushObserver):
 
     def refused(self, code: str, reason: str) -> None:
         self.refusals.labels(code).inc()
+
+    def stream_error(self, code: str, reason: str) -> None:
+        self.stream_errors.labels(code).inc()
 
     def received(self, size: int) -> None:
         if size > self._recv_max:

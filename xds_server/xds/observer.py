@@ -44,6 +44,7 @@ class ServerObserver(Protocol):
     def sent(self, connection: object, type_url: str, resources: int, size: int, seconds: float) -> None: ...
     def write_timeout(self, connection: object) -> None: ...
     def refused(self, code: str, reason: str) -> None: ...
+    def stream_error(self, code: str, reason: str) -> None: ...
     def received(self, size: int) -> None: ...
 
 
@@ -64,6 +65,9 @@ class NullServerObserver:
         pass
 
     def refused(self, code: str, reason: str) -> None:
+        pass
+
+    def stream_error(self, code: str, reason: str) -> None:
         pass
 
     def received(self, size: int) -> None:

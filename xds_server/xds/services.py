@@ -4,6 +4,12 @@ A thin pump around the sans-IO machines: read requests, apply wake-ups, write by
 Responses are pre-encoded bytes (see wire.py), so the response serializer is the identity.
 Each stream keeps one pending wake-up flag: a slow Envoy only ever gets the newest state and
 never delays the others.
+
+Admission, in order (reference/xds-protocol.md §11-12): not serving or sources not synced ->
+UNAVAILABLE; over the new-stream rate -> RESOURCE_EXHAUSTED; an undecodable first request or no
+node.id -> INVALID_ARGUMENT; over mTLS, a certificate with no usable identity -> UNAUTHENTICATED,
+one that may not claim the node -> PERMISSION_DENIED. Every refusal is counted (observer.refused),
+as is every stream the server ends for a bad request later on (observer.stream_error).
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
+from google.protobuf.message import DecodeError
 
 from xds_server.resources import TypeUrl
-from xds_server.xds import wire
+from xds_server.xds import auth, wire
+from xds_server.xds.admission import StreamAdmission
 from xds_server.xds.cache import CacheEntry, SnapshotCache
 from xds_server.xds.delta import DeltaMachine
 from xds_server.xds.machine import MachineBase, Outgoing, StreamError
@@ -63,13 +71,25 @@ def _identity(b: bytes) -> bytes:
     return b
 
 
+class BadMessage(Exception):
+    """A request that is not a valid protobuf of the method's type (raised by the deserializer)."""
+
+
+# Refusals logged at warning: a client that is misconfigured or not who it claims to be. The
+# transient ones (UNAVAILABLE, RESOURCE_EXHAUSTED) are expected during starts and storms: debug.
+_LOUD_REFUSALS = frozenset({"INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED"})
+
+
 class XdsServices:
     def __init__(self, cache: SnapshotCache, identify: Callable[[Any], Any], *,
                  ready: Callable[[], bool] = lambda: True, observer: ServerObserver | None = None,
-                 settings: StreamSettings | None = None, control_plane_id: str = "xds-server") -> None:
+                 settings: StreamSettings | None = None, control_plane_id: str = "xds-server",
+                 admission: StreamAdmission | None = None, authorize: auth.Authorize | None = None) -> None:
         self.cache = cache
         self._identify = identify
         self._ready = ready
+        self.admission = admission
+        self._authorize = authorize  # set when client certificates are required (--client-ca)
         self.observer: ServerObserver = observer or NullServerObserver()
         self.settings = settings or StreamSettings()
         self.connections: dict[str, Connection] = {}
@@ -84,7 +104,10 @@ class XdsServices:
 
             def deserializer(data: bytes) -> Any:
                 self.observer.received(len(data))  # the size is only known here (pilot_xds_recv_max)
-                return parse(data)
+                try:
+                    return parse(data)
+                except DecodeError as e:
+                    raise BadMessage(f"undecodable {kind} request ({len(data)} bytes): {e}") from None
 
             async def behaviour(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
                 await self._stream(requests, context, kind, only, name)
@@ -106,22 +129,24 @@ class XdsServices:
     # ------------------------------------------------------------------ the pump
     async def _stream(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
                       kind: str, only: TypeUrl | None, method: str) -> None:
-        if not self.accepting or not self._ready():
-            reason = "shutting down" if not self.accepting else "config sources have not synced yet"
-            self.observer.refused("UNAVAILABLE", reason)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
+        await self._check_serving(context)
+        if self.admission is not None and not await self.admission.admit():
+            await self._refuse(context, "RESOURCE_EXHAUSTED", "too many new xDS streams, retry later")
+        await self._check_serving(context)  # it may have started draining while this stream waited
         try:
             first = await anext(requests)
         except StopAsyncIteration:
             return
+        except BadMessage as e:
+            await self._refuse(context, "INVALID_ARGUMENT", str(e))
         if not first.node.id:
-            self.observer.refused("INVALID_ARGUMENT", "no node.id")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id")
+            await self._refuse(context, "INVALID_ARGUMENT", "the first request must carry node.id")
         try:
             proxy = self._identify(first.node)
         except ValueError as e:
-            self.observer.refused("INVALID_ARGUMENT", str(e))
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            await self._refuse(context, "INVALID_ARGUMENT", str(e))
+        if self._authorize is not None:
+            await self._check_identity(context, proxy)
         machine: MachineBase = (SotwMachine if kind == "sotw" else DeltaMachine)(only)
         machine.control_plane = self._control_plane  # type: ignore[attr-defined]
         conn = Connection(f"{proxy.key}-{next(self._ids)}", proxy, context.peer(), kind, method, machine)
@@ -132,15 +157,67 @@ class XdsServices:
         self.observer.connected(conn)
         log.info("xds connect %s %s proxy=%s peer=%s", conn.id, method, getattr(proxy, "node_id", proxy.key),
                  conn.peer)
+        error: StreamError | None = None
         try:
             await pump.run(first, requests, entry)
         except StreamError as e:
-            await context.abort(getattr(grpc.StatusCode, e.code), e.message)
+            error = e
         finally:
             self.cache.detach(entry, pump.wake)
             self.connections.pop(conn.id, None)
             self.observer.disconnected(conn)
             log.info("xds disconnect %s after %.1fs", conn.id, time.time() - conn.connected_at)
+        if error is not None:
+            self.observer.stream_error(error.code, error.message)
+            if error.code != "DEADLINE_EXCEEDED":  # a blocked write is logged where it happens
+                log.warning("xds %s: closing the stream with %s: %s", conn.id, error.code, error.message,
+                            extra={"connection_id": conn.id, "code": error.code})
+            await self._end(context, error)
+
+    async def _end(self, context: grpc.aio.ServicerContext, error: StreamError) -> None:
+        """End the stream with error's status; never hang on a peer that stopped reading.
+
+        The status goes out behind any response still blocked by HTTP/2 flow control, so for a
+        reader that stopped reading it cannot be sent, and grpc.aio has no server-side cancel. Our
+        side is already finished (detached, counted); the handler ends quietly (CancelledError is
+        what grpc.aio expects of an ended RPC) and gRPC completes the call when the peer reads or
+        goes away. Memory held meanwhile: the one blocked response.
+        """
+        try:
+            await asyncio.wait_for(context.abort(getattr(grpc.StatusCode, error.code), error.message),
+                                   self.settings.send_timeout)
+        except TimeoutError:
+            raise asyncio.CancelledError from None
+
+    async def _check_serving(self, context: grpc.aio.ServicerContext) -> None:
+        if not self.accepting:
+            await self._refuse(context, "UNAVAILABLE", "shutting down")
+        if not self._ready():
+            await self._refuse(context, "UNAVAILABLE", "config sources have not synced yet")
+
+    async def _check_identity(self, context: grpc.aio.ServicerContext, proxy: Any) -> None:
+        peer = auth.peer_identities(context)
+        identities = peer[0] if peer is not None else []
+        if not identities:
+            shown = ", ".join(peer[1][:4]) if peer is not None and peer[1] else "none"
+            await self._refuse(context, "UNAUTHENTICATED",
+                               f"the client certificate has no SPIFFE or <sa>.<ns>.svc DNS identity (SANs: {shown})",
+                               proxy)
+        assert self._authorize is not None
+        reason = self._authorize(identities, proxy)
+        if reason is not None:
+            await self._refuse(context, "PERMISSION_DENIED",
+                               f"node {getattr(proxy, 'node_id', proxy.key)!r}: {reason}", proxy)
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, code: str, reason: str, proxy: Any = None) -> None:
+        """Count, log and end the stream with this status (context.abort raises)."""
+        self.observer.refused(code, reason)
+        level = logging.WARNING if code in _LOUD_REFUSALS else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(level, "xds refused %s peer=%s: %s", code, context.peer(), reason,
+                    extra={"code": code, "peer": context.peer(),
+                           **({"node_id": proxy.key} if proxy is not None else {})})
+        await context.abort(getattr(grpc.StatusCode, code), reason)
 
 
 class _Pump:
@@ -155,6 +232,7 @@ class _Pump:
         self.queue: deque[Any] = deque()
         self.woken = False
         self.closed = False
+        self.error: StreamError | None = None  # set by the reader: end the stream with it
 
     def wake(self) -> None:
         self.woken = True
@@ -171,8 +249,10 @@ class _Pump:
                     await self.space.wait()
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             pass
-        except Exception as e:  # a malformed request: end the stream, never the server
-            log.warning("xds %s: bad request: %s", self.conn.id, e)
+        except BadMessage as e:  # a malformed request: end this stream (INVALID_ARGUMENT), never the server
+            self.error = StreamError("INVALID_ARGUMENT", str(e))
+        except Exception as e:  # anything else the transport raises: end the stream, never the server
+            log.warning("xds %s: reading requests failed: %s", self.conn.id, e)
         finally:
             self.closed = True
             self.signal.set()
@@ -194,6 +274,8 @@ class _Pump:
                     self.woken = False
                     await self._send(machine.on_snapshot(entry.snapshot))  # type: ignore[attr-defined]
                 if self.closed and not self.queue:
+                    if self.error is not None:
+                        raise self.error
                     return
         finally:
             reader.cancel()

@@ -1,0 +1,29 @@
+"""Authorization of xDS streams over mTLS: may this certificate claim this node?
+
+The xds layer parses the peer's identities (xds/auth.py); this module knows where the expected
+service account comes from: the proxy's Pod in the store (found as the translator finds it),
+else the node's SERVICE_ACCOUNT metadata (istiod's rule), else only the namespace is checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from xds_server.store import Store
+from xds_server.translate.workload import workload_of
+from xds_server.xds.auth import Authorize, PeerIdentity, match
+
+
+def expected_service_account(store: Store, proxy: Any) -> str:
+    pod = workload_of(store.view(), proxy).pod
+    if pod is not None:
+        return pod.service_account
+    return str(getattr(proxy, "service_account", "") or "")
+
+
+def store_authorizer(store: Store) -> Authorize:
+    def authorize(identities: Sequence[PeerIdentity], proxy: Any) -> str | None:
+        return match(identities, proxy.namespace, expected_service_account(store, proxy))
+
+    return authorize
