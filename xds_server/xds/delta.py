@@ -100,7 +100,9 @@ class DeltaMachine(MachineBase):
         removed: list[str] = []
         if type_url in WILDCARD_TYPES:
             removed = [n for n in known if n not in resources or not sub.wants(n)]
-        removed.extend(n for n in st.announce if n not in resources and n not in removed)
+        if st.announce:
+            listed = set(removed)  # a set: a subscription can name 100k resources (never quadratic)
+            removed.extend(n for n in st.announce if n not in resources and n not in listed)
         return changed, removed
 
     def _routes_will_change(self, snapshot: ProxySnapshot) -> bool:
