@@ -28,6 +28,7 @@ from e2e.harness.run import Run
 POD_NET = ipaddress.ip_network("198.18.0.0/24")
 VIP_NET = ipaddress.ip_network("198.19.0.0/16")
 GATEWAY = "198.18.0.1"
+BRIDGE_MAC = "02:00:c6:12:00:01"  # locally administered
 XDS_PORT = 15010
 SERVER_ADMIN = "127.0.0.1:15014"
 
@@ -68,6 +69,10 @@ class Mesh:
     def _build_node(self) -> None:
         n = self.node
         n.ip("link", "add", "br0", "type", "bridge")
+        # A bridge without a MAC of its own takes the lowest MAC of its ports and changes it as
+        # pods come and go; pods' ARP entries for the gateway (DNS, xDS, VIP routing) then point
+        # at a MAC nobody has until they expire (~30 s of lost traffic). A fixed one never moves.
+        n.ip("link", "set", "br0", "address", BRIDGE_MAC)
         n.ip("addr", "add", f"{GATEWAY}/{POD_NET.prefixlen}", "dev", "br0")
         n.ip("link", "set", "br0", "up")
         # VIPs are local to the node and rejected with host-unreachable, so a connection no sidecar
