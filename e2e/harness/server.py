@@ -16,15 +16,6 @@ from e2e.harness.waits import GiveUp, wait_for
 XDS_SERVER = [sys.executable, "-m", "xds_server"]
 
 
-def serve_available() -> bool:
-    """True once the `serve` command is implemented (the CLI may list it before it exists)."""
-    try:
-        import xds_server.commands.serve  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class XdsServer:
     def __init__(self, node: Netns, config_dir: Path, xds_address: str, admin_address: str,
                  extra_args: list[str] | None = None) -> None:
