@@ -6,9 +6,9 @@ This is the only place a type URL is spelled out.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from types import MappingProxyType
 
 from google.protobuf.message import Message
 
@@ -68,7 +68,7 @@ class Built:
     DiscoveryResponse or DeltaDiscoveryResponse is a byte join (see xds/wire.py).
     """
 
-    __slots__ = ("delta_entry", "name", "payload", "refs", "sotw_entry", "type_url", "version")
+    __slots__ = ("delta_entry", "digest_term", "name", "payload", "refs", "sotw_entry", "type_url", "version")
 
     def __init__(self, type_url: TypeUrl, name: str, payload: bytes, refs: tuple[str, ...] = ()) -> None:
         self.type_url = type_url
@@ -77,6 +77,9 @@ class Built:
         self.name = name
         self.payload = payload
         self.version = content_version(payload)
+        # This entry's share of a mapping's version (see `digest`): a mapping's version is the sum
+        # of its entries' terms, so it is the same whatever the order or the way it was assembled.
+        self.digest_term = _term(name, self.version)
         any_bytes = length_delimited(1, type_url.encode()) + length_delimited(2, payload)
         # DiscoveryResponse.resources (2): Any
         self.sotw_entry = length_delimited(2, any_bytes)
@@ -96,6 +99,133 @@ class Built:
 # What each type's `refs` point at: a snapshot is consistent when every ref resolves.
 REFERENCED_TYPE = {TypeUrl.CLUSTER: TypeUrl.ENDPOINT, TypeUrl.LISTENER: TypeUrl.ROUTE}
 
+_MASK = (1 << 64) - 1
+_tokens = itertools.count(1)
+
+
+def _term(name: str, version: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{name}\0{version}".encode(), digest_size=8).digest(), "little")
+
+
+def _hex(total: int) -> str:
+    return f"{total & _MASK:016x}"
+
+
+class ResourceMap(dict[str, Built]):
+    """name -> Built for one type, read-only, shared by every snapshot (and proxy) with this content.
+
+    Whatever is derived from the whole mapping is computed once and kept here: its version, its
+    differences from an earlier mapping (so that each stream's work on a push is proportional to
+    what changed, not to what it has), its unresolved refs. `token` identifies the mapping in
+    memo keys. A mapping made by `layered` (shared outbound part + a proxy's own inbound part)
+    derives all of these from its base in time proportional to the extra part.
+    """
+
+    __slots__ = ("_dangling", "_diffs", "_ordered", "_sum", "base", "extra", "token")
+
+    def __init__(self, builts: Iterable[Built] = ()) -> None:
+        super().__init__((b.name, b) for b in builts)
+        self.token = next(_tokens)
+        self._sum: int | None = None
+        self._diffs: dict[int, tuple[tuple[Built, ...], tuple[str, ...]]] | None = None
+        self._dangling: dict[int, tuple[tuple[str, str], ...]] | None = None
+        self._ordered: list[Built] | None = None
+        self.base: ResourceMap | None = None
+        self.extra: tuple[Built, ...] = ()
+
+    @classmethod
+    def layered(cls, base: ResourceMap, extra: Iterable[Built]) -> ResourceMap:
+        """`base` with `extra` added (an extra entry replaces a base entry of the same name)."""
+        extra = tuple(extra)
+        if not extra:
+            return base
+        out = cls()
+        dict.update(out, base)
+        total = base.sum
+        for b in extra:
+            old = dict.get(out, b.name)
+            if old is not None:
+                total -= old.digest_term
+            dict.__setitem__(out, b.name, b)
+            total += b.digest_term
+        out._sum = total
+        out._ordered = None
+        out.base = base
+        out.extra = extra
+        return out
+
+    @property
+    def sum(self) -> int:
+        if self._sum is None:
+            self._sum = sum(b.digest_term for b in self.values())
+        return self._sum
+
+    @property
+    def version(self) -> str:
+        return _hex(self.sum)
+
+    def ordered(self) -> list[Built]:
+        """Every entry, sorted by name (a fresh list over a cached order)."""
+        if self._ordered is None:
+            self._ordered = sorted(self.values(), key=lambda b: b.name)
+        return list(self._ordered)
+
+    def changes_since(self, old: ResourceMap) -> tuple[tuple[Built, ...], tuple[str, ...]]:
+        """(entries that `old` lacks or has at another version, names only `old` has), memoised."""
+        if old is self:
+            return (), ()
+        diffs = self._diffs
+        if diffs is None:
+            diffs = self._diffs = {}
+        found = diffs.get(old.token)
+        if found is None:
+            found = _changes(old, self)
+            if len(diffs) < 32:  # streams far behind are rare: they compute their own
+                diffs[old.token] = found
+        return found
+
+    def unresolved(self, children: Mapping[str, Built]) -> tuple[tuple[str, str], ...]:
+        """(name, ref) for every ref of an entry that `children` lacks; memoised per children map."""
+        key = children.token if isinstance(children, ResourceMap) else None
+        if key is not None and self._dangling is not None and key in self._dangling:
+            return self._dangling[key]
+        if self.base is not None:
+            own = {b.name for b in self.extra}
+            found = tuple((n, r) for n, r in self.base.unresolved(children) if n not in own)
+            found += tuple((b.name, r) for b in self.extra for r in b.refs if r not in children)
+        else:
+            found = tuple((b.name, r) for b in self.values() if b.refs for r in b.refs if r not in children)
+        if key is not None:
+            if self._dangling is None or len(self._dangling) >= 8:
+                self._dangling = {}
+            self._dangling[key] = found
+        return found
+
+    def _read_only(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("ResourceMap is read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _read_only  # type: ignore[assignment]
+
+
+def _changes(old: Mapping[str, Built], new: Mapping[str, Built]) -> tuple[tuple[Built, ...], tuple[str, ...]]:
+    changed = tuple(b for n, b in new.items() if (o := old.get(n)) is not b and (o is None or o.version != b.version))
+    removed = tuple(n for n in old if n not in new)
+    return changed, removed
+
+
+def digest(resources: Mapping[str, Built]) -> str:
+    """Version of a set of resources: equal (name, version) pairs, equal digest, in any order."""
+    if isinstance(resources, ResourceMap):
+        return resources.version
+    return _hex(sum(b.digest_term for b in resources.values()))
+
+
+def changes(old: Mapping[str, Built], new: Mapping[str, Built]) -> tuple[tuple[Built, ...], tuple[str, ...]]:
+    """What a client holding `old` needs to reach `new`: (changed or added entries, removed names)."""
+    if isinstance(new, ResourceMap) and isinstance(old, ResourceMap):
+        return new.changes_since(old)
+    return _changes(old, new)
+
 
 class ProxySnapshot:
     """Everything one proxy should have, by type and name. Replaced, never mutated.
@@ -103,11 +233,12 @@ class ProxySnapshot:
     Mappings are shared between proxies where their content is the same (same scope).
     """
 
-    __slots__ = ("_versions", "resources")
+    __slots__ = ("_dangling", "_versions", "resources")
 
     def __init__(self, resources: Mapping[TypeUrl, Mapping[str, Built]]) -> None:
         self.resources = resources
         self._versions: dict[TypeUrl, str] = {}
+        self._dangling: list[str] | None = None
 
     def get(self, type_url: TypeUrl) -> Mapping[str, Built]:
         return self.resources.get(type_url, _EMPTY)
@@ -116,24 +247,23 @@ class ProxySnapshot:
         """Digest of the type's (name, version) pairs: equal content, equal version."""
         found = self._versions.get(type_url)
         if found is None:
-            h = hashlib.blake2b(digest_size=8)
-            for name, built in sorted(self.get(type_url).items()):
-                h.update(name.encode())
-                h.update(b"\0")
-                h.update(built.version.encode())
-                h.update(b"\n")
-            found = self._versions[type_url] = h.hexdigest()
+            found = self._versions[type_url] = digest(self.get(type_url))
         return found
 
     def dangling(self) -> list[str]:
         """Refs that do not resolve, as 'cds:NAME -> eds:REF' (empty when consistent)."""
-        out = []
-        for parent, child in REFERENCED_TYPE.items():
-            children = self.get(child)
-            for name, built in self.get(parent).items():
-                out.extend(f"{short_name(parent)}:{name} -> {short_name(child)}:{ref}"
-                           for ref in built.refs if ref not in children)
-        return out
+        found = self._dangling
+        if found is None:
+            out = []
+            for parent, child in REFERENCED_TYPE.items():
+                children, parents = self.get(child), self.get(parent)
+                if isinstance(parents, ResourceMap):
+                    pairs: Iterable[tuple[str, str]] = parents.unresolved(children)
+                else:
+                    pairs = ((n, r) for n, b in parents.items() for r in b.refs if r not in children)
+                out.extend(f"{short_name(parent)}:{name} -> {short_name(child)}:{ref}" for name, ref in pairs)
+            found = self._dangling = out
+        return list(found)
 
 
-_EMPTY: Mapping[str, Built] = MappingProxyType({})
+_EMPTY: Mapping[str, Built] = ResourceMap()

@@ -139,6 +139,7 @@ class Metrics(PushObserver):
         self._generation = 0
         self._pushed: dict[str, _Push] = {}
         self._tracking: dict[str, _Tracking] = {}  # connection id -> tracking
+        self._connections_of: dict[str, set[str]] = {}  # proxy key -> its connection ids (O(1) per proxy on a push)
         self._streams_per_proxy: dict[str, int] = {}
         self._known: set[ObjectRef] = set()
         self._reported: dict[str, set[tuple[str, str, str]]] = {}  # origin -> (kind, ref, message)
@@ -193,7 +194,7 @@ class Metrics(PushObserver):
         # Not yet converged on an earlier push: convergence still counts from the earlier change.
         changed_at = now - debounce_seconds
         if previous is not None and any(
-                t.proxy_key == proxy_key and t.changed_at is not None for t in self._tracking.values()):
+                self._tracking[c].changed_at is not None for c in self._connections_of.get(proxy_key, ())):
             changed_at = min(changed_at, previous.changed_at)
         self._pushed[proxy_key] = _Push(self._generation, changed_at, now)
 
@@ -219,11 +220,17 @@ class Metrics(PushObserver):
         pushed = self._pushed.get(key)
         # A push before this stream existed is not this stream's to converge on.
         self._tracking[connection.id] = _Tracking(key, pushed.generation if pushed else 0)
+        self._connections_of.setdefault(key, set()).add(connection.id)
 
     def disconnected(self, connection: Any) -> None:
         self.xds.labels(connection.kind).dec()
         self._tracking.pop(connection.id, None)
         key = connection.proxy.key
+        ids = self._connections_of.get(key)
+        if ids is not None:
+            ids.discard(connection.id)
+            if not ids:
+                del self._connections_of[key]
         left = self._streams_per_proxy.get(key, 1) - 1
         if left <= 0:
             self._streams_per_proxy.pop(key, None)

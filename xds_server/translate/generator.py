@@ -9,12 +9,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from types import MappingProxyType
 
 from xds_server.model import IstioSidecar
-from xds_server.resources import Built, ProxySnapshot, TypeUrl
+from xds_server.resources import Built, ProxySnapshot, ResourceMap, TypeUrl
 from xds_server.store.view import StoreView
 from xds_server.translate import clusters, endpoints, envoy, listeners_outbound, routes
 from xds_server.translate.inbound import build_inbound
@@ -23,12 +22,17 @@ from xds_server.translate.proxy import Proxy
 from xds_server.translate.scope import ProxyTraits, Scope, scope_for
 from xds_server.translate.workload import Workload, sidecar_for, workload_of
 
-Resources = Mapping[str, Built]
+Resources = ResourceMap
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Outbound:
-    """The outbound half of a snapshot, shared by every proxy of one scope and traits."""
+    """The outbound half of a snapshot, shared by every proxy of one scope and traits.
+
+    Kept across store generations per type: a mapping whose entries are all the same Built
+    objects as last time is the very same mapping object, so proxies, snapshots and streams see
+    at once (by identity) which types did not change.
+    """
 
     clusters: Resources
     endpoints: Resources
@@ -37,7 +41,29 @@ class Outbound:
 
 
 def _by_name(items: Iterable[Built]) -> Resources:
-    return MappingProxyType({b.name: b for b in items})
+    return ResourceMap(items)
+
+
+def _same(old: Resources, new: Resources) -> Resources:
+    """`old` when `new` holds exactly the same Built objects (so its identity carries over)."""
+    if len(old) != len(new):
+        return new
+    get = old.get
+    for name, built in new.items():
+        if get(name) is not built:
+            return new
+    return old
+
+
+def _stable(fresh: Outbound, last: Outbound | None) -> Outbound:
+    if last is None:
+        return fresh
+    kept = Outbound(_same(last.clusters, fresh.clusters), _same(last.endpoints, fresh.endpoints),
+                    _same(last.listeners, fresh.listeners), _same(last.routes, fresh.routes))
+    if (kept.clusters is last.clusters and kept.endpoints is last.endpoints and kept.listeners is last.listeners
+            and kept.routes is last.routes):
+        return last
+    return kept
 
 
 def traits_of(workload: Workload) -> ProxyTraits:
@@ -60,7 +86,12 @@ def build_outbound(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Mem
     if traits.capture:
         listeners.append(listeners_outbound.virtual_outbound(scope, traits, memo))
     rds = [routes.outbound_route(scope, traits, name, memo) for name in lds.routes]
-    return Outbound(_by_name(cds), _by_name(eds), _by_name(listeners), _by_name(rds))
+    fresh = Outbound(_by_name(cds), _by_name(eds), _by_name(listeners), _by_name(rds))
+    # The same (namespace, Sidecar, traits) in the previous generation: keep what did not change.
+    key = ("outbound-last", scope.namespace, scope.sidecar, traits)
+    out = _stable(fresh, memo.recall(key))
+    memo.put(key, out)
+    return out
 
 
 def outbound_for(view: StoreView, scope: Scope, traits: ProxyTraits, self_ip: str, memo: Memo) -> Outbound:
@@ -78,18 +109,17 @@ def _listeners(view: StoreView, scope: Scope, traits: ProxyTraits,
                     view, scope, traits, memo)
 
 
-def _merge(shared: Resources, extra: Iterable[Built]) -> Resources:
-    out = dict(shared)
-    out.update((b.name, b) for b in extra)
-    return MappingProxyType(out)
+def _merge(shared: Resources, extra: tuple[Built, ...], memo: Memo) -> Resources:
+    """Shared outbound entries plus a proxy's own, one mapping per distinct pair (kept across pushes)."""
+    return memo.get(("merged", shared.token, extra), ResourceMap.layered, shared, extra)
 
 
 def _snapshot(outbound: Outbound, inbound_clusters: tuple[Built, ...],
-              inbound_listeners: tuple[Built, ...]) -> ProxySnapshot:
+              inbound_listeners: tuple[Built, ...], memo: Memo) -> ProxySnapshot:
     return ProxySnapshot({
-        TypeUrl.CLUSTER: _merge(outbound.clusters, inbound_clusters),
+        TypeUrl.CLUSTER: _merge(outbound.clusters, inbound_clusters, memo),
         TypeUrl.ENDPOINT: outbound.endpoints,
-        TypeUrl.LISTENER: _merge(outbound.listeners, inbound_listeners),
+        TypeUrl.LISTENER: _merge(outbound.listeners, inbound_listeners, memo),
         TypeUrl.ROUTE: outbound.routes,
     })
 
@@ -108,7 +138,7 @@ def generate(view: StoreView, proxy: Proxy, memo: Memo) -> ProxySnapshot:
     inbound = build_inbound(view, workload, sidecar, memo, domain_suffix=view.domain_suffix)
     # Builts are shared objects, so proxies with equal inbound parts share one snapshot too.
     ic, il = tuple(inbound.clusters), tuple(inbound.listeners)
-    return memo.get(("snapshot", outbound, ic, il), _snapshot, outbound, ic, il)
+    return memo.get(("snapshot", outbound, ic, il), _snapshot, outbound, ic, il, memo)
 
 
 def route_for_name(view: StoreView, proxy: Proxy, name: str, memo: Memo) -> Built:

@@ -34,6 +34,16 @@ class Memo:
         self._current[key] = value
         return value
 
+    def recall(self, key: Hashable) -> Any:
+        """The value under `key` from this round or the previous one, without building (None if absent)."""
+        value = self._current.get(key, _MISSING)
+        if value is _MISSING:
+            value = self._previous.get(key)
+        return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        self._current[key] = value
+
     def rotate(self) -> None:
         self._previous = self._current
         self._current = {}

@@ -15,21 +15,27 @@ Rules (reference/xds-protocol.md §6-§9):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
-from xds_server.resources import WILDCARD_TYPES, Built, ProxySnapshot, TypeUrl
+from xds_server.resources import WILDCARD_TYPES, Built, ProxySnapshot, ResourceMap, TypeUrl, changes
 from xds_server.xds import wire
 from xds_server.xds.machine import MachineBase, Outgoing, TypeState, eds_refs
 from xds_server.xds.status import Nack
 
 
 class DeltaState(TypeState):
-    __slots__ = ("announce", "known")
+    __slots__ = ("announce", "known", "synced")
 
     def __init__(self, type_url: TypeUrl) -> None:
         super().__init__(type_url)
         self.known: dict[str, str] = {}  # name -> version the client has
         self.announce: set[str] = set()  # names to put in removed_resources on the next response
+        # The resources `known` was last brought in line with (every wanted entry at its version,
+        # and for wildcard types nothing else), under the current subscription; None when unsure.
+        # From there the next diff only looks at what changed between the two mappings.
+        self.synced: Mapping[str, Built] | None = None
 
 
 class DeltaMachine(MachineBase):
@@ -66,6 +72,8 @@ class DeltaMachine(MachineBase):
                 st.status.nack = None
                 self.observer.ack(type_url)
         added, removed = st.sub.delta_update(req.resource_names_subscribe, req.resource_names_unsubscribe, first)
+        if added or removed:
+            st.synced = None  # what is wanted changed: the next diff looks at everything
         resources = snapshot.get(type_url)
         if not first:
             for name in added:
@@ -93,13 +101,26 @@ class DeltaMachine(MachineBase):
         resources = snapshot.get(type_url)
         known = st.known
         sub = st.sub
-        if sub.wildcard:
-            changed = [b for n, b in resources.items() if known.get(n) != b.version]
-        else:
-            changed = [resources[n] for n in sub.names if n in resources and known.get(n) != resources[n].version]
         removed: list[str] = []
-        if type_url in WILDCARD_TYPES:
-            removed = [n for n in known if n not in resources or not sub.wants(n)]
+        if st.synced is not None:
+            # Only entries that differ between the synced mapping and this one can differ from
+            # `known` (shared per push: O(changes) per stream, not O(resources)).
+            candidates, gone = changes(st.synced, resources)
+            if sub.wildcard:
+                changed = [b for b in candidates if known.get(b.name) != b.version]
+            else:
+                names = sub.names
+                changed = [b for b in candidates if b.name in names and known.get(b.name) != b.version]
+            if type_url in WILDCARD_TYPES:
+                removed = [n for n in gone if n in known]
+        else:
+            if sub.wildcard:
+                changed = [b for n, b in resources.items() if known.get(n) != b.version]
+            else:
+                changed = [resources[n] for n in sub.names
+                           if n in resources and known.get(n) != resources[n].version]
+            if type_url in WILDCARD_TYPES:
+                removed = [n for n in known if n not in resources or not sub.wants(n)]
         if st.announce:
             listed = set(removed)  # a set: a subscription can name 100k resources (never quadratic)
             removed.extend(n for n in st.announce if n not in resources and n not in listed)
@@ -121,9 +142,12 @@ class DeltaMachine(MachineBase):
                  initial: bool = False) -> list[Outgoing]:
         changed, removed = self._diff(type_url, st, snapshot)
         st.announce.clear()
+        resources = snapshot.get(type_url)
+        st.synced = resources
         if type_url is TypeUrl.CLUSTER and removed:
             if self._routes_will_change(snapshot):
                 st.deferred = True
+                st.synced = None  # the removed names stay in `known` until released
                 removed = []
             else:
                 st.deferred = False
@@ -132,17 +156,24 @@ class DeltaMachine(MachineBase):
         if type_url is TypeUrl.CLUSTER and changed:
             eds = self.types.get(TypeUrl.ENDPOINT)
             if eds is not None:
-                for name in eds_refs(changed):
-                    eds.known.pop(name, None)  # type: ignore[attr-defined]
-        changed.sort(key=lambda b: b.name)
+                refs = eds_refs(changed)
+                if refs:
+                    eds.synced = None  # type: ignore[attr-defined]
+                    for name in refs:
+                        eds.known.pop(name, None)  # type: ignore[attr-defined]
+        if isinstance(resources, ResourceMap) and len(changed) == len(resources):
+            changed = resources.ordered()  # everything (a first response): sorted once per mapping
+        else:
+            changed.sort(key=lambda b: b.name)
         nonce = self._next_nonce()
         version = snapshot.version(type_url)
         payload = wire.delta_response(type_url, nonce, (b.delta_entry for b in changed), removed,
                                       version, self.control_plane)
+        known = st.known
         for b in changed:
-            st.known[b.name] = b.version
+            known[b.name] = b.version
         for name in removed:
-            st.known.pop(name, None)
+            known.pop(name, None)
         st.pending = nonce
         status = st.status
         status.sent_version = version
