@@ -150,6 +150,8 @@ async def test_serve_drains_and_exits_0_on_sigterm_with_json_logs() -> None:
         await poll(ready, 30, "serve /readyz")
         envoy = LocalEnvoy(NODE_ID, xds_port, metadata={"NAMESPACE": "default"}).start()
         await envoy.until(lambda: envoy.stat("control_plane.connected_state") == 1, what="Envoy connected")
+        # Envoy counts itself connected when its stream opens, before the server has read the first request.
+        await poll(lambda: "xds connect " in serve.log(), 10, "the server's connect log line")
         started = time.monotonic()
         serve.proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(serve.proc.wait, DRAIN + 10)

@@ -63,7 +63,7 @@ def server(tmp_path: Path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "xds_server", "serve", "--config-dir", str(config),
          "--xds-address", f"127.0.0.1:{xds}", "--admin-address", f"127.0.0.1:{admin}", "--drain-seconds", "0",
-         "--max-new-streams-per-second", "500", "--new-stream-burst", "250", "--log-level", "warning"],
+         "--max-new-streams-per-second", "400", "--new-stream-burst", "100", "--log-level", "warning"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)})
     try:

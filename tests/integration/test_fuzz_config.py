@@ -167,9 +167,9 @@ async def test_fuzzed_files_while_serving_keep_the_proxy_served_and_count_every_
     app = App(Settings(xds_host="127.0.0.1", xds_port=0, admin_port=-1, drain_seconds=0, debounce_quiet=0.02,
                        debounce_max=0.1), sources=[FileSource(config, debounce=0.01)])
     await app.start()
-    client = AdsClient(f"127.0.0.1:{app.xds_port}")
+    await until(app.ready, what="ready")
+    client = AdsClient(f"127.0.0.1:{app.xds_port}")  # the stream starts here: after the sources synced
     try:
-        await until(app.ready, what="ready")
         client.send(node=node(PROXIES[0].node_id), type_url=TypeUrl.CLUSTER.value)
         latest = [await client.recv()]
 
