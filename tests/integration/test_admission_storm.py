@@ -113,7 +113,8 @@ async def test_reconnect_storm_of_1000_streams_converges_and_memory_returns(serv
         refused = after.get("xds_server_stream_refusals_total,code=RESOURCE_EXHAUSTED", 0)
         print(f"\nstorm: first connect {first:.1f}s, reconnects {[round(t, 1) for t in timings]}s, "
               f"RSS steady {steady_rss:.0f} MB, peaks {[round(p) for p in peaks]} MB, after {after_rss:.0f} MB, "
-              f"fds {steady_fds}->{open_fds(proc.pid)}, RESOURCE_EXHAUSTED {refused:.0f}, "
+              f"fds {steady_fds}->{open_fds(proc.pid)}, tasks {before['xds_server_asyncio_tasks']:.0f}->"
+              f"{after['xds_server_asyncio_tasks']:.0f}, RESOURCE_EXHAUSTED {refused:.0f}, "
               f"client endings {dict(swarm.endings)}")
         assert after["pilot_xds,kind=delta"] == STREAMS  # exactly the live streams, no leftovers
         assert refused > 0  # the storm went over the rate: refused, retried, converged anyway
@@ -124,6 +125,7 @@ async def test_reconnect_storm_of_1000_streams_converges_and_memory_returns(serv
         assert sum(swarm.endings.values()) == refused
         assert after.get("pilot_total_xds_internal_errors_total", 0) == 0
         assert open_fds(proc.pid) <= steady_fds + 2
+        assert after["xds_server_asyncio_tasks"] <= before["xds_server_asyncio_tasks"] + 5  # no task left behind
         assert after_rss <= steady_rss * 1.15 + 15, (steady_rss, peaks, after_rss)
         assert peaks[1] <= peaks[0] + 10, peaks  # a second storm does not add to the first: nothing leaks
         assert proc.poll() is None

@@ -14,7 +14,9 @@ every type the proxy was sent is ACKed, change -> ACK is observed. A NACK abando
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 from xds_server.model import ObjectRef, Problem
 from xds_server.push.planner import PushObserver
@@ -85,6 +88,7 @@ class Metrics(PushObserver):
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
+        r.register(_RuntimeCollector())  # tasks and threads: a leak shows in a soak (bench/soak.py)
 
         # ---- connections and streams
         self.xds = Gauge("pilot_xds", "Connected xDS streams, by kind (sotw, delta).", ["kind"], registry=r)
@@ -306,6 +310,23 @@ class Metrics(PushObserver):
             else:
                 self._unknown_seen.add(label)
         self.unknown_types.labels(label).inc()
+
+
+class _RuntimeCollector:
+    """asyncio tasks of the serving loop and Python threads, read at scrape time (on the loop)."""
+
+    def collect(self) -> Iterable[Any]:
+        try:
+            tasks = len(asyncio.all_tasks(asyncio.get_running_loop()))
+        except RuntimeError:  # scraped outside the event loop (a test reading the registry directly)
+            tasks = None
+        if tasks is not None:
+            yield GaugeMetricFamily("xds_server_asyncio_tasks", "asyncio tasks alive in the server's loop.",
+                                    value=tasks)
+        yield GaugeMetricFamily("xds_server_threads", "Python threads alive.", value=threading.active_count())
+
+    def describe(self) -> Iterable[Any]:
+        return []
 
 
 class _StreamMetrics:
