@@ -12,14 +12,16 @@ from typing import Any
 
 from xds_server.store import Store
 from xds_server.translate.workload import workload_of
-from xds_server.xds.auth import Authorize, PeerIdentity, match
+from xds_server.xds.auth import Authorize, PeerIdentity, match, parse_spiffe
 
 
 def expected_service_account(store: Store, proxy: Any) -> str:
     pod = workload_of(store.view(), proxy).pod
     if pod is not None:
         return pod.service_account
-    return str(getattr(proxy, "service_account", "") or "")
+    claimed = str(getattr(proxy, "service_account", "") or "")
+    spiffe = parse_spiffe(claimed)  # some agents send the SPIFFE form: its service account counts
+    return spiffe.service_account if spiffe is not None else claimed
 
 
 def store_authorizer(store: Store) -> Authorize:

@@ -142,6 +142,8 @@ async def test_node_metadata_service_account_is_checked_when_no_pod_is_known(mtl
         grpc.StatusCode.PERMISSION_DENIED
     resp = await first_answer(mtls, client_cert, UNKNOWN, SERVICE_ACCOUNT="ghost")
     assert resp.type_url == TypeUrl.CLUSTER.value
+    resp = await first_answer(mtls, client_cert, UNKNOWN, SERVICE_ACCOUNT="spiffe://cluster.local/ns/default/sa/ghost")
+    assert resp.type_url == TypeUrl.CLUSTER.value
     # Nothing names a service account: the namespace alone decides (istiod's rule).
     resp = await first_answer(mtls, client_cert, UNKNOWN)
     assert resp.type_url == TypeUrl.CLUSTER.value
