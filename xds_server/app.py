@@ -21,7 +21,7 @@ from xds_server.push.planner import Generate, Planner
 from xds_server.settings import Settings
 from xds_server.store import Store
 from xds_server.translate import generate, proxy_from_node_message
-from xds_server.xds import csds
+from xds_server.xds import auth, csds
 from xds_server.xds.admission import StreamAdmission
 from xds_server.xds.services import StreamSettings, XdsServices
 
@@ -149,7 +149,8 @@ class App:
         self._load_mesh_config()
         server = grpc.aio.server(options=grpc_options(s))
         server.add_generic_rpc_handlers(self.services.handlers())
-        csds.register(server, self.services, self.cache)
+        csds.register(server, self.services, self.cache,
+                      scope=auth.csds_scope(self._root_namespace()) if s.client_ca else None)
         address = s.xds_bind_address
         if s.tls_cert or s.tls_key:
             credentials = self._server_credentials()

@@ -187,6 +187,33 @@ async def test_denied_clients_leave_a_served_proxy_alone(mtls: App, ca: TestCA) 
         await good.close()
 
 
+async def test_csds_over_mtls_shows_a_caller_only_its_own_namespaces_proxies(mtls: App, ca: TestCA) -> None:
+    from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
+
+    target = f"127.0.0.1:{mtls.xds_port}"
+    web = AdsClient(target, credentials=creds(ca, "web", uris=spiffe("default", "web")))
+    prod_node = "sidecar~10.0.0.8~api-1.prod~prod.svc.cluster.local"
+    prod = AdsClient(target, credentials=creds(ca, "api", uris=spiffe("prod", "api")))
+    try:
+        for client, node_id in ((web, WEB), (prod, prod_node)):
+            client.send(node=node(node_id), type_url=TypeUrl.CLUSTER.value)
+            await client.recv()
+
+        async def visible(name: str, ns: str, sa: str) -> list[str]:
+            async with grpc.aio.secure_channel(target, creds(ca, name, uris=spiffe(ns, sa))) as channel:
+                stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
+                resp = await stub.FetchClientStatus(csds_pb2.ClientStatusRequest())
+                return sorted(c.node.id for c in resp.config)
+
+        assert await visible("ops", "default", "ops") == [WEB]
+        assert await visible("prod-ops", "prod", "ops") == [prod_node]
+        assert await visible("nobody", "elsewhere", "x") == []
+        assert await visible("istiod", "istio-system", "istiod") == sorted([WEB, prod_node])  # the control plane
+    finally:
+        await web.close()
+        await prod.close()
+
+
 # ------------------------------------------------------------------ TLS without client certificates
 async def test_tls_without_client_ca_serves_any_client_and_plaintext_clients_fail(ca: TestCA) -> None:
     app = await _app(ca, client_ca=False)

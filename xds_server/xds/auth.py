@@ -92,3 +92,20 @@ def match(identities: Sequence[PeerIdentity], namespace: str, service_account: s
     wanted = f"namespace {namespace!r}" + (f" service account {service_account!r}" if service_account else "")
     shown = ", ".join(i.san for i in identities[:4]) or "none"
     return f"no certificate identity ({shown}) matches {wanted}"
+
+
+def csds_scope(control_namespace: str) -> Callable[[Any], Callable[[Any], bool] | None]:
+    """Over mTLS, which proxies a CSDS caller may see: those of its identities' namespaces, or
+    every proxy when one identity is in the control plane's namespace (the mesh root namespace,
+    istio-system by default; istiod likewise keeps its debug views to that namespace)."""
+
+    def scope(context: Any) -> Callable[[Any], bool] | None:
+        peer = peer_identities(context)
+        if peer is None:
+            return lambda conn: False  # no verified identity: nothing (the port requires one anyway)
+        namespaces = {i.namespace for i in peer[0]}
+        if control_namespace in namespaces:
+            return None
+        return lambda conn: getattr(conn.proxy, "namespace", None) in namespaces
+
+    return scope

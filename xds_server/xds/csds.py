@@ -117,16 +117,25 @@ def client_config(conn: Any, snapshot: ProxySnapshot, with_contents: bool = True
     return out
 
 
+# scope(context) -> None (the caller may see every proxy) or a predicate on connections (mTLS, auth.py)
+Scope = Callable[[Any], Callable[[Any], bool] | None]
+
+
 class CsdsServicer(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
-    def __init__(self, connections: Callable[[], Iterable[Any]], snapshot_of: Callable[[str], Any]) -> None:
+    def __init__(self, connections: Callable[[], Iterable[Any]], snapshot_of: Callable[[str], Any],
+                 scope: Scope | None = None) -> None:
         self._connections = connections
         self._snapshot_of = snapshot_of
+        self._scope = scope
 
-    def answer(self, request: csds_pb2.ClientStatusRequest) -> csds_pb2.ClientStatusResponse:
+    def answer(self, request: csds_pb2.ClientStatusRequest,
+               visible: Callable[[Any], bool] | None = None) -> csds_pb2.ClientStatusResponse:
         response = csds_pb2.ClientStatusResponse()
         # A proxy that reconnected has two streams for a moment: report its newest one.
         newest: dict[str, Any] = {}
         for conn in self._connections():
+            if visible is not None and not visible(conn):
+                continue
             held = newest.get(conn.proxy.key)
             if held is None or conn.connected_at >= held.connected_at:
                 newest[conn.proxy.key] = conn
@@ -143,16 +152,17 @@ class CsdsServicer(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
 
     async def FetchClientStatus(self, request: csds_pb2.ClientStatusRequest,
                                 context: grpc.aio.ServicerContext) -> csds_pb2.ClientStatusResponse:
-        return self.answer(request)
+        return self.answer(request, self._scope(context) if self._scope is not None else None)
 
     async def StreamClientStatus(self, request_iterator: AsyncIterator[csds_pb2.ClientStatusRequest],
                                  context: grpc.aio.ServicerContext) -> AsyncIterator[csds_pb2.ClientStatusResponse]:
+        visible = self._scope(context) if self._scope is not None else None
         async for request in request_iterator:
-            yield self.answer(request)
+            yield self.answer(request, visible)
 
 
-def register(server: grpc.aio.Server, services: Any, cache: Any) -> CsdsServicer:
-    """Add CSDS to the xDS gRPC server (before it starts)."""
-    servicer = CsdsServicer(lambda: list(services.connections.values()), cache.get)
+def register(server: grpc.aio.Server, services: Any, cache: Any, scope: Scope | None = None) -> CsdsServicer:
+    """Add CSDS to the xDS gRPC server (before it starts); `scope` limits what a caller sees (mTLS)."""
+    servicer = CsdsServicer(lambda: list(services.connections.values()), cache.get, scope)
     csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(servicer, server)
     return servicer
