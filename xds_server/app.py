@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -152,11 +153,14 @@ class App:
         csds.register(server, self.services, self.cache,
                       scope=auth.csds_scope(self._root_namespace()) if s.client_ca else None)
         address = s.xds_bind_address
-        if s.tls_cert or s.tls_key:
-            credentials = self._server_credentials()
-            self.xds_port = server.add_secure_port(address, credentials)
-        else:
-            self.xds_port = server.add_insecure_port(address)
+        try:
+            if s.tls_cert or s.tls_key:
+                credentials = self._server_credentials()
+                self.xds_port = server.add_secure_port(address, credentials)
+            else:
+                self.xds_port = server.add_insecure_port(address)
+        except RuntimeError:  # grpc: "Failed to bind to address"
+            self.xds_port = 0
         if not self.xds_port:
             raise ConfigError(f"--xds-address {address}: cannot bind")
         await server.start()
@@ -187,6 +191,17 @@ class App:
                     ca = f.read()
         except OSError as e:
             raise ConfigError(f"TLS files: {e.filename}: {e.strerror}") from None
+        # Check the PEM files here, with clear messages: gRPC only says it cannot bind.
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(s.tls_cert, s.tls_key)
+        except (ssl.SSLError, ValueError) as e:
+            raise ConfigError(f"--tls-cert {s.tls_cert} / --tls-key {s.tls_key}: not a PEM certificate and its "
+                              f"private key ({e})") from None
+        if s.client_ca:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=s.client_ca)
+            except (ssl.SSLError, ValueError) as e:
+                raise ConfigError(f"--client-ca {s.client_ca}: not a PEM CA certificate ({e})") from None
         return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:

@@ -238,6 +238,22 @@ async def test_unreadable_tls_files_are_a_config_error(tmp_path: Path) -> None:
     await app.stop(0)
 
 
+async def test_invalid_or_mismatched_tls_material_is_a_clear_config_error(tmp_path: Path, ca: TestCA) -> None:
+    server, other = ca.server(), ca.issue("other", dns=("x.svc",), server=True)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    for cert, key, ca_file, wanted in (
+            (str(garbage), str(garbage), None, "not a PEM certificate"),
+            (server.cert_path, other.key_path, None, "not a PEM certificate and its private key"),
+            (server.cert_path, server.key_path, str(garbage), "--client-ca"),
+    ):
+        app = App(Settings(xds_host="127.0.0.1", xds_port=0, admin_port=-1, tls_cert=cert, tls_key=key,
+                           client_ca=ca_file), sources=[])
+        with pytest.raises(ConfigError, match=wanted):
+            await app.start()
+        await app.stop(0)
+
+
 # ------------------------------------------------------------------ admin port and debug views
 def test_admin_port_binds_loopback_by_default() -> None:
     from xds_server.cli import build_parser
