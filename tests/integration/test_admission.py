@@ -27,6 +27,7 @@ from xds_server.app import App
 from xds_server.resources import Built, ProxySnapshot, TypeUrl
 from xds_server.settings import Settings
 from xds_server.xds.admission import StreamAdmission
+from xds_server.xds.services import StreamSettings
 
 CDS = TypeUrl.CLUSTER.value
 EDS = TypeUrl.ENDPOINT.value
@@ -148,6 +149,18 @@ async def test_streams_are_refused_with_unavailable_until_the_sources_have_synce
     await until(app.ready, what="ready")
     [resp] = await open_streams(app, 1)
     assert [r.type_url for r in resp.resources] == [CDS]  # the full config at once, never a partial one
+
+
+async def test_a_stream_that_never_sends_its_first_request_is_refused(apps: list[App]) -> None:
+    app = await started()
+    app.services.settings = StreamSettings(first_request_timeout=0.3)
+    apps.append(app)
+    silent = AdsClient(f"127.0.0.1:{app.xds_port}")  # opens the stream, sends nothing
+    try:
+        assert await silent.status(timeout=5) == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert counter(app, "xds_server_stream_refusals_total", code="DEADLINE_EXCEEDED") == 1
+    finally:
+        await silent.close()
 
 
 async def test_receive_limit_fits_a_60kb_node_and_a_big_delta_subscription(apps: list[App]) -> None:

@@ -52,6 +52,7 @@ PER_TYPE_SERVICES: dict[str, tuple[TypeUrl, str, str]] = {
 class StreamSettings:
     send_timeout: float = 10.0  # a write blocked longer than this ends the stream
     max_queued_requests: int = 64  # the reader stops reading (flow control) beyond this
+    first_request_timeout: float = 30.0  # a stream that names no node by then is refused (DEADLINE_EXCEEDED)
 
 
 @dataclass(eq=False)
@@ -134,9 +135,11 @@ class XdsServices:
             await self._refuse(context, "RESOURCE_EXHAUSTED", "too many new xDS streams, retry later")
         await self._check_serving(context)  # it may have started draining while this stream waited
         try:
-            first = await anext(requests)
+            first = await asyncio.wait_for(anext(requests), self.settings.first_request_timeout)
         except StopAsyncIteration:
             return
+        except TimeoutError:  # Envoy sends its first request at once: this one holds a stream for nothing
+            await self._refuse(context, "DEADLINE_EXCEEDED", "no request on the stream")
         except BadMessage as e:
             await self._refuse(context, "INVALID_ARGUMENT", str(e))
         if not first.node.id:
