@@ -11,6 +11,7 @@ import sys
 
 from xds_server.app import App, ConfigError
 from xds_server.logs import setup_logging
+from xds_server.push.collector import Collector
 from xds_server.settings import Settings
 
 log = logging.getLogger("xds_server")
@@ -71,7 +72,12 @@ async def serve(settings: Settings) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # This process is the server's own: keep the cyclic garbage collector off the push path.
+    collector = Collector()
+    app.planner.after_push = collector.busy
+    collecting = asyncio.create_task(collector.run(), name="gc")
     await stop.wait()
+    collecting.cancel()
     log.info("shutting down: draining for up to %.1fs", settings.drain_seconds)
     await app.stop()
     log.info("stopped")

@@ -48,6 +48,7 @@ class Planner:
         self.observer = observer or PushObserver()
         self.last_push_at = 0.0
         self.rejected: dict[str, list[str]] = {}  # proxy key -> problems of its last rejected snapshot
+        self.after_push: Callable[[], None] | None = None  # e.g. Collector.busy (serve sets it)
 
     def build(self, proxy: Any) -> ProxySnapshot:
         """Snapshot for one proxy on the current generation (also used on first connect)."""
@@ -82,3 +83,5 @@ class Planner:
         self.observer.push_done(len(entries), updated, elapsed, debounce_seconds)
         log.debug("push: %d proxies, %d snapshots replaced in %.3fs (%d changed objects)",
                   len(entries), updated, elapsed, len(changed))
+        if self.after_push is not None:
+            self.after_push()

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from xds_server.model import ConfigObject, ObjectRef, Problem
-from xds_server.store.view import StoreView
+from xds_server.store.view import ChangeSet, StoreView
 
 
 class ConfigSink(Protocol):
@@ -43,6 +43,8 @@ class Store:
         self.generation = 0
         self._view: StoreView | None = None
         self._dirty_kinds: set[str] = set()
+        self._last_view_generation: int | None = None  # generation of the last view built
+        self._since_last_view: set[ObjectRef] = set()  # refs changed since then
 
     # ------------------------------------------------------------ listeners
     def subscribe(self, listener: ChangeListener) -> None:
@@ -58,6 +60,7 @@ class Store:
             return
         self.generation += 1
         self._dirty_kinds.update(r.kind for r in refs)
+        self._since_last_view.update(refs)
         self._view = None
         frozen = frozenset(refs)
         for listener in self._listeners:
@@ -117,7 +120,11 @@ class Store:
     def view(self) -> StoreView:
         """An immutable view of the current generation, shared by every translation of it."""
         if self._view is None:
-            self._view = StoreView.build(self.generation, self._objects.values(), self.domain_suffix)
+            base = self._last_view_generation
+            changes = ChangeSet(base, self._since_last_view) if base is not None else None
+            self._view = StoreView(self.generation, dict(self._objects), self.domain_suffix, changes)
+            self._last_view_generation = self.generation
+            self._since_last_view = set()
         return self._view
 
     # ------------------------------------------------------------ internals

@@ -30,13 +30,48 @@ def _age_key(obj: ConfigObject) -> tuple[str, str, str]:
     return (obj.meta.creation_timestamp, obj.meta.namespace, obj.meta.name)
 
 
+class ChangeSet:
+    """What changed between an earlier generation and a view, indexed for cheap relevance checks.
+
+    The translator uses it to reuse work from that earlier generation: a Pod change in one
+    namespace cannot change the endpoints of another namespace's services.
+    """
+
+    __slots__ = ("base_generation", "by_kind", "refs")
+
+    def __init__(self, base_generation: int, refs: Iterable[ObjectRef]) -> None:
+        self.base_generation = base_generation
+        self.refs = frozenset(refs)
+        by_kind: dict[str, set[str]] = {}
+        for ref in self.refs:
+            by_kind.setdefault(ref.kind, set()).add(ref.namespace)
+        self.by_kind: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in by_kind.items()}
+
+    def namespaces(self, kind: str) -> frozenset[str]:
+        """Namespaces with a changed object of `kind` (empty: none changed)."""
+        return self.by_kind.get(kind, frozenset())
+
+    def kinds(self) -> frozenset[str]:
+        return frozenset(self.by_kind)
+
+
 class StoreView:
     def __init__(self, generation: int, objects: Mapping[ObjectRef, ConfigObject],
-                 domain_suffix: str = "cluster.local") -> None:
+                 domain_suffix: str = "cluster.local", changes: ChangeSet | None = None) -> None:
         self.generation = generation
         self._objects = objects
         # Kubernetes service hosts are <name>.<namespace>.svc.<domain_suffix> (serve --domain-suffix).
         self.domain_suffix = domain_suffix
+        # Refs changed since the view the store built before this one (None: unknown).
+        self.changes = changes
+
+    def changes_since(self, generation: int) -> ChangeSet | None:
+        """What changed between `generation` and this view, when known (else None: assume anything)."""
+        if self.changes is not None and self.changes.base_generation == generation:
+            return self.changes
+        if generation == self.generation:
+            return _NO_CHANGES
+        return None
 
     @classmethod
     def build(cls, generation: int, objects: Iterable[ConfigObject], domain_suffix: str = "cluster.local") -> StoreView:
@@ -161,3 +196,6 @@ class StoreView:
     def sidecars_in(self, namespace: str) -> list[IstioSidecar]:
         """Sidecars of a namespace, oldest first."""
         return self._sidecars_by_namespace.get(namespace, [])
+
+
+_NO_CHANGES = ChangeSet(-1, ())

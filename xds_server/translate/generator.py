@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from xds_server.model import IstioSidecar
+from xds_server.model import IstioSidecar, Kind, ObjectRef
 from xds_server.resources import Built, ProxySnapshot, ResourceMap, TypeUrl
-from xds_server.store.view import StoreView
+from xds_server.store.view import ChangeSet, StoreView
 from xds_server.translate import clusters, endpoints, envoy, listeners_outbound, routes
 from xds_server.translate.inbound import build_inbound
 from xds_server.translate.memo import Memo
 from xds_server.translate.proxy import Proxy
 from xds_server.translate.scope import ProxyTraits, Scope, scope_for
+from xds_server.translate.services import Endpoint, Port, ServiceModel, endpoints_of
 from xds_server.translate.workload import Workload, sidecar_for, workload_of
 
 Resources = ResourceMap
@@ -78,35 +79,95 @@ def traits_of(workload: Workload) -> ProxyTraits:
 
 
 def build_outbound(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> Outbound:
-    specs = clusters.outbound_cluster_specs(view, scope, traits, memo)
-    cds = [*clusters.fixed_clusters(view.mesh, traits, memo), *clusters.outbound_clusters(specs, memo)]
-    eds = endpoints.outbound_load_assignments(view, specs, memo)
-    lds = _listeners(view, scope, traits, memo)
+    return _plan(view, scope, traits, memo).outbound
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Plan:
+    """The outbound resources of one (scope, traits) at one generation, and what they read.
+
+    Besides the scope and the traits, outbound config reads the store in two ways only: the
+    MeshConfig and service endpoints. `reads` holds the endpoints the clusters and listeners were
+    built from (DNS clusters' inline hosts, headless listeners); `eds` the EDS clusters. The next
+    generation, with the same scope, re-reads only endpoints of namespaces whose Pods changed:
+    unchanged clusters, listeners and routes are kept without being looked at.
+    """
+
+    outbound: Outbound
+    headless_ips: frozenset[str]
+    generation: int
+    mesh: object
+    reads: tuple[tuple[ServiceModel, Port, tuple[Endpoint, ...]], ...]
+    eds: tuple[tuple[ServiceModel, Port, str], ...]  # (service, port, cluster name)
+
+
+def _plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> _Plan:
+    return memo.get(("outbound", view, scope, traits), _build_plan, view, scope, traits, memo)
+
+
+def _build_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> _Plan:
+    key = ("outbound-plan", scope, traits)
+    last = memo.recall(key)
+    plan = _carry_over(view, last, memo) if last is not None else None
+    if plan is None:
+        plan = _full_plan(view, scope, traits, memo)
+    memo.put(key, plan)
+    memo.put(("outbound-last", scope.namespace, scope.sidecar, traits), plan.outbound)
+    return plan
+
+
+def _full_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> _Plan:
+    with memo.recording() as reads:
+        specs = clusters.outbound_cluster_specs(view, scope, traits, memo)
+        cds = [*clusters.fixed_clusters(view.mesh, traits, memo), *clusters.outbound_clusters(specs, memo)]
+        lds = listeners_outbound.build_outbound_listeners(view, scope, traits, memo)
+    eds_specs = [(svc, port, spec) for svc, port, spec in specs if spec.is_eds]
+    eds = endpoints.outbound_load_assignments(view, eds_specs, memo)
     listeners = list(lds.listeners)
     if traits.capture:
         listeners.append(listeners_outbound.virtual_outbound(scope, traits, memo))
     rds = [routes.outbound_route(scope, traits, name, memo) for name in lds.routes]
     fresh = Outbound(_by_name(cds), _by_name(eds), _by_name(listeners), _by_name(rds))
     # The same (namespace, Sidecar, traits) in the previous generation: keep what did not change.
-    key = ("outbound-last", scope.namespace, scope.sidecar, traits)
-    out = _stable(fresh, memo.recall(key))
-    memo.put(key, out)
-    return out
+    out = _stable(fresh, memo.recall(("outbound-last", scope.namespace, scope.sidecar, traits)))
+    return _Plan(out, lds.headless_ips, view.generation, view.mesh, tuple(reads),
+                 tuple((svc, port, spec.name) for svc, port, spec in eds_specs))
+
+
+def _carry_over(view: StoreView, last: _Plan, memo: Memo) -> _Plan | None:
+    """`last` (same scope and traits) brought to this generation, or None when it must be rebuilt."""
+    if last.generation == view.generation:
+        return last
+    changes = view.changes_since(last.generation)
+    if changes is None or last.mesh != view.mesh:
+        return None
+    touched = changes.namespaces(Kind.POD)  # endpoints elsewhere are what they were
+    if not touched:
+        return _Plan(last.outbound, last.headless_ips, view.generation, view.mesh, last.reads, last.eds)
+    for svc, port, eps in last.reads:
+        if svc.namespace in touched and endpoints_of(view, svc, port, memo) != eps:
+            return None  # a DNS cluster or a headless listener changes with them
+    old = last.outbound.endpoints
+    fresh: list[Built] = []
+    differs = False
+    for svc, port, name in last.eds:
+        built = old[name]
+        if svc.namespace in touched:
+            new = endpoints.load_assignment(name, endpoints_of(view, svc, port, memo), memo)
+            differs = differs or new is not built
+            built = new
+        fresh.append(built)
+    outbound = replace(last.outbound, endpoints=_by_name(fresh)) if differs else last.outbound
+    return _Plan(outbound, last.headless_ips, view.generation, view.mesh, last.reads, last.eds)
 
 
 def outbound_for(view: StoreView, scope: Scope, traits: ProxyTraits, self_ip: str, memo: Memo) -> Outbound:
     """Shared outbound resources; a proxy that is itself a headless endpoint gets its own variant."""
-    shared = memo.get(("outbound", scope, traits), build_outbound, view, scope, traits, memo)
-    if self_ip and self_ip in _listeners(view, scope, traits, memo).headless_ips:
+    plan = _plan(view, scope, traits, memo)
+    if self_ip and self_ip in plan.headless_ips:
         own = replace(traits, self_ip=self_ip)
-        return memo.get(("outbound", scope, own), build_outbound, view, scope, own, memo)
-    return shared
-
-
-def _listeners(view: StoreView, scope: Scope, traits: ProxyTraits,
-               memo: Memo) -> listeners_outbound.OutboundListeners:
-    return memo.get(("outbound-lds", scope, traits), listeners_outbound.build_outbound_listeners,
-                    view, scope, traits, memo)
+        return _plan(view, scope, own, memo).outbound
+    return plan.outbound
 
 
 def _merge(shared: Resources, extra: tuple[Built, ...], memo: Memo) -> Resources:
@@ -130,14 +191,76 @@ def scope_of(view: StoreView, proxy: Proxy, memo: Memo) -> tuple[Workload, Istio
     return workload, sidecar, scope_for(view, proxy.namespace, sidecar, memo)
 
 
-def generate(view: StoreView, proxy: Proxy, memo: Memo) -> ProxySnapshot:
-    workload, sidecar, scope = scope_of(view, proxy, memo)
-    traits = traits_of(workload)
-    self_ip = workload.ips[0] if workload.ips else ""
-    outbound = outbound_for(view, scope, traits, self_ip, memo)
+@dataclass(frozen=True, slots=True, eq=False)
+class _ProxyParts:
+    """What one proxy's snapshot takes from its own pod and namespace, at one generation."""
+
+    proxy: Proxy
+    generation: int
+    workload: Workload
+    sidecar: IstioSidecar | None
+    by_name: bool  # the Pod was found by namespace/name (else by IP, or not at all)
+    traits: ProxyTraits
+    inbound_clusters: tuple[Built, ...]
+    inbound_listeners: tuple[Built, ...]
+
+
+def _touches(changes: ChangeSet, parts: _ProxyParts, root_namespace: str) -> bool:
+    """Could these changes alter the proxy's workload, Sidecar choice or inbound config?
+
+    Those read: its Pod (by name; by IP when the name finds none), the Services and
+    ServiceEntries of its namespace, the Sidecars of its namespace and the root namespace, and
+    the MeshConfig. Anything else (another kind, a Namespace) counts as touching.
+    """
+    ns = parts.proxy.namespace
+    for kind, namespaces in changes.by_kind.items():
+        if kind == Kind.POD:
+            if not parts.by_name:
+                return True
+            if ns in namespaces and ObjectRef(Kind.POD, ns, parts.proxy.pod_name) in changes.refs:
+                return True
+        elif kind in (Kind.SERVICE, Kind.SERVICE_ENTRY):
+            if ns in namespaces:
+                return True
+        elif kind == Kind.SIDECAR:
+            if ns in namespaces or root_namespace in namespaces:
+                return True
+        else:
+            return True
+    return False
+
+
+def _proxy_parts(view: StoreView, proxy: Proxy, memo: Memo) -> _ProxyParts:
+    """The proxy's own parts, carried over from the last generation when no change touches them."""
+    key = ("proxy", proxy.key)
+    last: _ProxyParts | None = memo.recall(key)
+    if last is not None and last.proxy is proxy:
+        if last.generation == view.generation:
+            memo.put(key, last)
+            return last
+        changes = view.changes_since(last.generation)
+        if changes is not None and not _touches(changes, last, view.mesh.root_namespace):
+            parts = replace(last, generation=view.generation)
+            memo.put(key, parts)
+            return parts
+    workload = workload_of(view, proxy)
+    sidecar = sidecar_for(view, workload)
     inbound = build_inbound(view, workload, sidecar, memo, domain_suffix=view.domain_suffix)
+    by_name = workload.pod is not None and workload.pod.meta.name == proxy.pod_name
+    parts = _ProxyParts(proxy, view.generation, workload, sidecar, by_name, traits_of(workload),
+                        tuple(inbound.clusters), tuple(inbound.listeners))
+    memo.put(key, parts)
+    return parts
+
+
+def generate(view: StoreView, proxy: Proxy, memo: Memo) -> ProxySnapshot:
+    parts = _proxy_parts(view, proxy, memo)
+    workload = parts.workload
+    scope = scope_for(view, proxy.namespace, parts.sidecar, memo)
+    self_ip = workload.ips[0] if workload.ips else ""
+    outbound = outbound_for(view, scope, parts.traits, self_ip, memo)
     # Builts are shared objects, so proxies with equal inbound parts share one snapshot too.
-    ic, il = tuple(inbound.clusters), tuple(inbound.listeners)
+    ic, il = parts.inbound_clusters, parts.inbound_listeners
     return memo.get(("snapshot", outbound, ic, il), _snapshot, outbound, ic, il, memo)
 
 

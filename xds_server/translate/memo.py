@@ -7,7 +7,8 @@ the planner calls `rotate()` once per push round.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -19,6 +20,7 @@ class Memo:
         self._previous: dict[Hashable, Any] = {}
         self.hits = 0
         self.misses = 0
+        self._recorders: list[list[Any]] = []
 
     def get(self, key: Hashable, build: Callable[..., T], *args: Any) -> T:
         try:
@@ -43,6 +45,20 @@ class Memo:
 
     def put(self, key: Hashable, value: Any) -> None:
         self._current[key] = value
+
+    @contextmanager
+    def recording(self) -> Iterator[list[Any]]:
+        """Collect what builders `note` while the block runs (what a result read from the store)."""
+        reads: list[Any] = []
+        self._recorders.append(reads)
+        try:
+            yield reads
+        finally:
+            self._recorders.pop()
+
+    def note(self, item: Any) -> None:
+        for reads in self._recorders:
+            reads.append(item)
 
     def rotate(self) -> None:
         self._previous = self._current

@@ -155,8 +155,14 @@ class Scope:
 
 # ------------------------------------------------------------------ building
 def scope_for(view: StoreView, namespace: str, sidecar: IstioSidecar | None, memo: Memo) -> Scope:
-    """The shared Scope for proxies of `namespace` selected by `sidecar` (None: implicit default)."""
-    return memo.get(("scope", view, namespace, sidecar), build_scope, view, namespace, sidecar, memo)
+    """The shared Scope for proxies of `namespace` selected by `sidecar` (None: implicit default).
+
+    Keyed by what a scope is made of (the registry, the Sidecar, the mesh's outbound policy), not
+    by the generation: while those stay the same objects, so does the Scope, across generations.
+    """
+    registry = registry_for(view, memo)
+    policy = view.mesh.outbound_traffic_policy
+    return memo.get(("scope", registry, namespace, sidecar, policy), build_scope, view, namespace, sidecar, memo)
 
 
 def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, memo: Memo) -> Scope:

@@ -214,8 +214,9 @@ class ServiceRegistry:
     """Every service of one store generation, in istiod's order (oldest, then name, then namespace)."""
 
     def __init__(self, services: Iterable[ServiceModel], default_export_to: Iterable[str] = (PUBLIC,)) -> None:
+        self.inputs = tuple(services)  # as given (the next generation compares them by identity)
         by_key: dict[tuple[str, str], ServiceModel] = {}
-        for svc in sorted(services, key=lambda s: (s.creation, s.name, s.namespace)):
+        for svc in sorted(self.inputs, key=lambda s: (s.creation, s.name, s.namespace)):
             key = (svc.hostname, svc.namespace)
             current = by_key.get(key)
             if current is None:
@@ -303,7 +304,18 @@ def _build_registry(view: StoreView, memo: Memo, domain_suffix: str) -> ServiceR
         models.append(memo.get(("svc-model", svc, domain_suffix), _kube_model, svc, domain_suffix))
     for se in view.service_entries:
         models.extend(memo.get(("se-model", se), from_service_entry, se))
-    return ServiceRegistry(models, view.mesh.default_service_export_to)
+    export = frozenset(view.mesh.default_service_export_to)
+    # The same models (same objects) as the previous generation: the very same registry, so that
+    # scopes, and everything memoised on them, carry over (a Pod change touches none of it).
+    key = ("registry-last", domain_suffix)
+    last = memo.recall(key)
+    if (last is not None and last.default_export_to == export and len(last.inputs) == len(models)
+            and all(a is b for a, b in zip(last.inputs, models, strict=True))):
+        registry = last
+    else:
+        registry = ServiceRegistry(models, export)
+    memo.put(key, registry)
+    return registry
 
 
 # ------------------------------------------------------------------ endpoints
@@ -356,5 +368,10 @@ def endpoints(view: StoreView, svc: ServiceModel, port: Port) -> tuple[Endpoint,
 
 
 def endpoints_of(view: StoreView, svc: ServiceModel, port: Port, memo: Memo) -> tuple[Endpoint, ...]:
-    """`endpoints`, computed once per store generation however many scopes import the service."""
-    return memo.get(("endpoints", view, svc, port), endpoints, view, svc, port)
+    """`endpoints`, computed once per store generation however many scopes import the service.
+
+    Noted in the memo (`Memo.recording`): a result built from endpoints knows what it read.
+    """
+    found = memo.get(("endpoints", view, svc, port), endpoints, view, svc, port)
+    memo.note((svc, port, found))
+    return found

@@ -26,16 +26,18 @@ from xds_server.xds.status import Nack
 
 
 class DeltaState(TypeState):
-    __slots__ = ("announce", "known", "synced")
+    __slots__ = ("announce", "dirty", "known", "synced")
 
     def __init__(self, type_url: TypeUrl) -> None:
         super().__init__(type_url)
         self.known: dict[str, str] = {}  # name -> version the client has
         self.announce: set[str] = set()  # names to put in removed_resources on the next response
-        # The resources `known` was last brought in line with (every wanted entry at its version,
-        # and for wildcard types nothing else), under the current subscription; None when unsure.
-        # From there the next diff only looks at what changed between the two mappings.
+        # The resources `known` was last brought in line with: every wanted entry at its version
+        # and, for wildcard types, nothing else, except for the names in `dirty` (subscribed,
+        # unsubscribed, dropped from `known` since, or removals held back); None when unsure.
+        # From there the next diff only looks at what changed between the two mappings, plus `dirty`.
         self.synced: Mapping[str, Built] | None = None
+        self.dirty: set[str] = set()
 
 
 class DeltaMachine(MachineBase):
@@ -72,8 +74,11 @@ class DeltaMachine(MachineBase):
                 st.status.nack = None
                 self.observer.ack(type_url)
         added, removed = st.sub.delta_update(req.resource_names_subscribe, req.resource_names_unsubscribe, first)
-        if added or removed:
-            st.synced = None  # what is wanted changed: the next diff looks at everything
+        if "*" in added or "*" in removed:
+            st.synced = None  # what every name means changed: the next diff looks at everything
+        elif added or removed:
+            st.dirty.update(added)
+            st.dirty.update(removed)
         resources = snapshot.get(type_url)
         if not first:
             for name in added:
@@ -103,16 +108,24 @@ class DeltaMachine(MachineBase):
         sub = st.sub
         removed: list[str] = []
         if st.synced is not None:
-            # Only entries that differ between the synced mapping and this one can differ from
-            # `known` (shared per push: O(changes) per stream, not O(resources)).
+            # Only entries that differ between the synced mapping and this one, and dirty names,
+            # can differ from `known` (shared per push: O(changes) per stream, not O(resources)).
             candidates, gone = changes(st.synced, resources)
-            if sub.wildcard:
-                changed = [b for b in candidates if known.get(b.name) != b.version]
-            else:
-                names = sub.names
-                changed = [b for b in candidates if b.name in names and known.get(b.name) != b.version]
+            wants = sub.wants
+            changed = [b for b in candidates if wants(b.name) and known.get(b.name) != b.version]
             if type_url in WILDCARD_TYPES:
                 removed = [n for n in gone if n in known]
+            if st.dirty:
+                seen = {b.name for b in candidates}
+                seen.update(gone)
+                for name in st.dirty:
+                    if name in seen:
+                        continue
+                    b = resources.get(name)
+                    if b is not None and wants(name) and known.get(name) != b.version:
+                        changed.append(b)
+                    elif type_url in WILDCARD_TYPES and name in known and (b is None or not wants(name)):
+                        removed.append(name)
         else:
             if sub.wildcard:
                 changed = [b for n, b in resources.items() if known.get(n) != b.version]
@@ -144,10 +157,11 @@ class DeltaMachine(MachineBase):
         st.announce.clear()
         resources = snapshot.get(type_url)
         st.synced = resources
+        st.dirty = set()
         if type_url is TypeUrl.CLUSTER and removed:
             if self._routes_will_change(snapshot):
                 st.deferred = True
-                st.synced = None  # the removed names stay in `known` until released
+                st.dirty = set(removed)  # they stay in `known` until released
                 removed = []
             else:
                 st.deferred = False
@@ -156,11 +170,10 @@ class DeltaMachine(MachineBase):
         if type_url is TypeUrl.CLUSTER and changed:
             eds = self.types.get(TypeUrl.ENDPOINT)
             if eds is not None:
-                refs = eds_refs(changed)
-                if refs:
-                    eds.synced = None  # type: ignore[attr-defined]
-                    for name in refs:
-                        eds.known.pop(name, None)  # type: ignore[attr-defined]
+                for name in eds_refs(changed):
+                    eds.known.pop(name, None)  # type: ignore[attr-defined]
+                    eds.dirty.add(name)  # type: ignore[attr-defined]
+        removed.sort()  # the same bytes whichever way the diff was found
         if isinstance(resources, ResourceMap) and len(changed) == len(resources):
             changed = resources.ordered()  # everything (a first response): sorted once per mapping
         else:

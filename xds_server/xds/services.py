@@ -34,7 +34,7 @@ from xds_server.xds.admission import StreamAdmission
 from xds_server.xds.cache import CacheEntry, SnapshotCache
 from xds_server.xds.delta import DeltaMachine
 from xds_server.xds.machine import MachineBase, Outgoing, StreamError
-from xds_server.xds.observer import NullServerObserver, ServerObserver
+from xds_server.xds.observer import NullObserver, NullServerObserver, ServerObserver
 from xds_server.xds.sotw import SotwMachine
 
 log = logging.getLogger("xds_server.xds")
@@ -169,6 +169,9 @@ class XdsServices:
             self.cache.detach(entry, pump.wake)
             self.connections.pop(conn.id, None)
             self.observer.disconnected(conn)
+            # The one reference cycle of a stream (connection -> machine -> observer -> connection):
+            # broken, its state is freed now by reference counting, not by a full collection.
+            machine.observer = NullObserver()
             log.info("xds disconnect %s after %.1fs", conn.id, time.time() - conn.connected_at)
         if error is not None:
             self.observer.stream_error(error.code, error.message)
@@ -290,7 +293,8 @@ class _Pump:
         for out in outgoing:
             start = time.perf_counter()
             try:
-                await asyncio.wait_for(self.context.write(out.payload), timeout)
+                async with asyncio.timeout(timeout):  # no task per write, unlike wait_for
+                    await self.context.write(out.payload)
             except TimeoutError:
                 self.services.observer.write_timeout(self.conn)
                 log.warning("xds %s: write blocked for %.0fs, closing the stream", self.conn.id, timeout)

@@ -1,0 +1,68 @@
+"""Keep CPython's cyclic garbage collector off the push path.
+
+A server holding thousands of streams keeps a few hundred thousand long-lived container objects
+(per-stream state, gRPC and asyncio internals, shared resources). A full (generation 2)
+collection traverses all of them: about 0.4 s of CPU at 2,000 streams, and it fires every few
+pushes, in the middle of one. Measured (bench/, 2,000 proxies x 1,000 services), a third of the
+CPU of a push went there.
+
+So what survives a push, or a second of steady work, is frozen (`gc.freeze`): automatic
+collections then only look at objects made since. Frozen objects that die are still freed by
+reference counting (a closed stream's state is: services.py breaks its one reference cycle); a
+full collection (unfreeze, collect, freeze) reclaims any other cyclic garbage every `full_every`
+seconds, at a moment without pushes when there is one (or regardless, once it is twice overdue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("xds_server.push")
+
+
+class Collector:
+    def __init__(self, *, tick: float = 1.0, idle: float = 2.0, full_every: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.tick = tick
+        self.idle = idle
+        self.full_every = full_every
+        self._clock = clock
+        self._last_busy = clock()
+        self._last_full = clock()
+        self.full_collections = 0
+
+    def busy(self) -> None:
+        """A push ran: freeze what it left, and note the activity (no full collection right now)."""
+        self._last_busy = self._clock()
+        self.settle()
+
+    def settle(self) -> None:
+        gc.collect(1)  # young garbage first, so that it is not frozen
+        gc.freeze()
+
+    def full(self) -> None:
+        start = time.perf_counter()
+        gc.unfreeze()
+        found = gc.collect()
+        gc.freeze()
+        self._last_full = self._clock()
+        self.full_collections += 1
+        log.debug("full garbage collection: %d unreachable objects in %.3fs", found, time.perf_counter() - start)
+
+    def step(self) -> None:
+        """One tick: freeze what is new, or run the full collection when it is due."""
+        now = self._clock()
+        since = now - self._last_full
+        if (since >= self.full_every and now - self._last_busy >= self.idle) or since >= 2 * self.full_every:
+            self.full()
+        else:
+            self.settle()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            self.step()
