@@ -3,7 +3,7 @@
     python -m bench.profile --proxies 2000 --services 1000 --scenario cold
     python -m bench.profile --proxies 2000 --services 1000 --scenario pod --repeat 5
 
-py-spy samples the server process (all threads, native frames off) and writes collapsed stacks
+py-spy samples the server process (all threads; C frames of grpc/uvloop with --native) and writes collapsed stacks
 (`--out DIR/profile-<scenario>.txt`, loadable in speedscope or flamegraph.pl). The summary lists
 functions by self time and by inclusive time, as a share of all samples while the scenario ran.
 """
@@ -74,6 +74,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="changes to profile (not for cold)")
     p.add_argument("--rate", type=int, default=250, help="samples per second")
     p.add_argument("--top", type=int, default=30)
+    p.add_argument("--native", action="store_true", help="include native (C) frames: grpc, uvloop")
     p.add_argument("--out", default="", help="directory for the collapsed stacks")
     p.add_argument("--server-arg", action="append", default=[])
     a = p.parse_args()
@@ -87,7 +88,8 @@ def main() -> None:
     def start_spy() -> subprocess.Popen[bytes]:
         assert bench.server is not None and bench.server.proc is not None
         proc = subprocess.Popen([py_spy(), "record", "--pid", str(bench.server.proc.pid), "--format", "raw",
-                                 "--rate", str(a.rate), "--output", stacks, "--nonblocking"],
+                                 "--rate", str(a.rate), "--output", stacks,
+                                 *(["--native"] if a.native else ["--nonblocking"])],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)  # py-spy attaches
         return proc

@@ -57,9 +57,13 @@ def tables(results: list[dict[str, Any]]) -> str:
                "| responses | resources | MB sent | server CPU s |")
     out.append("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        for key, title in (("pod_add", "pod added"), ("pod_remove", "pod removed"),
-                           ("new_service", "new service"), ("sidecar_change", "Sidecar change (ns-01)")):
+        for key, sub, title in (("pod_add", "", "pod added"), ("pod_remove", "", "pod removed"),
+                                ("new_service", "", "new service"), ("new_service", "removed", "service removed"),
+                                ("sidecar_change", "", "Sidecar change (ns-01)"),
+                                ("sidecar_change", "undone", "Sidecar change undone")):
             c = r.get(key)
+            if c and sub:
+                c = c.get(sub)
             if not c:
                 continue
             out.append(f"| {r['config']['label']} | {title} | {_quad(c['convergence_s'])} | {c['expected']} "

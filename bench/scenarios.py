@@ -101,11 +101,13 @@ class Bench:
         pool.counters(reset=True)
         pool.arm(group, watches)
         cpu0 = self.stats.cpu_seconds()
+        lg0 = pool.cpu_seconds()
         t0 = time.monotonic()
         write()
         got = pool.wait_watch(group, expected, self.cfg.change_timeout)
         pool.quiet(settle, timeout=30)
         cpu = self.stats.cpu_seconds() - cpu0
+        lg_cpu = pool.cpu_seconds() - lg0
         pool.disarm(group)
         counters = pool.counters(reset=True)
         expected_set = set(expected)
@@ -123,6 +125,7 @@ class Bench:
             "bytes": sum(c["bytes"] for c in counters.values()),
             "by_type": counters,
             "server_cpu_s": cpu,
+            "loadgen_cpu_s": lg_cpu,
         }
 
     def _write(self, name: str, text: str) -> None:
@@ -268,11 +271,10 @@ class Bench:
             {"type": EDS, "name": mesh.cluster_name(i, cfg.namespaces), "kind": "contains", "data": ips[0]},
             {"type": RDS, "name": "80", "kind": "contains", "data": mesh.hostname(i, cfg.namespaces)},
         ]
-        out = self._change(f"new-{self.seq}", watches, self.importers(ns),
-                           lambda: self._write(name, "---\n".join(docs)))
-        self._remove(name)
-        self.pool.quiet(1.5, timeout=30)  # type: ignore[union-attr]
-        self.pool.counters(reset=True)  # type: ignore[union-attr]
+        importers = self.importers(ns)
+        out = self._change(f"new-{self.seq}", watches, importers, lambda: self._write(name, "---\n".join(docs)))
+        gone = [{"type": CDS, "name": mesh.cluster_name(i, cfg.namespaces), "kind": "absent"}]
+        out["removed"] = self._change(f"gone-{self.seq}", gone, importers, lambda: self._remove(name))
         return out
 
     def sidecar_change(self) -> dict[str, Any]:
@@ -282,18 +284,16 @@ class Bench:
         target = [i for i, p in enumerate(self.identities) if p.namespace == ns]
         cluster = mesh.cluster_name(0, cfg.namespaces)  # svc-0000 lives in ns-00
         name = f"sidecar-{ns}.yaml"
-        if cfg.sidecars:  # widen: ./* -> ./* + ns-00/*
+        present = [{"type": CDS, "name": cluster, "kind": "present"}]
+        absent = [{"type": CDS, "name": cluster, "kind": "absent"}]
+        if cfg.sidecars:  # widen: ./* -> ./* + ns-00/*, then back
             doc = mesh.sidecar_doc(ns, ("./*", f"{mesh.namespace_of(0, cfg.namespaces)}/*"))
-            watches = [{"type": CDS, "name": cluster, "kind": "present"}]
-            undo = lambda: self._write(name, mesh.sidecar_doc(ns))  # noqa: E731
-        else:  # narrow: no Sidecar -> ./*
-            doc = mesh.sidecar_doc(ns)
-            watches = [{"type": CDS, "name": cluster, "kind": "absent"}]
-            undo = lambda: self._remove(name)  # noqa: E731
-        out = self._change("sidecar", watches, target, lambda: self._write(name, doc))
-        undo()
-        self.pool.quiet(1.5, timeout=60)  # type: ignore[union-attr]
-        self.pool.counters(reset=True)  # type: ignore[union-attr]
+            out = self._change("sidecar", present, target, lambda: self._write(name, doc))
+            out["undone"] = self._change("sidecar-undo", absent, target,
+                                         lambda: self._write(name, mesh.sidecar_doc(ns)))
+        else:  # narrow: no Sidecar -> ./*, then back
+            out = self._change("sidecar", absent, target, lambda: self._write(name, mesh.sidecar_doc(ns)))
+            out["undone"] = self._change("sidecar-undo", present, target, lambda: self._remove(name))
         return out
 
 
