@@ -258,7 +258,8 @@ class _Pump:
         except BadMessage as e:  # a malformed request: end this stream (INVALID_ARGUMENT), never the server
             self.error = StreamError("INVALID_ARGUMENT", str(e))
         except Exception as e:  # anything else the transport raises: end the stream, never the server
-            log.warning("xds %s: reading requests failed: %s", self.conn.id, e)
+            level = logging.WARNING if self.services.accepting else logging.DEBUG  # "Server already stopped"
+            log.log(level, "xds %s: reading requests failed: %s", self.conn.id, e)
         finally:
             self.closed = True
             self.signal.set()
