@@ -82,6 +82,11 @@ def test_zero_rate_is_unlimited() -> None:
 
 
 # ------------------------------------------------------------------ over the wire
+# A grpc Python client still writing when the server ends the stream (a refusal comes before the
+# first request is read) can read INTERNAL "Internal error from Core" instead of the status.
+LOST = "status lost by the client"
+
+
 async def open_streams(app: App, n: int, delta: bool = False) -> list[Any]:
     """Open n streams at once; each ends up with its first response or its status code."""
     clients = [AdsClient(f"127.0.0.1:{app.xds_port}", delta=delta) for _ in range(n)]
@@ -91,6 +96,8 @@ async def open_streams(app: App, n: int, delta: bool = False) -> list[Any]:
         try:
             return await c.recv()
         except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.INTERNAL and e.details() == "Internal error from Core":
+                return LOST
             return e.code()
 
     try:
@@ -103,13 +110,13 @@ async def test_new_streams_beyond_the_rate_are_refused_with_resource_exhausted(a
     app = await started(max_new_streams_per_second=2, new_stream_burst=3, max_admission_wait=0.2)
     apps.append(app)
     results = await open_streams(app, 10)
-    refused = [r for r in results if r == grpc.StatusCode.RESOURCE_EXHAUSTED]
-    served = [r for r in results if not isinstance(r, grpc.StatusCode)]
+    refused = [r for r in results if r in (grpc.StatusCode.RESOURCE_EXHAUSTED, LOST)]
+    served = [r for r in results if not isinstance(r, grpc.StatusCode | str)]
     assert len(served) == 3 and len(refused) == 7, results
     assert counter(app, "xds_server_stream_refusals_total", code="RESOURCE_EXHAUSTED") == 7
     await asyncio.sleep(0.6)  # a token is back: the next stream (Envoy's retry) is served
     [again] = await open_streams(app, 1)
-    assert not isinstance(again, grpc.StatusCode)
+    assert not isinstance(again, grpc.StatusCode | str)
 
 
 async def test_a_short_burst_waits_for_its_turn_instead_of_being_refused(apps: list[App]) -> None:
@@ -117,7 +124,7 @@ async def test_a_short_burst_waits_for_its_turn_instead_of_being_refused(apps: l
     apps.append(app)
     start = time.monotonic()
     results = await open_streams(app, 12)
-    assert all(not isinstance(r, grpc.StatusCode) for r in results), results
+    assert all(not isinstance(r, grpc.StatusCode | str) for r in results), results
     assert time.monotonic() - start >= 0.2  # 10 streams waited for tokens at 40/s
     assert counter(app, "xds_server_stream_refusals_total", code="RESOURCE_EXHAUSTED") == 0
 
@@ -141,7 +148,7 @@ async def test_streams_are_refused_with_unavailable_until_the_sources_have_synce
     app = await started(sources=[source])
     apps.append(app)
     for delta in (False, True):
-        assert await open_streams(app, 1, delta) == [grpc.StatusCode.UNAVAILABLE]
+        assert await open_streams(app, 1, delta) in ([grpc.StatusCode.UNAVAILABLE], [LOST])
     assert counter(app, "xds_server_stream_refusals_total", code="UNAVAILABLE") == 2
     code, _ = await admin_get(app.admin_port, "/readyz")
     assert code == 503
