@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-receive-bytes", type=int, default=32 * 1024 * 1024, metavar="BYTES",
                        help="largest xDS request accepted (default 32 MiB: Envoy's node plus big delta "
                             "subscriptions)")
-    serve.add_argument("--send-timeout", type=float, default=10.0, metavar="SECONDS",
-                       help="close a stream whose reader has not taken a response for this long (default 10)")
+    serve.add_argument("--send-timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="give up a stream whose reader has not taken a response for this long (default 60; "
+                            "a slow reader never delays other streams, so this only reclaims stuck ones)")
     serve.add_argument("--keepalive-interval", type=float, default=30.0, metavar="SECONDS",
                        help="ping idle xDS connections this often (default 30)")
     serve.add_argument("--keepalive-timeout", type=float, default=10.0, metavar="SECONDS",

@@ -24,7 +24,7 @@ class Settings:
     debounce_max: float = 1.0
     drain_seconds: float = 5.0
     max_connection_age: float = 0.0
-    send_timeout: float = 10.0
+    send_timeout: float = 60.0
     max_receive_bytes: int = 32 * 1024 * 1024
     # Admission (reference/xds-protocol.md §11): new xDS streams per second, with a burst; a stream
     # waits up to max_admission_wait for its turn, beyond that it is refused with RESOURCE_EXHAUSTED.

@@ -50,7 +50,9 @@ PER_TYPE_SERVICES: dict[str, tuple[TypeUrl, str, str]] = {
 
 @dataclass(frozen=True, slots=True)
 class StreamSettings:
-    send_timeout: float = 10.0  # a write blocked longer than this ends the stream
+    # A write blocked longer than this ends the stream. Generous: a blocked stream delays no other (it only
+    # keeps one response), while under CPU starvation short timeouts close healthy streams (a soak saw it).
+    send_timeout: float = 60.0
     max_queued_requests: int = 64  # the reader stops reading (flow control) beyond this
     first_request_timeout: float = 30.0  # a stream that names no node by then is refused (DEADLINE_EXCEEDED)
 
