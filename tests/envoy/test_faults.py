@@ -102,11 +102,17 @@ async def test_server_restart_under_traffic_loses_no_request_and_resyncs_without
             await envoy.until(lambda: envoy.stat("control_plane.connected_state") == 1 and second.services.connections,
                               timeout=30, what="Envoy reconnected to the new server")
             [conn] = second.services.connections.values()
-            statuses = conn.machine.statuses()
             # Every type asked for again; whatever was sent is ACKed (in delta, EDS/RDS had nothing new: NOT_SENT).
+            # statuses() is a fresh dict per call: read it inside the condition, RDS may arrive last.
             settled = {"SYNCED"} if mode == "sotw" else {"SYNCED", "NOT_SENT"}
-            await envoy.until(lambda: len(statuses) == 4 and {s.state for s in statuses.values()} <= settled
-                              and statuses[CDS].state == statuses[LDS].state == "SYNCED", what="resynced")
+
+            def resynced() -> bool:
+                statuses = conn.machine.statuses()
+                return (len(statuses) == 4 and {s.state for s in statuses.values()} <= settled
+                        and statuses[CDS].state == statuses[LDS].state == "SYNCED")
+
+            await envoy.until(resynced, what="resynced")
+            statuses = conn.machine.statuses()
             await envoy.until(lambda: loop.ok > ok_before + 20, what="traffic after the resync")
             await loop.stop()
             assert loop.failed == [], loop.failed[:5]
