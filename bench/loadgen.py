@@ -397,6 +397,11 @@ class LoadGen:
             ("grpc.use_local_subchannel_pool", 1),  # one TCP connection per stream, like separate Envoys
             ("grpc.max_receive_message_length", -1),
             ("grpc.max_send_message_length", -1),
+            # Envoy's xDS client advertises a 256 MiB stream window: the server never waits for
+            # window updates from a busy client. gRPC's default (64 KiB + BDP probing) would make
+            # every 400 kB response wait on this process's event loop several times.
+            ("grpc.http2.lookahead_bytes", 64 * 1024 * 1024),
+            ("grpc.http2.bdp_probe", 0),
         ]
         self.decoders = Decoders()
         self.streams = [Stream(self, i, ident) for i, ident in enumerate(identities)]

@@ -121,7 +121,7 @@ class ResourceMap(dict[str, Built]):
     derives all of these from its base in time proportional to the extra part.
     """
 
-    __slots__ = ("_dangling", "_diffs", "_ordered", "_sum", "base", "extra", "token")
+    __slots__ = ("_dangling", "_diffs", "_ordered", "_sum", "_versions", "base", "extra", "token")
 
     def __init__(self, builts: Iterable[Built] = ()) -> None:
         super().__init__((b.name, b) for b in builts)
@@ -130,6 +130,7 @@ class ResourceMap(dict[str, Built]):
         self._diffs: dict[int, tuple[tuple[Built, ...], tuple[str, ...]]] | None = None
         self._dangling: dict[int, tuple[tuple[str, str], ...]] | None = None
         self._ordered: list[Built] | None = None
+        self._versions: dict[str, str] | None = None
         self.base: ResourceMap | None = None
         self.extra: tuple[Built, ...] = ()
 
@@ -150,6 +151,7 @@ class ResourceMap(dict[str, Built]):
             total += b.digest_term
         out._sum = total
         out._ordered = None
+        out._versions = None
         out.base = base
         out.extra = extra
         return out
@@ -169,6 +171,12 @@ class ResourceMap(dict[str, Built]):
         if self._ordered is None:
             self._ordered = sorted(self.values(), key=lambda b: b.name)
         return list(self._ordered)
+
+    def versions(self) -> dict[str, str]:
+        """name -> version of every entry (shared: do not modify)."""
+        if self._versions is None:
+            self._versions = {n: b.version for n, b in self.items()}
+        return self._versions
 
     def changes_since(self, old: ResourceMap) -> tuple[tuple[Built, ...], tuple[str, ...]]:
         """(entries that `old` lacks or has at another version, names only `old` has), memoised."""

@@ -93,9 +93,8 @@ class DeltaMachine(MachineBase):
                 st.known.pop(name, None)
             else:
                 st.known.pop(name, None)  # the client dropped it; nothing to say
-        for name in added:
-            if name != "*" and name not in resources:
-                st.announce.add(name)  # does not exist (yet): tell the client to stop waiting
+        if added:  # those that do not exist (yet): tell the client to stop waiting
+            st.announce.update(n for n in added if n not in resources and n != "*")
         out.extend(self._respond(type_url, st, snapshot, initial=first))
         if type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE) and is_current:
             out.extend(self._release_deferred(snapshot))
@@ -183,8 +182,11 @@ class DeltaMachine(MachineBase):
         payload = wire.delta_response(type_url, nonce, (b.delta_entry for b in changed), removed,
                                       version, self.control_plane)
         known = st.known
-        for b in changed:
-            known[b.name] = b.version
+        if isinstance(resources, ResourceMap) and len(changed) == len(resources):
+            known.update(resources.versions())  # a C-level copy of a shared name -> version dict
+        else:
+            for b in changed:
+                known[b.name] = b.version
         for name in removed:
             known.pop(name, None)
         st.pending = nonce

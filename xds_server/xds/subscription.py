@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
@@ -27,7 +28,7 @@ class Subscription:
 
     def sotw_update(self, resource_names: Iterable[str]) -> tuple[set[str], bool]:
         """Apply a SotW request's full name list; return (names newly added, anything changed)."""
-        requested = set(resource_names)
+        requested = set(map(sys.intern, resource_names))
         if self._legacy and not requested:
             changed = not self.wildcard
             self.wildcard = True
@@ -46,30 +47,32 @@ class Subscription:
     def delta_update(self, subscribe: Iterable[str], unsubscribe: Iterable[str],
                      first: bool) -> tuple[set[str], set[str]]:
         """Apply a delta request; return (added, removed) explicit names ("*" included)."""
-        sub, unsub = set(subscribe), set(unsubscribe)
+        # Interned: thousands of streams subscribe to the same names; they share one copy of each.
+        sub, unsub = set(map(sys.intern, subscribe)), set(unsubscribe)
         if first and self._legacy and not sub:
             self.wildcard = True
         if sub:
             self._legacy = False
-        added, removed = set(), set()
-        for name in sub:
-            if name == WILDCARD:
-                if not self.wildcard:
-                    added.add(name)
-                self.wildcard = True
-            else:
-                if name not in self.names:
-                    added.add(name)
-                self.names.add(name)
-        for name in unsub:
-            if name == WILDCARD:
-                if self.wildcard:
-                    removed.add(name)
-                self.wildcard = False
-                self._legacy = False
-            elif name in self.names:
-                self.names.discard(name)
-                removed.add(name)
+        added: set[str] = set()
+        removed: set[str] = set()
+        if WILDCARD in sub:
+            sub.discard(WILDCARD)
+            if not self.wildcard:
+                added.add(WILDCARD)
+            self.wildcard = True
+        if sub:  # set algebra: an Envoy subscribes to a thousand EDS names at once
+            added |= sub - self.names
+            self.names |= sub
+        if WILDCARD in unsub:
+            unsub.discard(WILDCARD)
+            if self.wildcard:
+                removed.add(WILDCARD)
+            self.wildcard = False
+            self._legacy = False
+        if unsub:
+            gone = unsub & self.names
+            self.names -= gone
+            removed |= gone
         # A name both subscribed and unsubscribed in one request: unsubscribe wins
         added -= removed
         return added, removed
