@@ -9,6 +9,7 @@ an empty RouteConfiguration, as istiod answers it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from google.protobuf import wrappers_pb2
 
-from xds_server.resources import Built, TypeUrl
+from xds_server.resources import Built, TypeUrl, length_delimited
 from xds_server.translate import envoy, names
 from xds_server.translate.memo import Memo
 from xds_server.translate.scope import OutboundPolicy, ProxyTraits, Scope
@@ -48,6 +49,7 @@ class RouteSpec:
 
 
 # ------------------------------------------------------------------ domains
+@functools.lru_cache(maxsize=65536)  # pure; every route of every scope asks about the same hosts
 def _ipv6_compliant(host: str) -> str:
     try:
         if ipaddress.ip_address(host).version == 6:
@@ -64,6 +66,7 @@ def _domain_port(domain: str, port: int) -> list[str]:
     return [_ipv6_compliant(domain), f"{_ipv6_compliant(domain)}:{port}"]
 
 
+@functools.lru_cache(maxsize=65536)
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -233,18 +236,33 @@ def _catch_all(policy: OutboundPolicy) -> rc.VirtualHost:
                                            direct_response=rc.DirectResponseAction(status=502))])
 
 
-def build_route(spec: RouteSpec) -> Built:
+def _vhost_entry(v: VirtualHostSpec) -> bytes:
+    """One `virtual_hosts` entry of a RouteConfiguration, encoded (field 2)."""
+    vhost = rc.VirtualHost(name=v.name, domains=list(v.domains), routes=[_service_route(v)],
+                           include_request_attempt_count=True)
+    return length_delimited(2, vhost.SerializeToString(deterministic=True))
+
+
+def build_route(spec: RouteSpec, memo: Memo) -> Built:
+    """The route's bytes, assembled from virtual hosts encoded once each.
+
+    A service's virtual host is the same in every scope except its own namespace's (short
+    names), so a mesh-wide route per namespace reuses all but a few. The bytes are those of
+    SerializeToString(deterministic=True): fields in number order, name (1) before the virtual
+    hosts (2) before the rest.
+    """
     config = route_pb2.RouteConfiguration(
         name=spec.name,
         validate_clusters=wrappers_pb2.BoolValue(value=False),
         max_direct_response_body_size_bytes=envoy.u32(MAX_DIRECT_RESPONSE_BODY),
         ignore_port_in_host_matching=not spec.match_port,
-        virtual_hosts=[rc.VirtualHost(name=v.name, domains=list(v.domains), routes=[_service_route(v)],
-                                      include_request_attempt_count=True) for v in spec.vhosts],
     )
+    head = config.SerializeToString(deterministic=True)
+    cut = len(length_delimited(1, spec.name.encode())) if spec.name else 0
+    entries = [memo.get(("rds-vhost", v), _vhost_entry, v) for v in spec.vhosts]
     if spec.catch_all is not None:
-        config.virtual_hosts.append(_catch_all(spec.catch_all))
-    return Built.of(TypeUrl.ROUTE, spec.name, config)
+        entries.append(length_delimited(2, _catch_all(spec.catch_all).SerializeToString(deterministic=True)))
+    return Built(TypeUrl.ROUTE, spec.name, b"".join([head[:cut], *entries, head[cut:]]))
 
 
 def build_empty_route(name: str) -> Built:
@@ -262,4 +280,4 @@ def outbound_route(scope: Scope, traits: ProxyTraits, name: str, memo: Memo) -> 
     spec = route_spec(scope, traits, name)
     if spec is None:
         return empty_route(name, memo)
-    return memo.get(("rds", spec), build_route, spec)
+    return memo.get(("rds", spec), build_route, spec, memo)
