@@ -7,11 +7,13 @@ pods are added to and removed from Services at `--churn-rate` per second, in win
 the server: RSS, open file descriptors, asyncio tasks and threads (/metrics), connected streams,
 and the churn's convergence and misses.
 
-Verdict: memory flat (RSS at the end within 5 % + 10 MB of the first warm window, and the
-least-squares slope over the second half under 10 MB/hour), fds, tasks and threads back at
-their first-window level, every stream still connected, and a last change (with two minutes to
-spare) reaching every stream. Changes not ACKed within a window's 30 s are reported as late, with
-the load average beside them (on a shared machine they follow other work).
+Verdict: memory flat (no trend: the least-squares slope over the second half under 10 MB/hour,
+and no new high: RSS at the end at most 5 % above the highest of the first half; Python keeps
+the arenas a busy moment needed, so a level reached under load stays, a leak keeps climbing),
+fds, tasks and threads at their first-window level, every stream still connected, and a last change
+(with two minutes to spare) reaching every stream. (change, proxy) pairs not seen within a
+window's 30 s are reported as late, with the load average beside them: on a shared machine they
+follow other work, and a proxy that is behind skips states a newer one replaced (latest wins).
 
     python -m bench.soak --minutes 30 --streams 500            # the soak (~32 min)
     python -m bench.soak --minutes 3 --streams 200 --json s.json
@@ -69,10 +71,11 @@ def sample(bench: Bench, started: float) -> dict[str, Any]:
 def verdict(samples: list[dict[str, Any]], streams: int, late: int, final_missing: int) -> dict[str, Any]:
     warm = samples[1] if len(samples) > 2 else samples[0]  # the first window warms caches and arenas
     last = samples[-1]
-    half = samples[len(samples) // 2:]
+    first_half, half = samples[:len(samples) // 2] or samples, samples[len(samples) // 2:]
     slope = slope_mb_per_hour([(s["t_s"], s["rss_mb"]) for s in half])
+    first_half_max = max(s["rss_mb"] for s in first_half)
     checks = {
-        "memory_flat": last["rss_mb"] <= warm["rss_mb"] * 1.05 + 10 and slope < 10,
+        "memory_flat": slope < 10 and last["rss_mb"] <= first_half_max * 1.05,
         "fds_flat": last["fds"] <= warm["fds"] + 2,
         "tasks_flat": last["tasks"] <= warm["tasks"] + 5,
         "threads_flat": last["threads"] <= warm["threads"],
@@ -82,8 +85,8 @@ def verdict(samples: list[dict[str, Any]], streams: int, late: int, final_missin
     }
     # Changes not ACKed within the window's timeout are late, not lost (the final change proves that);
     # they are reported with the load average: on a shared machine they follow other work.
-    return {"ok": all(checks.values()), "checks": checks, "late_changes": late,
-            "rss_warm_mb": warm["rss_mb"], "rss_end_mb": last["rss_mb"],
+    return {"ok": all(checks.values()), "checks": checks, "late_change_proxy_pairs": late,
+            "rss_warm_mb": warm["rss_mb"], "rss_first_half_max_mb": first_half_max, "rss_end_mb": last["rss_mb"],
             "rss_max_mb": max(s["rss_mb"] for s in samples), "rss_slope_second_half_mb_per_h": round(slope, 2)}
 
 
