@@ -85,22 +85,28 @@ class Decoders:
         self._eds: dict[bytes, str] = {}
         self._rds: dict[bytes, tuple[str, ...]] = {}
 
-    def eds_name(self, payload: bytes) -> str:
-        """The EDS service name of an EDS cluster, '' for other clusters."""
-        found = self._eds.get(payload)
+    def eds_name(self, payload: bytes, key: Any = None) -> str:
+        """The EDS service name of an EDS cluster, '' for other clusters.
+
+        Memoised by `key` (a delta resource's (name, version): no copy of the payload needed)
+        or else by the payload bytes.
+        """
+        key = payload if key is None else key
+        found = self._eds.get(key)
         if found is None:
-            c = self._cluster.FromString(payload)
+            c = self._cluster.FromString(payload if isinstance(payload, bytes) else payload())
             found = (c.eds_cluster_config.service_name or c.name) if c.type == self._cluster.EDS else ""
             if len(self._eds) > 200_000:
                 self._eds.clear()
-            self._eds[payload] = found
+            self._eds[key] = found
         return found
 
-    def rds_names(self, payload: bytes) -> tuple[str, ...]:
-        """RDS route_config_names a listener's HTTP connection managers reference."""
-        found = self._rds.get(payload)
+    def rds_names(self, payload: Any, key: Any = None) -> tuple[str, ...]:
+        """RDS route_config_names a listener's HTTP connection managers reference (memoised like eds_name)."""
+        key = payload if key is None else key
+        found = self._rds.get(key)
         if found is None:
-            listener = self._listener.FromString(payload)
+            listener = self._listener.FromString(payload if isinstance(payload, bytes) else payload())
             names: list[str] = []
             chains = list(listener.filter_chains)
             if listener.HasField("default_filter_chain"):
@@ -114,8 +120,13 @@ class Decoders:
             found = tuple(names)
             if len(self._rds) > 200_000:
                 self._rds.clear()
-            self._rds[payload] = found
+            self._rds[key] = found
         return found
+
+
+def _value_of(resource: Any) -> Any:
+    """A delta Resource's payload, fetched only if needed (it is a copy)."""
+    return lambda: resource.resource.value
 
 
 _interned: dict[frozenset[str], frozenset[str]] = {}
@@ -256,10 +267,12 @@ class Stream:
         if groups:
             names = self.gen.names_by_type[type_url]
             wanted = {}
+            single = len(resp.resources) == 1
             for r in resp.resources:
                 if self.delta:
                     if r.name in names:
-                        wanted[r.name] = r.resource.value
+                        # One resource: the response bytes hold it (no copy of a 400 kB route).
+                        wanted[r.name] = raw if single else r.resource.value
                 else:
                     v = r.value
                     n = first_field_name(v)
@@ -338,7 +351,7 @@ class Stream:
             added = set()
             gone = {n for n in removed if n in self.eds_names}
             for r in resp.resources:
-                eds = dec.eds_name(r.resource.value)
+                eds = dec.eds_name(_value_of(r), (r.name, r.version))
                 if eds:
                     added.add(eds)
                 elif r.name in self.eds_names:
@@ -362,7 +375,7 @@ class Stream:
         dec = self.gen.decoders
         if self.delta:
             for r in resp.resources:
-                self.listener_routes[r.name] = dec.rds_names(r.resource.value)
+                self.listener_routes[r.name] = dec.rds_names(_value_of(r), (r.name, r.version))
             for n in removed:
                 self.listener_routes.pop(n, None)
             names = intern_names(n for routes in self.listener_routes.values() for n in routes)

@@ -121,7 +121,8 @@ class ResourceMap(dict[str, Built]):
     derives all of these from its base in time proportional to the extra part.
     """
 
-    __slots__ = ("_dangling", "_diffs", "_ordered", "_sum", "_versions", "base", "extra", "token")
+    __slots__ = ("_blob", "_dangling", "_diffs", "_ordered", "_overrides", "_sum", "_versions", "base", "extra",
+                 "token")
 
     def __init__(self, builts: Iterable[Built] = ()) -> None:
         super().__init__((b.name, b) for b in builts)
@@ -131,6 +132,8 @@ class ResourceMap(dict[str, Built]):
         self._dangling: dict[int, tuple[tuple[str, str], ...]] | None = None
         self._ordered: list[Built] | None = None
         self._versions: dict[str, str] | None = None
+        self._blob: bytes | None = None
+        self._overrides = False  # an extra entry replaced a base entry
         self.base: ResourceMap | None = None
         self.extra: tuple[Built, ...] = ()
 
@@ -147,6 +150,7 @@ class ResourceMap(dict[str, Built]):
             old = dict.get(out, b.name)
             if old is not None:
                 total -= old.digest_term
+                out._overrides = True
             dict.__setitem__(out, b.name, b)
             total += b.digest_term
         out._sum = total
@@ -171,6 +175,21 @@ class ResourceMap(dict[str, Built]):
         if self._ordered is None:
             self._ordered = sorted(self.values(), key=lambda b: b.name)
         return list(self._ordered)
+
+    def delta_entries(self) -> list[bytes]:
+        """Every entry's DeltaDiscoveryResponse `resources` field, as a few byte chunks.
+
+        A whole mapping (a stream's first response) is the same bytes for every stream that gets
+        it: joined once and kept for a base mapping; a layered one adds its own entries after the
+        base's (order within a response carries no meaning).
+        """
+        if self.base is not None and not self._overrides:
+            return [*self.base.delta_entries(), *(b.delta_entry for b in sorted(self.extra, key=_name))]
+        if self.base is not None:
+            return [b.delta_entry for b in self.ordered()]
+        if self._blob is None:
+            self._blob = b"".join(b.delta_entry for b in self.ordered())
+        return [self._blob]
 
     def versions(self) -> dict[str, str]:
         """name -> version of every entry (shared: do not modify)."""
@@ -213,6 +232,10 @@ class ResourceMap(dict[str, Built]):
         raise TypeError("ResourceMap is read-only")
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _read_only  # type: ignore[assignment]
+
+
+def _name(b: Built) -> str:
+    return b.name
 
 
 def _changes(old: Mapping[str, Built], new: Mapping[str, Built]) -> tuple[tuple[Built, ...], tuple[str, ...]]:

@@ -191,9 +191,9 @@ def scope_of(view: StoreView, proxy: Proxy, memo: Memo) -> tuple[Workload, Istio
     return workload, sidecar, scope_for(view, proxy.namespace, sidecar, memo)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class _ProxyParts:
-    """What one proxy's snapshot takes from its own pod and namespace, at one generation."""
+    """What one proxy's snapshot takes from its own pod and namespace, as of `generation`."""
 
     proxy: Proxy
     generation: int
@@ -240,9 +240,9 @@ def _proxy_parts(view: StoreView, proxy: Proxy, memo: Memo) -> _ProxyParts:
             return last
         changes = view.changes_since(last.generation)
         if changes is not None and not _touches(changes, last, view.mesh.root_namespace):
-            parts = replace(last, generation=view.generation)
-            memo.put(key, parts)
-            return parts
+            last.generation = view.generation  # still true at this generation
+            memo.put(key, last)
+            return last
     workload = workload_of(view, proxy)
     sidecar = sidecar_for(view, workload)
     inbound = build_inbound(view, workload, sidecar, memo, domain_suffix=view.domain_suffix)

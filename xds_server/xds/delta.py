@@ -15,7 +15,7 @@ Rules (reference/xds-protocol.md §6-§9):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
@@ -94,7 +94,9 @@ class DeltaMachine(MachineBase):
             else:
                 st.known.pop(name, None)  # the client dropped it; nothing to say
         if added:  # those that do not exist (yet): tell the client to stop waiting
-            st.announce.update(n for n in added if n not in resources and n != "*")
+            missing = added - resources.keys()
+            missing.discard("*")
+            st.announce |= missing
         out.extend(self._respond(type_url, st, snapshot, initial=first))
         if type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE) and is_current:
             out.extend(self._release_deferred(snapshot))
@@ -115,16 +117,19 @@ class DeltaMachine(MachineBase):
             if type_url in WILDCARD_TYPES:
                 removed = [n for n in gone if n in known]
             if st.dirty:
-                seen = {b.name for b in candidates}
-                seen.update(gone)
+                listed = {b.name for b in changed}
+                listed.update(removed)
                 for name in st.dirty:
-                    if name in seen:
+                    if name in listed:
                         continue
                     b = resources.get(name)
-                    if b is not None and wants(name) and known.get(name) != b.version:
-                        changed.append(b)
-                    elif type_url in WILDCARD_TYPES and name in known and (b is None or not wants(name)):
-                        removed.append(name)
+                    if b is not None and wants(name):
+                        if known.get(name) != b.version:
+                            changed.append(b)
+                    elif type_url in WILDCARD_TYPES and name in known:
+                        removed.append(name)  # gone, or no longer wanted
+        elif not known and (sub.wildcard or len(sub.names & resources.keys()) == len(resources)):
+            changed = list(resources.values())  # a first response: everything (set algebra, no loop)
         else:
             if sub.wildcard:
                 changed = [b for n, b in resources.items() if known.get(n) != b.version]
@@ -168,22 +173,23 @@ class DeltaMachine(MachineBase):
             return []
         if type_url is TypeUrl.CLUSTER and changed:
             eds = self.types.get(TypeUrl.ENDPOINT)
-            if eds is not None:
+            if eds is not None and eds.known:  # type: ignore[attr-defined]
                 for name in eds_refs(changed):
-                    eds.known.pop(name, None)  # type: ignore[attr-defined]
-                    eds.dirty.add(name)  # type: ignore[attr-defined]
+                    if eds.known.pop(name, None) is not None:  # type: ignore[attr-defined]
+                        eds.dirty.add(name)  # type: ignore[attr-defined]
         removed.sort()  # the same bytes whichever way the diff was found
-        if isinstance(resources, ResourceMap) and len(changed) == len(resources):
-            changed = resources.ordered()  # everything (a first response): sorted once per mapping
+        whole = isinstance(resources, ResourceMap) and len(changed) == len(resources)
+        if whole:
+            entries: Iterable[bytes] = resources.delta_entries()  # type: ignore[union-attr]
         else:
             changed.sort(key=lambda b: b.name)
+            entries = (b.delta_entry for b in changed)
         nonce = self._next_nonce()
         version = snapshot.version(type_url)
-        payload = wire.delta_response(type_url, nonce, (b.delta_entry for b in changed), removed,
-                                      version, self.control_plane)
+        payload = wire.delta_response(type_url, nonce, entries, removed, version, self.control_plane)
         known = st.known
-        if isinstance(resources, ResourceMap) and len(changed) == len(resources):
-            known.update(resources.versions())  # a C-level copy of a shared name -> version dict
+        if whole:
+            known.update(resources.versions())  # type: ignore[union-attr]  # C-level copy of a shared dict
         else:
             for b in changed:
                 known[b.name] = b.version

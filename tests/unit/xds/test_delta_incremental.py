@@ -68,7 +68,7 @@ def _state(machine: DeltaMachine) -> dict[Any, Any]:
     return out
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(step, min_size=1, max_size=40), st.integers(0, len(WORLDS) - 1))
 def test_incremental_diff_equals_full_diff(steps: list[Any], start: int) -> None:
     fast, full = DeltaMachine(clock=lambda: 0.0), DeltaMachine(clock=lambda: 0.0)
