@@ -311,7 +311,9 @@ class Stream:
             for group in groups:
                 if group in self.watch_at:
                     continue
-                watches = self.gen.groups[group]
+                watches = self.gen.groups.get(group)
+                if watches is None:
+                    continue  # disarmed while this response was being ACKed (the writes above yield)
                 done = self.watch_done.get(group)
                 if done is None:
                     done = self.watch_done[group] = [False] * len(watches)
@@ -320,7 +322,7 @@ class Stream:
                         done[i] = True
                 if all(done):
                     self.watch_at[group] = ack_at
-                    del self.watch_done[group]
+                    self.watch_done.pop(group, None)
                     self.gen.watched(self, group)
 
     def _names(self, type_url: str) -> Iterable[str] | None:
