@@ -70,7 +70,7 @@ def main() -> None:
     p.add_argument("--services", type=int, default=1000)
     p.add_argument("--sidecars", action="store_true")
     p.add_argument("--sotw", action="store_true")
-    p.add_argument("--scenario", choices=("cold", "pod", "new-service", "sidecar"), default="cold")
+    p.add_argument("--scenario", choices=("cold", "pod", "new-service", "sidecar", "churn"), default="cold")
     p.add_argument("--repeat", type=int, default=3, help="changes to profile (not for cold)")
     p.add_argument("--rate", type=int, default=250, help="samples per second")
     p.add_argument("--top", type=int, default=30)
@@ -108,6 +108,9 @@ def main() -> None:
                     add = bench.pod_add(0)
                     print(f"pod add p99 {add['convergence_s']['p99']}, cpu {add['server_cpu_s']:.2f}s")
                     bench.pod_remove(0, add)
+                elif a.scenario == "churn":
+                    r = bench.churn(5.0, 10.0)
+                    print(f"churn p99 {r['convergence_s']['p99']}, cpu/change {r['server_cpu_per_change_s']:.3f}s")
                 elif a.scenario == "new-service":
                     r = bench.new_service()
                     print(f"new service p99 {r['convergence_s']['p99']}, cpu {r['server_cpu_s']:.2f}s")

@@ -50,9 +50,9 @@ class Planner:
         self.rejected: dict[str, list[str]] = {}  # proxy key -> problems of its last rejected snapshot
         self.after_push: Callable[[], None] | None = None  # e.g. Collector.busy (serve sets it)
 
-    def build(self, proxy: Any) -> ProxySnapshot:
-        """Snapshot for one proxy on the current generation (also used on first connect)."""
-        snapshot = self._generate(self.store.view(), proxy, self.memo)
+    def build(self, proxy: Any, view: StoreView | None = None) -> ProxySnapshot:
+        """Snapshot for one proxy on `view` (default: the current generation, as on first connect)."""
+        snapshot = self._generate(view if view is not None else self.store.view(), proxy, self.memo)
         dangling = snapshot.dangling()
         if dangling:
             previous = self.cache.get(proxy.key)
@@ -71,8 +71,10 @@ class Planner:
         self.memo.rotate()
         entries = list(self.cache.entries())
         updated = 0
+        # One generation for the whole push: changes arriving meanwhile are the next push's.
+        view = self.store.view()
         for i, entry in enumerate(entries):
-            snapshot = self.build(entry.proxy)
+            snapshot = self.build(entry.proxy, view)
             if snapshot is not entry.snapshot and self.cache.set_snapshot(entry.key, snapshot):
                 updated += 1
                 self.observer.proxy_updated(entry.key, debounce_seconds)

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import watchfiles
 import yaml
 
-from xds_server.model import ConfigObject, ObjectRef, Problem
+from xds_server.model import ConfigObject, Kind, ObjectRef, Problem
 from xds_server.model.mesh_parse import parse_mesh_config
 from xds_server.model.parse import parse
 from xds_server.model.validate import duplicate_sidecar_warnings, unsupported_field_warnings
@@ -389,8 +389,9 @@ class FileSource:
         return current
 
     def _report_duplicates(self, sink: ConfigSink) -> None:
-        objects = [obj for st in self._files.values() for obj in st.served.values()]
-        where = {ref: w for st in self._files.values() for ref, w in st.where.items()}
+        # Only Sidecars can be duplicates: do not walk (and re-key) every Pod on every file change.
+        objects = [obj for st in self._files.values() for obj in st.served.values() if obj.kind == Kind.SIDECAR]
+        where = {ref: w for st in self._files.values() for ref, w in st.where.items() if ref.kind == Kind.SIDECAR}
         warnings = duplicate_sidecar_warnings(objects, where)
         sink.report(self.name, warnings)
         texts = {str(w) for w in warnings}

@@ -27,6 +27,7 @@ class ConfigSink(Protocol):
 
 
 ChangeListener = Callable[[frozenset[ObjectRef]], None]
+HISTORY = 16  # change sets a view keeps: work from up to this many views back can be reused
 ReportListener = Callable[[str, tuple[Problem, ...]], None]
 
 
@@ -45,6 +46,7 @@ class Store:
         self._dirty_kinds: set[str] = set()
         self._last_view_generation: int | None = None  # generation of the last view built
         self._since_last_view: set[ObjectRef] = set()  # refs changed since then
+        self._history: tuple[ChangeSet, ...] = ()  # change sets of the last views, newest first
 
     # ------------------------------------------------------------ listeners
     def subscribe(self, listener: ChangeListener) -> None:
@@ -121,8 +123,11 @@ class Store:
         """An immutable view of the current generation, shared by every translation of it."""
         if self._view is None:
             base = self._last_view_generation
-            changes = ChangeSet(base, self._since_last_view) if base is not None else None
-            self._view = StoreView(self.generation, dict(self._objects), self.domain_suffix, changes)
+            changes = ChangeSet(base, self._since_last_view, self.generation) if base is not None else None
+            self._view = StoreView(self.generation, dict(self._objects), self.domain_suffix, changes,
+                                   self._history)
+            if changes is not None:
+                self._history = (changes, *self._history[:HISTORY - 1])
             self._last_view_generation = self.generation
             self._since_last_view = set()
         return self._view

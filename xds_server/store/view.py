@@ -31,16 +31,17 @@ def _age_key(obj: ConfigObject) -> tuple[str, str, str]:
 
 
 class ChangeSet:
-    """What changed between an earlier generation and a view, indexed for cheap relevance checks.
+    """What changed between an earlier generation and a later one, indexed for relevance checks.
 
     The translator uses it to reuse work from that earlier generation: a Pod change in one
     namespace cannot change the endpoints of another namespace's services.
     """
 
-    __slots__ = ("base_generation", "by_kind", "refs")
+    __slots__ = ("base_generation", "by_kind", "generation", "refs")
 
-    def __init__(self, base_generation: int, refs: Iterable[ObjectRef]) -> None:
+    def __init__(self, base_generation: int, refs: Iterable[ObjectRef], generation: int = -1) -> None:
         self.base_generation = base_generation
+        self.generation = generation
         self.refs = frozenset(refs)
         by_kind: dict[str, set[str]] = {}
         for ref in self.refs:
@@ -57,21 +58,37 @@ class ChangeSet:
 
 class StoreView:
     def __init__(self, generation: int, objects: Mapping[ObjectRef, ConfigObject],
-                 domain_suffix: str = "cluster.local", changes: ChangeSet | None = None) -> None:
+                 domain_suffix: str = "cluster.local", changes: ChangeSet | None = None,
+                 history: tuple[ChangeSet, ...] = ()) -> None:
         self.generation = generation
         self._objects = objects
         # Kubernetes service hosts are <name>.<namespace>.svc.<domain_suffix> (serve --domain-suffix).
         self.domain_suffix = domain_suffix
-        # Refs changed since the view the store built before this one (None: unknown).
+        # Refs changed since the view the store built before this one (None: unknown), and the
+        # change sets of the few views before that, newest first.
         self.changes = changes
+        self._history = history
+        self._since: dict[int, ChangeSet | None] = {}
 
     def changes_since(self, generation: int) -> ChangeSet | None:
         """What changed between `generation` and this view, when known (else None: assume anything)."""
-        if self.changes is not None and self.changes.base_generation == generation:
-            return self.changes
         if generation == self.generation:
             return _NO_CHANGES
-        return None
+        if self.changes is not None and self.changes.base_generation == generation:
+            return self.changes
+        if generation in self._since:
+            return self._since[generation]
+        found: ChangeSet | None = None
+        refs: set[ObjectRef] = set()
+        for step in (self.changes, *self._history) if self.changes is not None else ():
+            refs.update(step.refs)
+            if step.base_generation == generation:
+                found = ChangeSet(generation, refs, self.generation)
+                break
+            if step.base_generation < generation:
+                break
+        self._since[generation] = found
+        return found
 
     @classmethod
     def build(cls, generation: int, objects: Iterable[ConfigObject], domain_suffix: str = "cluster.local") -> StoreView:

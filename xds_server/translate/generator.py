@@ -253,7 +253,44 @@ def _proxy_parts(view: StoreView, proxy: Proxy, memo: Memo) -> _ProxyParts:
     return parts
 
 
+@dataclass(slots=True, eq=False)
+class _Generated:
+    """A proxy's last snapshot and what it was made from (istiod's ProxyNeedsPush, by data)."""
+
+    generation: int
+    parts: _ProxyParts
+    scope: Scope
+    outbound: Outbound
+    snapshot: ProxySnapshot
+
+
+def _unaffected(view: StoreView, last: _Generated) -> bool:
+    """Only Pods changed since, none of them the proxy's own nor in a namespace its scope imports."""
+    changes = view.changes_since(last.generation)
+    if changes is None or changes.kinds() - {Kind.POD}:
+        return False
+    return not (changes.namespaces(Kind.POD) & last.scope.namespaces) and \
+        not _touches(changes, last.parts, view.mesh.root_namespace)
+
+
 def generate(view: StoreView, proxy: Proxy, memo: Memo) -> ProxySnapshot:
+    key = ("generated", proxy.key)
+    last: _Generated | None = memo.recall(key)
+    if last is not None and last.parts.proxy is proxy and _unaffected(view, last):
+        # Endpoints elsewhere changed: this proxy's snapshot cannot have. Its own parts, its
+        # scope and the scope's plan are carried to this generation (memo hits once per scope),
+        # and the memo keeps what the snapshot is made of, so that the next change that does
+        # touch them starts from here rather than from scratch.
+        parts = last.parts
+        parts.generation = view.generation
+        memo.put(("proxy", proxy.key), parts)
+        self_ip = parts.workload.ips[0] if parts.workload.ips else ""
+        scope = scope_for(view, proxy.namespace, parts.sidecar, memo)
+        if scope is last.scope and outbound_for(view, scope, parts.traits, self_ip, memo) is last.outbound:
+            last.generation = view.generation
+            memo.put(key, last)
+            _remember(last, memo)
+            return last.snapshot
     parts = _proxy_parts(view, proxy, memo)
     workload = parts.workload
     scope = scope_for(view, proxy.namespace, parts.sidecar, memo)
@@ -261,7 +298,18 @@ def generate(view: StoreView, proxy: Proxy, memo: Memo) -> ProxySnapshot:
     outbound = outbound_for(view, scope, parts.traits, self_ip, memo)
     # Builts are shared objects, so proxies with equal inbound parts share one snapshot too.
     ic, il = parts.inbound_clusters, parts.inbound_listeners
-    return memo.get(("snapshot", outbound, ic, il), _snapshot, outbound, ic, il, memo)
+    snapshot = memo.get(("snapshot", outbound, ic, il), _snapshot, outbound, ic, il, memo)
+    memo.put(key, _Generated(view.generation, parts, scope, outbound, snapshot))
+    return snapshot
+
+
+def _remember(last: _Generated, memo: Memo) -> None:
+    """Keep the memo entries a carried-over snapshot is made of (they would age out otherwise)."""
+    out, parts, snap = last.outbound, last.parts, last.snapshot
+    ic, il = parts.inbound_clusters, parts.inbound_listeners
+    memo.put(("snapshot", out, ic, il), snap)
+    memo.put(("merged", out.clusters.token, ic), snap.get(TypeUrl.CLUSTER))
+    memo.put(("merged", out.listeners.token, il), snap.get(TypeUrl.LISTENER))
 
 
 def route_for_name(view: StoreView, proxy: Proxy, name: str, memo: Memo) -> Built:

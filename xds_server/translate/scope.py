@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from xds_server._proto import istio_config_pb2 as pb
 from xds_server.model import IstioSidecar
@@ -140,6 +141,11 @@ class Scope:
     @property
     def hostnames(self) -> frozenset[str]:
         return frozenset(s.hostname for s in self.services)
+
+    @cached_property
+    def namespaces(self) -> frozenset[str]:
+        """Namespaces of the imported services: a Pod elsewhere changes nothing here."""
+        return frozenset(s.namespace for s in self.services)
 
     def egress_for_route(self, port: int, bind: str = "") -> EgressListener | None:
         """istio GetEgressListenerForRDS: first listener on that port (unix: same bind), else portless."""

@@ -4,7 +4,8 @@ The generator keeps scopes, outbound plans and each proxy's own parts across gen
 re-reads only what a change can touch (Pods of one namespace: endpoints there; a proxy's own Pod,
 its namespace's Services and Sidecars: its inbound side). A store is changed at random, step by
 step; after every step each proxy's snapshot from the long-lived memo (rotated like the planner
-does) must hold the same resources as one translated from scratch.
+does; a proxy sometimes skips a generation) must hold the same resources as one translated from
+scratch.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def _step(rng: random.Random, store: Store, n: int) -> None:
         pass  # no change: the same generation again
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(16))
 def test_carried_over_translation_equals_a_fresh_one(seed: int) -> None:
     rng = random.Random(seed)
     store = Store()
@@ -114,6 +115,8 @@ def test_carried_over_translation_equals_a_fresh_one(seed: int) -> None:
         memo.rotate()
         view = store.view()
         for proxy in PROXIES:
+            if rng.random() < 0.2:
+                continue  # not translated at this generation: the next time spans several (or a rotated memo)
             kept = generate(view, proxy, memo)
             fresh = generate(view, proxy, Memo())
             assert contents(kept) == contents(fresh), (seed, n, proxy.node_id)
