@@ -47,12 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="graceful drain on SIGTERM (default 5)")
     serve.add_argument("--max-connection-age", type=float, default=0.0, metavar="SECONDS",
                        help="close xDS connections after this age to rebalance replicas (0: never)")
-    serve.add_argument("--max-new-streams-per-second", type=float, default=100.0, metavar="N",
+    serve.add_argument("--max-new-streams-per-second", type=float, default=200.0, metavar="N",
                        help="admit at most N new xDS streams per second (plus --new-stream-burst); beyond it "
-                            "streams wait up to 1 s, then are refused with RESOURCE_EXHAUSTED and Envoy retries "
-                            "(default 100; 0: unlimited)")
-    serve.add_argument("--new-stream-burst", type=int, default=200, metavar="N",
-                       help="new xDS streams admitted at once before the rate applies (default 200)")
+                            "streams wait up to --max-admission-wait, then are refused with RESOURCE_EXHAUSTED and "
+                            "Envoy retries (default 200; 0: unlimited)")
+    serve.add_argument("--new-stream-burst", type=int, default=400, metavar="N",
+                       help="new xDS streams admitted at once before the rate applies (default 400)")
+    serve.add_argument("--max-admission-wait", type=float, default=10.0, metavar="SECONDS",
+                       help="longest a new stream waits for its turn before RESOURCE_EXHAUSTED (default 10: a "
+                            "waiting stream costs a coroutine, a refused one a reconnect and Envoy's growing backoff)")
     serve.add_argument("--max-receive-bytes", type=int, default=32 * 1024 * 1024, metavar="BYTES",
                        help="largest xDS request accepted (default 32 MiB: Envoy's node plus big delta "
                             "subscriptions)")

@@ -28,9 +28,12 @@ class Settings:
     max_receive_bytes: int = 32 * 1024 * 1024
     # Admission (reference/xds-protocol.md §11): new xDS streams per second, with a burst; a stream
     # waits up to max_admission_wait for its turn, beyond that it is refused with RESOURCE_EXHAUSTED.
-    max_new_streams_per_second: float = 100.0  # 0: unlimited
-    new_stream_burst: int = 200
-    max_admission_wait: float = 1.0
+    # A waiting stream costs a coroutine; a refused one costs a reconnect and Envoy's backoff (0.5 s
+    # doubling to 30 s), which stretched 2,000 Envoys connecting at once with a 1 s wait to 44 s
+    # (bench/RESULTS.md). So streams queue for long and arrive at about what one core serves.
+    max_new_streams_per_second: float = 200.0  # 0: unlimited
+    new_stream_burst: int = 400
+    max_admission_wait: float = 10.0
     # Keepalive: the server pings idle connections every keepalive_interval (drop after
     # keepalive_timeout) and accepts client pings at most every keepalive_min_client_ping.
     keepalive_interval: float = 30.0

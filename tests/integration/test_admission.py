@@ -301,3 +301,18 @@ async def test_a_stream_that_stops_reading_never_delays_the_others(apps: list[Ap
         slow_call.cancel()
         await channel.close()
         await asyncio.gather(*(c.close() for c in fast))
+
+
+def test_admission_flags_reach_the_settings_and_bad_values_are_refused() -> None:
+    from xds_server.cli import build_parser
+    from xds_server.commands.serve import check, settings_from_args
+
+    def settings(*flags: str) -> Settings:
+        return settings_from_args(build_parser().parse_args(["serve", "--config-dir", ".", *flags]))
+
+    default = settings()
+    assert (default.max_new_streams_per_second, default.new_stream_burst, default.max_admission_wait) == (200, 400, 10)
+    s = settings("--max-new-streams-per-second", "5", "--new-stream-burst", "7", "--max-admission-wait", "0.5")
+    assert (s.max_new_streams_per_second, s.new_stream_burst, s.max_admission_wait) == (5, 7, 0.5)
+    assert check(s) is None
+    assert "--max-admission-wait" in (check(settings("--max-admission-wait", "-1")) or "")

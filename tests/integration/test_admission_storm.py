@@ -63,7 +63,10 @@ def server(tmp_path: Path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "xds_server", "serve", "--config-dir", str(config),
          "--xds-address", f"127.0.0.1:{xds}", "--admin-address", f"127.0.0.1:{admin}", "--drain-seconds", "0",
-         "--max-new-streams-per-second", "400", "--new-stream-burst", "100", "--log-level", "warning"],
+         # A short admission wait, so that the storm goes over the rate and the refuse-and-retry path is
+         # exercised (with the default 10 s wait these 1,000 streams would all queue).
+         "--max-new-streams-per-second", "400", "--new-stream-burst", "100", "--max-admission-wait", "1",
+         "--log-level", "warning"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)})
     try:

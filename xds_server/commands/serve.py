@@ -31,6 +31,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         debounce_quiet=args.debounce_quiet, debounce_max=args.debounce_max,
         drain_seconds=args.drain_seconds, max_connection_age=args.max_connection_age,
         max_new_streams_per_second=args.max_new_streams_per_second, new_stream_burst=args.new_stream_burst,
+        max_admission_wait=args.max_admission_wait,
         max_receive_bytes=args.max_receive_bytes, send_timeout=args.send_timeout,
         keepalive_interval=args.keepalive_interval, keepalive_timeout=args.keepalive_timeout,
         keepalive_min_client_ping=args.min_client_ping_interval,
@@ -50,8 +51,8 @@ def check(settings: Settings) -> str | None:
         return "--tls-cert and --tls-key go together"
     if settings.client_ca and not settings.tls_cert:
         return "--client-ca needs --tls-cert and --tls-key"
-    if settings.max_new_streams_per_second < 0 or settings.new_stream_burst < 1:
-        return "--max-new-streams-per-second must be >= 0 and --new-stream-burst >= 1"
+    if settings.max_new_streams_per_second < 0 or settings.new_stream_burst < 1 or settings.max_admission_wait < 0:
+        return "--max-new-streams-per-second and --max-admission-wait must be >= 0 and --new-stream-burst >= 1"
     if settings.max_receive_bytes < 64 * 1024:
         return "--max-receive-bytes: at least 65536 (Envoy's node message alone is ~60 kB)"
     if min(settings.send_timeout, settings.keepalive_interval, settings.keepalive_timeout,
