@@ -52,7 +52,8 @@ def tables(results: list[dict[str, Any]]) -> str:
                    f"| {c['resources']} | {_mb(c['bytes'])} | {c['rss_before_mb']:.0f} -> {c['rss_after_mb']:.0f} "
                    f"| {c['peak_rss_mb']:.0f} | {c['per_proxy_kb']:.1f} | {c['stream_errors']} |")
     out.append("")
-    out.append("Changes (convergence = file written -> last importing proxy ACKed the new state)\n")
+    out.append("Changes (convergence = file written -> last importing proxy ACKed the new state; a change run "
+               "several times (xN): percentiles over every (change, proxy) sample, counts and CPU per change)\n")
     out.append("| config | scenario | p50 / p90 / p99 / max | importers (missing) | others that got a response "
                "| responses | resources | MB sent | server CPU s |")
     out.append("|---|---|---|---|---|---|---|---|---|")
@@ -66,9 +67,10 @@ def tables(results: list[dict[str, Any]]) -> str:
                 c = c.get(sub)
             if not c:
                 continue
-            out.append(f"| {r['config']['label']} | {title} | {_quad(c['convergence_s'])} | {c['expected']} "
-                       f"({c['missing']}) | {c['others_with_responses']} of {c['others']} | {c['responses']} "
-                       f"| {c['resources']} | {_mb(c['bytes'])} | {c['server_cpu_s']:.2f} |")
+            rounds = f" (x{c['rounds']})" if c.get("rounds", 1) > 1 else ""
+            out.append(f"| {r['config']['label']} | {title}{rounds} | {_quad(c['convergence_s'])} | {c['expected']} "
+                       f"({c['missing']}) | {c['others_with_responses']} of {c['others']} | {c['responses']:.0f} "
+                       f"| {c['resources']:.0f} | {_mb(c['bytes'])} | {c['server_cpu_s']:.2f} |")
         ch = r.get("churn")
         if ch:
             out.append(f"| {r['config']['label']} | churn {ch['rate_per_s']:g} pods/s x {ch['changes']} "
@@ -125,6 +127,8 @@ def main() -> None:
     p.add_argument("--sotw", action="store_true", help="state-of-the-world streams instead of delta")
     p.add_argument("--procs", type=int, default=1, help="load generator processes (all on CPU 1)")
     p.add_argument("--only", default=",".join(ALL_SCENARIOS), help="scenarios: " + ",".join(ALL_SCENARIOS))
+    p.add_argument("--pod-rounds", type=int, default=None,
+                   help="pod add/remove pairs per configuration, pooled (default 5; 2 with --quick)")
     p.add_argument("--churn-rate", type=float, default=5.0, help="pods per second")
     p.add_argument("--churn-seconds", type=float, default=None)
     p.add_argument("--server-arg", action="append", default=[], help="extra `xds-server serve` flag (repeatable)")
@@ -133,6 +137,7 @@ def main() -> None:
     args = p.parse_args()
     scenarios = tuple(s for s in args.only.split(",") if s)
     churn_seconds = args.churn_seconds if args.churn_seconds is not None else (2.0 if args.quick else 10.0)
+    pod_rounds = args.pod_rounds if args.pod_rounds is not None else (2 if args.quick else 5)
     workdir = args.workdir or tempfile.mkdtemp(prefix="xds-bench-")
     print(f"# xds-server bench ({platform.node()}, {os.cpu_count()} CPUs, python {platform.python_version()})")
     print(f"# command: {' '.join(['python -m bench.run', *sys.argv[1:]])}")
@@ -143,7 +148,7 @@ def main() -> None:
         print(f"\n## {cfg.label}", flush=True)
         t = time.monotonic()
         res = run_config(cfg, os.path.join(workdir, f"run-{i}"), churn_rate=args.churn_rate,
-                         churn_seconds=churn_seconds, scenarios=scenarios,
+                         churn_seconds=churn_seconds, scenarios=scenarios, pod_rounds=pod_rounds,
                          log=lambda s: print(s, flush=True))
         res["wall_s"] = time.monotonic() - t
         results.append(res)

@@ -103,6 +103,7 @@ class Metrics(PushObserver):
                                      "Requests for a type URL this server does not serve (stream kept).",
                                      ["type_url"], registry=r)
         # ---- responses
+        self._by_type: dict[str, tuple[Any, Any, Any]] = {}
         self.pushes = Counter("pilot_xds_pushes", "xDS responses sent, by type.", ["type"], registry=r)
         self.config_size = Histogram("pilot_xds_config_size_bytes", "Size of xDS responses, by type.",
                                      ["type"], buckets=SIZE_BUCKETS, registry=r)
@@ -242,11 +243,20 @@ class Metrics(PushObserver):
         else:
             self._streams_per_proxy[key] = left
 
+    def _per_type(self, type_url: str) -> tuple[Any, Any, Any]:
+        """The labelled children of one xDS type (labels() takes a lock and builds a key per call)."""
+        found = self._by_type.get(type_url)
+        if found is None:
+            short = short_name(type_url)
+            found = self._by_type[type_url] = (self.pushes.labels(short), self.config_size.labels(short),
+                                               self.push_time.labels(short))
+        return found
+
     def sent(self, connection: Any, type_url: str, resources: int, size: int, seconds: float) -> None:
         now = self._clock()
-        short = short_name(type_url)
-        self.pushes.labels(short).inc()
-        self.config_size.labels(short).observe(size)
+        pushes, config_size, push_time = self._per_type(type_url)
+        pushes.inc()
+        config_size.observe(size)
         self.send_time.observe(seconds)
         track = self._tracking.get(connection.id)
         if track is None:
@@ -263,7 +273,7 @@ class Metrics(PushObserver):
         if not track.queued:
             track.queued = True
             self.queue_time.observe(max(0.0, now - seconds - track.pushed_at))
-        self.push_time.labels(short).observe(now - track.pushed_at)
+        push_time.observe(now - track.pushed_at)
 
     def write_timeout(self, connection: Any) -> None:
         self.write_timeouts.inc()

@@ -241,6 +241,12 @@ class _Pump:
         self.woken = False
         self.closed = False
         self.error: StreamError | None = None  # set by the reader: end the stream with it
+        # The send timeout: one timer per stream that looks at the write in progress, rather than
+        # a timer armed and cancelled around every write (a third of a push's loop overhead).
+        self.write_started: float | None = None
+        self.timed_out = False
+        self._task: asyncio.Task[Any] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def wake(self) -> None:
         self.woken = True
@@ -271,6 +277,8 @@ class _Pump:
         self.signal.set()
         reader = asyncio.create_task(self._read(requests), name=f"xds-read-{self.conn.id}")
         machine = self.conn.machine
+        self._task = asyncio.current_task()
+        self._watch()
         try:
             while True:
                 await self.signal.wait()
@@ -287,20 +295,43 @@ class _Pump:
                         raise self.error
                     return
         finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
 
-    async def _send(self, outgoing: list[Outgoing]) -> None:
+    def _watch(self) -> None:
+        """Cancel the stream's task once one write has been blocked for send_timeout.
+
+        Runs every quarter of the timeout while idle, so a blocked write is noticed between 1 and
+        1.25 timeouts after it started.
+        """
         timeout = self.services.settings.send_timeout
+        started, now = self.write_started, time.perf_counter()
+        if started is not None and now - started >= timeout and self._task is not None:
+            self.timed_out = True
+            self._task.cancel()
+            self._watchdog = None
+            return
+        delay = timeout / 4 if started is None else max(started + timeout - now, 0.0)
+        self._watchdog = asyncio.get_running_loop().call_later(delay, self._watch)
+
+    async def _send(self, outgoing: list[Outgoing]) -> None:
         for out in outgoing:
-            start = time.perf_counter()
+            start = self.write_started = time.perf_counter()
             try:
-                async with asyncio.timeout(timeout):  # no task per write, unlike wait_for
-                    await self.context.write(out.payload)
-            except TimeoutError:
+                await self.context.write(out.payload)
+            except asyncio.CancelledError:
+                if not self.timed_out:
+                    raise
+                assert self._task is not None
+                self._task.uncancel()
+                timeout = self.services.settings.send_timeout
                 self.services.observer.write_timeout(self.conn)
                 log.warning("xds %s: write blocked for %.0fs, closing the stream", self.conn.id, timeout)
                 raise StreamError("DEADLINE_EXCEEDED", "write timed out") from None
+            finally:
+                self.write_started = None
             self.services.observer.sent(self.conn, out.type_url, out.resources, len(out.payload),
                                         time.perf_counter() - start)
