@@ -123,7 +123,7 @@ class Store:
         """An immutable view of the current generation, shared by every translation of it."""
         if self._view is None:
             base = self._last_view_generation
-            changes = ChangeSet(base, self._since_last_view, self.generation) if base is not None else None
+            changes = ChangeSet(base, self._since_last_view) if base is not None else None
             self._view = StoreView(self.generation, dict(self._objects), self.domain_suffix, changes,
                                    self._history)
             if changes is not None:

@@ -37,11 +37,10 @@ class ChangeSet:
     namespace cannot change the endpoints of another namespace's services.
     """
 
-    __slots__ = ("base_generation", "by_kind", "generation", "refs")
+    __slots__ = ("base_generation", "by_kind", "refs")
 
-    def __init__(self, base_generation: int, refs: Iterable[ObjectRef], generation: int = -1) -> None:
+    def __init__(self, base_generation: int, refs: Iterable[ObjectRef]) -> None:
         self.base_generation = base_generation
-        self.generation = generation
         self.refs = frozenset(refs)
         by_kind: dict[str, set[str]] = {}
         for ref in self.refs:
@@ -83,7 +82,7 @@ class StoreView:
         for step in (self.changes, *self._history) if self.changes is not None else ():
             refs.update(step.refs)
             if step.base_generation == generation:
-                found = ChangeSet(generation, refs, self.generation)
+                found = ChangeSet(generation, refs)
                 break
             if step.base_generation < generation:
                 break
