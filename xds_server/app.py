@@ -21,12 +21,13 @@ from xds_server.push.debounce import Debouncer
 from xds_server.push.planner import Generate, Planner
 from xds_server.settings import Settings
 from xds_server.store import Store
-from xds_server.translate import generate, proxy_from_node_message
+from xds_server.translate import forget, generate, proxy_from_node_message, reached
 from xds_server.xds import auth, csds
 from xds_server.xds.admission import StreamAdmission
 from xds_server.xds.services import StreamSettings, XdsServices
 
 log = logging.getLogger("xds_server")
+translate_generate = generate
 
 
 class ConfigError(Exception):
@@ -67,7 +68,10 @@ class App:
         self.metrics = Metrics(self.store)  # this App's own registry: several Apps never collide
         self.store.subscribe(self.metrics.store_changed)
         self.store.subscribe_reports(self.metrics.problems_reported)
-        self.planner = Planner(self.store, generate, observer=self.metrics)
+        # The translator's own generate knows which proxies a change reaches; a stand-in (tests) does not.
+        own = generate is translate_generate
+        self.planner = Planner(self.store, generate, observer=self.metrics, reached=reached if own else None,
+                               forget=forget if own else None)
         self.cache = self.planner.cache
         self.debouncer = Debouncer(self.metrics.guard_push(self.planner.push), settings.debounce_quiet,
                                    settings.debounce_max)

@@ -121,8 +121,8 @@ class ResourceMap(dict[str, Built]):
     derives all of these from its base in time proportional to the extra part.
     """
 
-    __slots__ = ("_blob", "_dangling", "_diffs", "_ordered", "_overrides", "_sum", "_versions", "base", "extra",
-                 "token")
+    __slots__ = ("_blob", "_dangling", "_diffs", "_ordered", "_overrides", "_same_names", "_sum", "_versions", "base",
+                 "extra", "token")
 
     def __init__(self, builts: Iterable[Built] = ()) -> None:
         super().__init__((b.name, b) for b in builts)
@@ -134,6 +134,7 @@ class ResourceMap(dict[str, Built]):
         self._versions: dict[str, str] | None = None
         self._blob: bytes | None = None
         self._overrides = False  # an extra entry replaced a base entry
+        self._same_names: dict[int, bool] | None = None  # other map's token -> same names as this one
         self.base: ResourceMap | None = None
         self.extra: tuple[Built, ...] = ()
 
@@ -159,6 +160,45 @@ class ResourceMap(dict[str, Built]):
         out.base = base
         out.extra = extra
         return out
+
+    def replacing(self, changed: Mapping[str, Built]) -> ResourceMap:
+        """This mapping with some entries' values replaced (same names), in time proportional to `changed`.
+
+        The successor knows its difference from this mapping, so that no stream, and no consistency
+        check, walks the whole mapping to find it (a Pod change at 1,000 services: 1 of 1,000 entries).
+        """
+        out = ResourceMap()
+        dict.update(out, self)
+        total = self.sum
+        diff: list[Built] = []
+        for name, b in changed.items():
+            old = dict.get(out, name)
+            if old is None:
+                raise KeyError(name)  # a new name is not a replacement
+            if old is b:
+                continue
+            total += b.digest_term - old.digest_term
+            dict.__setitem__(out, name, b)
+            if old.version != b.version:
+                diff.append(b)
+        out._sum = total
+        out._diffs = {self.token: (tuple(diff), ())}
+        out._same_names = {self.token: True}
+        return out
+
+    def same_names(self, other: Mapping[str, Built]) -> bool:
+        """Whether `other` holds exactly the names this mapping holds (memoised per other mapping)."""
+        if other is self:
+            return True
+        key = other.token if isinstance(other, ResourceMap) else None
+        if key is not None and self._same_names is not None and key in self._same_names:
+            return self._same_names[key]
+        found = len(self) == len(other) and self.keys() == other.keys()
+        if key is not None:
+            if self._same_names is None or len(self._same_names) >= 8:
+                self._same_names = {}
+            self._same_names[key] = found
+        return found
 
     @property
     def sum(self) -> int:
@@ -273,6 +313,22 @@ class ProxySnapshot:
 
     def get(self, type_url: TypeUrl) -> Mapping[str, Built]:
         return self.resources.get(type_url, _EMPTY)
+
+    def replacing(self, maps: Mapping[TypeUrl, Mapping[str, Built]]) -> ProxySnapshot:
+        """A successor with some types' mappings replaced; what it derives from the others is kept.
+
+        Its consistency is this snapshot's when only referenced types (EDS, RDS) change and each
+        keeps its names (refs resolve against names only): a Pod change checks nothing per proxy.
+        """
+        resources = dict(self.resources)
+        resources.update(maps)
+        out = ProxySnapshot(resources)
+        out._versions = {t: v for t, v in self._versions.items() if t not in maps}
+        if self._dangling is not None and all(
+                t not in REFERENCED_TYPE and isinstance(m, ResourceMap) and m.same_names(self.get(t))
+                for t, m in maps.items()):
+            out._dangling = self._dangling
+        return out
 
     def version(self, type_url: TypeUrl) -> str:
         """Digest of the type's (name, version) pairs: equal content, equal version."""

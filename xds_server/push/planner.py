@@ -1,9 +1,11 @@
 """Turn a store generation into every connected proxy's snapshot.
 
-Per push: one StoreView, one memo round; each proxy's snapshot is generated (shared parts come
-from the memo, so they are built once), checked for consistency, and handed to the cache,
-which wakes only the streams whose snapshot changed. The loop yields between proxies so that
-streams keep being served during a large push.
+Per push: one StoreView, one memo round; the translator says which proxies the changes since the
+last push can reach (`Reached`; without it, every proxy), each of those gets its snapshot
+generated (shared parts come from the memo, so they are built once), checked for consistency,
+and handed to the cache, which wakes only the streams whose snapshot changed. Proxies the change
+cannot reach are not visited at all. The loop yields between proxies so that streams keep being
+served during a large push.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from xds_server.xds.cache import SnapshotCache
 log = logging.getLogger("xds_server.push")
 
 Generate = Callable[[StoreView, Any, Memo], ProxySnapshot]
+# (view, generation of the last complete push, memo) -> keys of the proxies to visit, None for all.
+Reached = Callable[[StoreView, int, Memo], "set[str] | None"]
+Forget = Callable[[str, Memo], None]
 YIELD_EVERY = 16
 
 
@@ -40,11 +45,17 @@ class PushObserver:
 
 
 class Planner:
-    def __init__(self, store: Store, generate: Generate, observer: PushObserver | None = None) -> None:
+    def __init__(self, store: Store, generate: Generate, observer: PushObserver | None = None, *,
+                 reached: Reached | None = None, forget: Forget | None = None) -> None:
         self.store = store
         self._generate = generate
+        self._reached = reached
         self.memo = Memo()
-        self.cache = SnapshotCache(self.build)
+        self.cache = SnapshotCache(self.build, None if forget is None else lambda key: forget(key, self.memo))
+        # Generation of the last push that visited every proxy it had to (None: none yet, or the
+        # last one failed part way): the next push asks what changed since then.
+        self._settled: int | None = None
+        self.visited = 0  # proxies the last push visited
         self.observer = observer or PushObserver()
         self.last_push_at = 0.0
         self.rejected: dict[str, list[str]] = {}  # proxy key -> problems of its last rejected snapshot
@@ -70,9 +81,18 @@ class Planner:
         start = time.perf_counter()
         self.memo.rotate()
         entries = list(self.cache.entries())
+        connected = len(entries)
         updated = 0
         # One generation for the whole push: changes arriving meanwhile are the next push's.
         view = self.store.view()
+        since, self._settled = self._settled, None
+        if since is not None and self._reached is not None:
+            keys = self._reached(view, since, self.memo)
+            if keys is not None:
+                keys |= self.cache.stale
+                entries = [e for e in (self.cache.entry(k) for k in keys) if e is not None]
+        self.cache.stale.clear()
+        self.visited = len(entries)
         for i, entry in enumerate(entries):
             snapshot = self.build(entry.proxy, view)
             if snapshot is not entry.snapshot and self.cache.set_snapshot(entry.key, snapshot):
@@ -80,10 +100,11 @@ class Planner:
                 self.observer.proxy_updated(entry.key, debounce_seconds)
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)
+        self._settled = view.generation
         self.last_push_at = time.time()
         elapsed = time.perf_counter() - start
-        self.observer.push_done(len(entries), updated, elapsed, debounce_seconds)
-        log.debug("push: %d proxies, %d snapshots replaced in %.3fs (%d changed objects)",
-                  len(entries), updated, elapsed, len(changed))
+        self.observer.push_done(connected, updated, elapsed, debounce_seconds)
+        log.debug("push: %d of %d proxies visited, %d snapshots replaced in %.3fs (%d changed objects)",
+                  len(entries), connected, updated, elapsed, len(changed))
         if self.after_push is not None:
             self.after_push()

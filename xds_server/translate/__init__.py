@@ -4,8 +4,10 @@
 ServiceEntry semantics (see ../shared/reference/istio-translation.md).
 """
 
-from xds_server.translate.generator import generate
+from xds_server.translate.generator import forget, generate, reached
 from xds_server.translate.memo import Memo
 from xds_server.translate.proxy import InvalidNode, Proxy, proxy_from_node, proxy_from_node_message
 
-__all__ = ["InvalidNode", "Memo", "Proxy", "generate", "proxy_from_node", "proxy_from_node_message"]
+__all__ = [
+    "InvalidNode", "Memo", "Proxy", "forget", "generate", "proxy_from_node", "proxy_from_node_message", "reached",
+]

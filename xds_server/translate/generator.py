@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from xds_server.model import IstioSidecar, Kind, ObjectRef
@@ -88,35 +88,43 @@ class _Plan:
 
     Besides the scope and the traits, outbound config reads the store in two ways only: the
     MeshConfig and service endpoints. `reads` holds the endpoints the clusters and listeners were
-    built from (DNS clusters' inline hosts, headless listeners); `eds` the EDS clusters. The next
-    generation, with the same scope, re-reads only endpoints of namespaces whose Pods changed:
-    unchanged clusters, listeners and routes are kept without being looked at.
+    built from (DNS clusters' inline hosts, headless listeners); `eds` the EDS clusters by
+    namespace. The next generation, with the same scope, re-reads only endpoints of namespaces
+    whose Pods changed: unchanged clusters, listeners and routes are kept without being looked at.
     """
 
+    scope: Scope
+    traits: ProxyTraits
     outbound: Outbound
     headless_ips: frozenset[str]
     generation: int
     mesh: object
     reads: tuple[tuple[ServiceModel, Port, tuple[Endpoint, ...]], ...]
-    eds: tuple[tuple[ServiceModel, Port, str], ...]  # (service, port, cluster name)
+    eds: Mapping[str, tuple[tuple[ServiceModel, Port, str], ...]]  # namespace -> (service, port, cluster name)
 
 
-def _plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> _Plan:
-    return memo.get(("outbound", view, scope, traits), _build_plan, view, scope, traits, memo)
+def _plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, hint: _Plan | None = None) -> _Plan:
+    return memo.get(("outbound", view, scope, traits), _build_plan, view, scope, traits, memo, hint)
 
 
-def _build_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> _Plan:
+def _build_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, hint: _Plan | None) -> _Plan:
     key = ("outbound-plan", scope, traits)
-    last = memo.recall(key)
-    plan = _carry_over(view, last, memo) if last is not None else None
+    last: _Plan | None = memo.recall(key)
+    since = last.generation if last is not None else -1
+    if hint is not None and hint.scope is scope and hint.traits == traits:
+        # A live proxy's plan: valid up to the generation every unvisited proxy is settled at.
+        hinted = max(hint.generation, proxy_index(memo).settled)
+        if last is None or hinted > since:
+            last, since = hint, hinted
+    plan = _carry_over(view, last, since, memo) if last is not None else None
     if plan is None:
-        plan = _full_plan(view, scope, traits, memo)
+        plan = _full_plan(view, scope, traits, memo, hint.outbound if hint is not None else None)
     memo.put(key, plan)
     memo.put(("outbound-last", scope.namespace, scope.sidecar, traits), plan.outbound)
     return plan
 
 
-def _full_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> _Plan:
+def _full_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, previous: Outbound | None) -> _Plan:
     with memo.recording() as reads:
         specs = clusters.outbound_cluster_specs(view, scope, traits, memo)
         cds = [*clusters.fixed_clusters(view.mesh, traits, memo), *clusters.outbound_clusters(specs, memo)]
@@ -129,45 +137,54 @@ def _full_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -
     rds = [routes.outbound_route(scope, traits, name, memo) for name in lds.routes]
     fresh = Outbound(_by_name(cds), _by_name(eds), _by_name(listeners), _by_name(rds))
     # The same (namespace, Sidecar, traits) in the previous generation: keep what did not change.
-    out = _stable(fresh, memo.recall(("outbound-last", scope.namespace, scope.sidecar, traits)))
-    return _Plan(out, lds.headless_ips, view.generation, view.mesh, tuple(reads),
-                 tuple((svc, port, spec.name) for svc, port, spec in eds_specs))
+    last = memo.recall(("outbound-last", scope.namespace, scope.sidecar, traits))
+    out = _stable(fresh, last if last is not None else previous)
+    by_ns: dict[str, list[tuple[ServiceModel, Port, str]]] = {}
+    for svc, port, spec in eds_specs:
+        by_ns.setdefault(svc.namespace, []).append((svc, port, spec.name))
+    return _Plan(scope, traits, out, lds.headless_ips, view.generation, view.mesh, tuple(reads),
+                 {ns: tuple(items) for ns, items in by_ns.items()})
 
 
-def _carry_over(view: StoreView, last: _Plan, memo: Memo) -> _Plan | None:
-    """`last` (same scope and traits) brought to this generation, or None when it must be rebuilt."""
-    if last.generation == view.generation:
+def _carry_over(view: StoreView, last: _Plan, since: int, memo: Memo) -> _Plan | None:
+    """`last` (same scope and traits, valid at `since`) brought to this generation, or None to rebuild."""
+    if since == view.generation:
         return last
-    changes = view.changes_since(last.generation)
+    changes = view.changes_since(since)
     if changes is None or last.mesh != view.mesh:
         return None
     touched = changes.namespaces(Kind.POD)  # endpoints elsewhere are what they were
-    if not touched:
-        return _Plan(last.outbound, last.headless_ips, view.generation, view.mesh, last.reads, last.eds)
+    reread = [ns for ns in touched if ns in last.eds]
+    if not reread and not last.reads:
+        return replace(last, generation=view.generation)
     for svc, port, eps in last.reads:
         if svc.namespace in touched and endpoints_of(view, svc, port, memo) != eps:
             return None  # a DNS cluster or a headless listener changes with them
     old = last.outbound.endpoints
-    fresh: list[Built] = []
-    differs = False
-    for svc, port, name in last.eds:
-        built = old[name]
-        if svc.namespace in touched:
-            new = endpoints.load_assignment(name, endpoints_of(view, svc, port, memo), memo)
-            differs = differs or new is not built
-            built = new
-        fresh.append(built)
-    outbound = replace(last.outbound, endpoints=_by_name(fresh)) if differs else last.outbound
-    return _Plan(outbound, last.headless_ips, view.generation, view.mesh, last.reads, last.eds)
+    fresh: dict[str, Built] = {}
+    for ns in reread:
+        for svc, port, name in last.eds[ns]:
+            built = endpoints.load_assignment(name, endpoints_of(view, svc, port, memo), memo)
+            if built is not old[name]:
+                fresh[name] = built
+    if not fresh:
+        return replace(last, generation=view.generation)
+    outbound = replace(last.outbound, endpoints=old.replacing(fresh))
+    return replace(last, outbound=outbound, generation=view.generation)
+
+
+def _plan_for(view: StoreView, scope: Scope, traits: ProxyTraits, self_ip: str, memo: Memo,
+              hint: _Plan | None = None) -> _Plan:
+    """The shared outbound plan; a proxy that is itself a headless endpoint gets its own variant."""
+    plan = _plan(view, scope, traits, memo, hint)
+    if self_ip and self_ip in plan.headless_ips:
+        own = replace(traits, self_ip=self_ip)
+        return _plan(view, scope, own, memo, hint)
+    return plan
 
 
 def outbound_for(view: StoreView, scope: Scope, traits: ProxyTraits, self_ip: str, memo: Memo) -> Outbound:
-    """Shared outbound resources; a proxy that is itself a headless endpoint gets its own variant."""
-    plan = _plan(view, scope, traits, memo)
-    if self_ip and self_ip in plan.headless_ips:
-        own = replace(traits, self_ip=self_ip)
-        return _plan(view, scope, own, memo).outbound
-    return plan.outbound
+    return _plan_for(view, scope, traits, self_ip, memo).outbound
 
 
 def _merge(shared: Resources, extra: tuple[Built, ...], memo: Memo) -> Resources:
@@ -185,6 +202,10 @@ def _snapshot(outbound: Outbound, inbound_clusters: tuple[Built, ...],
     })
 
 
+def _successor(snapshot: ProxySnapshot, endpoints: Resources, routes: Resources) -> ProxySnapshot:
+    return snapshot.replacing({TypeUrl.ENDPOINT: endpoints, TypeUrl.ROUTE: routes})
+
+
 def scope_of(view: StoreView, proxy: Proxy, memo: Memo) -> tuple[Workload, IstioSidecar | None, Scope]:
     workload = workload_of(view, proxy)
     sidecar = sidecar_for(view, workload)
@@ -193,16 +214,19 @@ def scope_of(view: StoreView, proxy: Proxy, memo: Memo) -> tuple[Workload, Istio
 
 @dataclass(slots=True, eq=False)
 class _ProxyParts:
-    """What one proxy's snapshot takes from its own pod and namespace, as of `generation`."""
+    """What one proxy's snapshot takes from its own pod and namespace."""
 
     proxy: Proxy
-    generation: int
     workload: Workload
     sidecar: IstioSidecar | None
     by_name: bool  # the Pod was found by namespace/name (else by IP, or not at all)
     traits: ProxyTraits
     inbound_clusters: tuple[Built, ...]
     inbound_listeners: tuple[Built, ...]
+
+    @property
+    def pod_ref(self) -> ObjectRef:
+        return ObjectRef(Kind.POD, self.proxy.namespace, self.proxy.pod_name)
 
 
 def _touches(changes: ChangeSet, parts: _ProxyParts, root_namespace: str) -> bool:
@@ -217,7 +241,7 @@ def _touches(changes: ChangeSet, parts: _ProxyParts, root_namespace: str) -> boo
         if kind == Kind.POD:
             if not parts.by_name:
                 return True
-            if ns in namespaces and ObjectRef(Kind.POD, ns, parts.proxy.pod_name) in changes.refs:
+            if ns in namespaces and parts.pod_ref in changes.refs:
                 return True
         elif kind in (Kind.SERVICE, Kind.SERVICE_ENTRY):
             if ns in namespaces:
@@ -230,27 +254,13 @@ def _touches(changes: ChangeSet, parts: _ProxyParts, root_namespace: str) -> boo
     return False
 
 
-def _proxy_parts(view: StoreView, proxy: Proxy, memo: Memo) -> _ProxyParts:
-    """The proxy's own parts, carried over from the last generation when no change touches them."""
-    key = ("proxy", proxy.key)
-    last: _ProxyParts | None = memo.recall(key)
-    if last is not None and last.proxy is proxy:
-        if last.generation == view.generation:
-            memo.put(key, last)
-            return last
-        changes = view.changes_since(last.generation)
-        if changes is not None and not _touches(changes, last, view.mesh.root_namespace):
-            last.generation = view.generation  # still true at this generation
-            memo.put(key, last)
-            return last
+def _build_parts(view: StoreView, proxy: Proxy, memo: Memo) -> _ProxyParts:
     workload = workload_of(view, proxy)
     sidecar = sidecar_for(view, workload)
     inbound = build_inbound(view, workload, sidecar, memo, domain_suffix=view.domain_suffix)
     by_name = workload.pod is not None and workload.pod.meta.name == proxy.pod_name
-    parts = _ProxyParts(proxy, view.generation, workload, sidecar, by_name, traits_of(workload),
-                        tuple(inbound.clusters), tuple(inbound.listeners))
-    memo.put(key, parts)
-    return parts
+    return _ProxyParts(proxy, workload, sidecar, by_name, traits_of(workload), tuple(inbound.clusters),
+                       tuple(inbound.listeners))
 
 
 @dataclass(slots=True, eq=False)
@@ -260,56 +270,158 @@ class _Generated:
     generation: int
     parts: _ProxyParts
     scope: Scope
-    outbound: Outbound
+    plan: _Plan
     snapshot: ProxySnapshot
 
 
-def _unaffected(view: StoreView, last: _Generated) -> bool:
-    """Only Pods changed since, none of them the proxy's own nor in a namespace its scope imports."""
-    changes = view.changes_since(last.generation)
-    if changes is None or changes.kinds() - {Kind.POD}:
-        return False
-    return not (changes.namespaces(Kind.POD) & last.scope.namespaces) and \
-        not _touches(changes, last.parts, view.mesh.root_namespace)
+class ProxyIndex:
+    """Every proxy's last `_Generated`, and which proxies a change can reach.
+
+    A change of Pods only reaches the proxies whose scope imports a service of those Pods'
+    namespaces, whose own Pod it is, or that were not found by Pod name; every other proxy keeps
+    its snapshot without being visited (DESIGN principle 6: cost follows what a proxy sees). Any
+    other change reaches every proxy. Records are pinned in the memo (a proxy no change reached
+    for many pushes keeps its record) and dropped when the proxy disconnects (`forget`).
+
+    `settled`: the planner visited every proxy a change reached up to this generation, so a
+    record is valid at its own generation or at `settled`, whichever is later.
+    """
+
+    def __init__(self) -> None:
+        self.records: dict[str, _Generated] = {}
+        self._members: dict[Scope, set[str]] = {}  # scope -> proxy keys (proxies of one scope share imports)
+        self._importers: dict[str, set[Scope]] = {}  # namespace -> scopes importing a service of it
+        self._by_pod: dict[ObjectRef, set[str]] = {}
+        self._unnamed: set[str] = set()
+        self.settled = -1
+
+    def put(self, key: str, record: _Generated) -> None:
+        old = self.records.get(key)
+        self.records[key] = record
+        if old is not None:
+            if old.scope is record.scope and old.parts is record.parts:
+                return
+            self._unlink(key, old)
+        self._link(key, record)
+
+    def forget(self, key: str) -> None:
+        old = self.records.pop(key, None)
+        if old is not None:
+            self._unlink(key, old)
+
+    def reached(self, changes: ChangeSet) -> set[str] | None:
+        """Keys of the proxies these changes can reach; None: every proxy."""
+        if changes.kinds() - {Kind.POD}:
+            return None
+        out = set(self._unnamed)
+        scopes: set[Scope] = set()
+        for ns in changes.namespaces(Kind.POD):
+            scopes.update(self._importers.get(ns, ()))
+        for scope in scopes:
+            out.update(self._members[scope])
+        for ref in changes.refs:
+            keys = self._by_pod.get(ref)
+            if keys:
+                out.update(keys)
+        return out
+
+    def _link(self, key: str, record: _Generated) -> None:
+        scope = record.scope
+        members = self._members.get(scope)
+        if members is None:
+            members = self._members[scope] = set()
+            for ns in scope.namespaces:
+                self._importers.setdefault(ns, set()).add(scope)
+        members.add(key)
+        if record.parts.by_name:
+            self._by_pod.setdefault(record.parts.pod_ref, set()).add(key)
+        else:
+            self._unnamed.add(key)
+
+    def _unlink(self, key: str, record: _Generated) -> None:
+        scope = record.scope
+        members = self._members.get(scope)
+        if members is not None:
+            members.discard(key)
+            if not members:
+                del self._members[scope]
+                for ns in scope.namespaces:
+                    importers = self._importers.get(ns)
+                    if importers is not None:
+                        importers.discard(scope)
+                        if not importers:
+                            del self._importers[ns]
+        if record.parts.by_name:
+            keys = self._by_pod.get(record.parts.pod_ref)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_pod[record.parts.pod_ref]
+        else:
+            self._unnamed.discard(key)
+
+
+def proxy_index(memo: Memo) -> ProxyIndex:
+    return memo.pinned("proxy-index", ProxyIndex)
+
+
+def reached(view: StoreView, since: int, memo: Memo) -> set[str] | None:
+    """Keys of the proxies whose snapshot may differ between generation `since` and `view` (None: any).
+
+    The caller promises to generate every returned proxy for `view`, and that every proxy was
+    generated, or left out by this function, for generation `since`.
+    """
+    changes = view.changes_since(since)
+    if changes is None:
+        return None
+    index = proxy_index(memo)
+    found = index.reached(changes)
+    if found is not None:
+        index.settled = max(index.settled, since)
+    return found
+
+
+def forget(key: str, memo: Memo) -> None:
+    """The proxy disconnected: drop its record."""
+    proxy_index(memo).forget(key)
 
 
 def generate(view: StoreView, proxy: Proxy, memo: Memo) -> ProxySnapshot:
-    key = ("generated", proxy.key)
-    last: _Generated | None = memo.recall(key)
-    if last is not None and last.parts.proxy is proxy and _unaffected(view, last):
-        # Endpoints elsewhere changed: this proxy's snapshot cannot have. Its own parts, its
-        # scope and the scope's plan are carried to this generation (memo hits once per scope),
-        # and the memo keeps what the snapshot is made of, so that the next change that does
-        # touch them starts from here rather than from scratch.
-        parts = last.parts
-        parts.generation = view.generation
-        memo.put(("proxy", proxy.key), parts)
-        self_ip = parts.workload.ips[0] if parts.workload.ips else ""
-        scope = scope_for(view, proxy.namespace, parts.sidecar, memo)
-        if scope is last.scope and outbound_for(view, scope, parts.traits, self_ip, memo) is last.outbound:
-            last.generation = view.generation
-            memo.put(key, last)
-            _remember(last, memo)
-            return last.snapshot
-    parts = _proxy_parts(view, proxy, memo)
-    workload = parts.workload
-    scope = scope_for(view, proxy.namespace, parts.sidecar, memo)
-    self_ip = workload.ips[0] if workload.ips else ""
-    outbound = outbound_for(view, scope, parts.traits, self_ip, memo)
-    # Builts are shared objects, so proxies with equal inbound parts share one snapshot too.
+    index = proxy_index(memo)
+    last = index.records.get(proxy.key)
+    if last is not None and last.parts.proxy is not proxy:
+        last = None  # a new connection's node: start over
+    parts: _ProxyParts | None = None
+    if last is not None:
+        changes = view.changes_since(max(last.generation, index.settled))
+        if changes is not None and not _touches(changes, last.parts, view.mesh.root_namespace):
+            parts = last.parts  # its own side cannot have changed
+    if parts is None:
+        parts = _build_parts(view, proxy, memo)
+    scope = scope_for(view, proxy.namespace, parts.sidecar, memo, last.scope if last is not None else None)
+    self_ip = parts.workload.ips[0] if parts.workload.ips else ""
+    plan = _plan_for(view, scope, parts.traits, self_ip, memo, last.plan if last is not None else None)
+    outbound = plan.outbound
     ic, il = parts.inbound_clusters, parts.inbound_listeners
-    snapshot = memo.get(("snapshot", outbound, ic, il), _snapshot, outbound, ic, il, memo)
-    memo.put(key, _Generated(view.generation, parts, scope, outbound, snapshot))
+    snapshot: ProxySnapshot | None = None
+    if last is not None and ic == last.parts.inbound_clusters and il == last.parts.inbound_listeners:
+        before = last.plan.outbound
+        if outbound is before:
+            snapshot = last.snapshot
+        elif outbound.clusters is before.clusters and outbound.listeners is before.listeners:
+            # Endpoints (a Pod change) or routes only: the last snapshot with those replaced,
+            # shared by every proxy that shared the last one.
+            snapshot = memo.get(("successor", last.snapshot, outbound.endpoints.token, outbound.routes.token),
+                                _successor, last.snapshot, outbound.endpoints, outbound.routes)
+    if snapshot is None:
+        # Builts are shared objects, so proxies with equal inbound parts share one snapshot too.
+        snapshot = memo.get(("snapshot", outbound, ic, il), _snapshot, outbound, ic, il, memo)
+    if last is not None and last.parts is parts and last.scope is scope and last.snapshot is snapshot:
+        last.generation = view.generation
+        last.plan = plan
+    else:
+        index.put(proxy.key, _Generated(view.generation, parts, scope, plan, snapshot))
     return snapshot
-
-
-def _remember(last: _Generated, memo: Memo) -> None:
-    """Keep the memo entries a carried-over snapshot is made of (they would age out otherwise)."""
-    out, parts, snap = last.outbound, last.parts, last.snapshot
-    ic, il = parts.inbound_clusters, parts.inbound_listeners
-    memo.put(("snapshot", out, ic, il), snap)
-    memo.put(("merged", out.clusters.token, ic), snap.get(TypeUrl.CLUSTER))
-    memo.put(("merged", out.listeners.token, il), snap.get(TypeUrl.LISTENER))
 
 
 def route_for_name(view: StoreView, proxy: Proxy, name: str, memo: Memo) -> Built:

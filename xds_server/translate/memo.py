@@ -2,7 +2,8 @@
 
 Keys hold everything an output depends on (config objects are frozen and hash by value or
 identity), so a changed input simply misses. Entries unused for one whole round are dropped:
-the planner calls `rotate()` once per push round.
+the planner calls `rotate()` once per push round. `pinned` state is never rotated: what the
+translator must keep about proxies that a push did not visit (see generator.ProxyIndex).
 """
 
 from __future__ import annotations
@@ -21,6 +22,15 @@ class Memo:
         self.hits = 0
         self.misses = 0
         self._recorders: list[list[Any]] = []
+        self._pinned: dict[str, Any] = {}
+
+    def pinned(self, name: str, factory: Callable[[], T]) -> T:
+        """Long-lived state under `name`, made by `factory` on first use; never rotated."""
+        try:
+            return self._pinned[name]  # type: ignore[no-any-return]
+        except KeyError:
+            value = self._pinned[name] = factory()
+            return value
 
     def get(self, key: Hashable, build: Callable[..., T], *args: Any) -> T:
         try:

@@ -132,6 +132,8 @@ class Scope:
     services: tuple[ServiceModel, ...]  # union over egress listeners: CDS/EDS
     policy: OutboundPolicy
     _by_host: dict[str, ServiceModel] = field(default_factory=dict, repr=False)
+    # What it was built from (registry, namespace, Sidecar, mesh outbound policy): the memo key.
+    origin: tuple[object, ...] = field(default=(), repr=False)
 
     def service(self, hostname: str) -> ServiceModel | None:
         if not self._by_host:
@@ -160,25 +162,35 @@ class Scope:
 
 
 # ------------------------------------------------------------------ building
-def scope_for(view: StoreView, namespace: str, sidecar: IstioSidecar | None, memo: Memo) -> Scope:
+def scope_for(view: StoreView, namespace: str, sidecar: IstioSidecar | None, memo: Memo,
+              hint: Scope | None = None) -> Scope:
     """The shared Scope for proxies of `namespace` selected by `sidecar` (None: implicit default).
 
     Keyed by what a scope is made of (the registry, the Sidecar, the mesh's outbound policy), not
     by the generation: while those stay the same objects, so does the Scope, across generations.
+    `hint`, a proxy's last Scope, is taken when it was made of the same (the memo may have
+    dropped it while no push needed it).
     """
     registry = registry_for(view, memo)
-    policy = view.mesh.outbound_traffic_policy
-    return memo.get(("scope", registry, namespace, sidecar, policy), build_scope, view, namespace, sidecar, memo)
+    key = ("scope", registry, namespace, sidecar, view.mesh.outbound_traffic_policy)
+    if hint is not None and hint.origin == key:
+        return memo.get(key, _given, hint)
+    return memo.get(key, build_scope, view, namespace, sidecar, memo, key)
 
 
-def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, memo: Memo) -> Scope:
+def _given(value: Scope) -> Scope:
+    return value
+
+
+def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, memo: Memo,
+                origin: tuple[object, ...] = ()) -> Scope:
     registry = registry_for(view, memo)
     spec = sidecar.spec if sidecar is not None else None
     entries: Sequence[pb.IstioEgressListener] = spec.egress if spec is not None and spec.egress else ()
     if not entries:
         entries = (pb.IstioEgressListener(hosts=DEFAULT_HOSTS),)
     egress = tuple(_egress_listener(i, e, registry, namespace) for i, e in enumerate(entries))
-    return Scope(namespace, sidecar, egress, _union(egress), _policy(view, spec))
+    return Scope(namespace, sidecar, egress, _union(egress), _policy(view, spec), origin=origin)
 
 
 def _egress_listener(index: int, entry: pb.IstioEgressListener, registry: ServiceRegistry,

@@ -27,16 +27,21 @@ class CacheEntry:
 
 
 class SnapshotCache:
-    def __init__(self, build: Callable[[Any], ProxySnapshot]) -> None:
+    def __init__(self, build: Callable[[Any], ProxySnapshot], forget: Callable[[str], None] | None = None) -> None:
         self._build = build
+        self._forget = forget  # told when a proxy's last stream left
         self._entries: dict[str, CacheEntry] = {}
+        # Proxies whose node changed (a newer connection) since their snapshot was built: the
+        # next push rebuilds them whatever changed.
+        self.stale: set[str] = set()
 
     def attach(self, proxy: Any, wake: Wake) -> CacheEntry:
         entry = self._entries.get(proxy.key)
         if entry is None:
             entry = self._entries[proxy.key] = CacheEntry(proxy.key, proxy, self._build(proxy))
-        else:
+        elif entry.proxy is not proxy:
             entry.proxy = proxy  # the newest connection's node wins (metadata may have changed)
+            self.stale.add(proxy.key)
         entry.wakers.append(wake)
         return entry
 
@@ -47,6 +52,9 @@ class SnapshotCache:
             return
         if not entry.wakers and self._entries.get(entry.key) is entry:
             del self._entries[entry.key]
+            self.stale.discard(entry.key)
+            if self._forget is not None:
+                self._forget(entry.key)
 
     def set_snapshot(self, key: str, snapshot: ProxySnapshot) -> bool:
         """Replace a proxy's snapshot and wake its streams; False if the proxy is not connected."""
@@ -66,6 +74,9 @@ class SnapshotCache:
 
     def entries(self) -> Iterator[CacheEntry]:
         return iter(list(self._entries.values()))
+
+    def entry(self, key: str) -> CacheEntry | None:
+        return self._entries.get(key)
 
     def __len__(self) -> int:
         return len(self._entries)
