@@ -15,7 +15,9 @@ every type the proxy was sent is ACKed, change -> ACK is observed. A NACK abando
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -32,7 +34,8 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from xds_server.model import ObjectRef, Problem
 from xds_server.push.planner import PushObserver
@@ -79,6 +82,64 @@ def _awaiting_ack(status: TypeStatus) -> bool:
     return status.nack is None or status.nack.nonce != status.sent_nonce
 
 
+class _Series:
+    """One label set of a LoopHistogram: per-bucket counts and the sum."""
+
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self._bounds, value)] += 1  # first bucket with value <= le
+        self.sum += value
+
+
+class LoopHistogram:
+    """A histogram observed on the event loop thread only, exported like prometheus-client's.
+
+    prometheus-client's Histogram takes a lock and walks its buckets in Python on every
+    observation (~2.5 us); the hot path makes five per stream per push (response size, send
+    time, push time, queue time, convergence), ~25 ms of CPU for one Pod change at 2,000 streams.
+    Here an observation is a bisect and a list increment; scrapes run on the same loop.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...],
+                 labelnames: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self._bounds = (*(float(b) for b in buckets), math.inf)
+        self._series: dict[tuple[str, ...], _Series] = {}
+        if not labelnames:
+            self._default = self.labels()
+
+    def labels(self, *values: str) -> _Series:
+        found = self._series.get(values)
+        if found is None:
+            found = self._series[values] = _Series(self._bounds)
+        return found
+
+    def observe(self, value: float) -> None:
+        self._default.observe(value)
+
+    def collect(self) -> Iterable[Any]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=list(self.labelnames))
+        les = [floatToGoString(b) for b in self._bounds]
+        for values, series in list(self._series.items()):
+            total, buckets = 0, []
+            for le, n in zip(les, series.counts, strict=True):
+                total += n
+                buckets.append((le, total))
+            family.add_metric(list(values), buckets, series.sum)
+        yield family
+
+    def describe(self) -> Iterable[Any]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=list(self.labelnames))]
+
+
 class Metrics(PushObserver):
     def __init__(self, store: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -105,16 +166,16 @@ class Metrics(PushObserver):
         # ---- responses
         self._by_type: dict[str, tuple[Any, Any, Any]] = {}
         self.pushes = Counter("pilot_xds_pushes", "xDS responses sent, by type.", ["type"], registry=r)
-        self.config_size = Histogram("pilot_xds_config_size_bytes", "Size of xDS responses, by type.",
-                                     ["type"], buckets=SIZE_BUCKETS, registry=r)
-        self.send_time = Histogram("pilot_xds_send_time", "Time to write one xDS response to the stream.",
-                                   buckets=LATENCY_BUCKETS, registry=r)
-        self.push_time = Histogram("pilot_xds_push_time",
-                                   "From a push replacing a proxy's snapshot to that type's response written.",
-                                   ["type"], buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_time = Histogram("pilot_proxy_queue_time",
-                                    "From a push replacing a proxy's snapshot to its stream starting to send.",
-                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.config_size = self._loop_histogram("pilot_xds_config_size_bytes", "Size of xDS responses, by type.",
+                                                SIZE_BUCKETS, ("type",))
+        self.send_time = self._loop_histogram("pilot_xds_send_time", "Time to write one xDS response to the stream.",
+                                              LATENCY_BUCKETS)
+        self.push_time = self._loop_histogram(
+            "pilot_xds_push_time", "From a push replacing a proxy's snapshot to that type's response written.",
+            LATENCY_BUCKETS, ("type",))
+        self.queue_time = self._loop_histogram(
+            "pilot_proxy_queue_time", "From a push replacing a proxy's snapshot to its stream starting to send.",
+            LATENCY_BUCKETS)
         self.write_timeouts = Counter("pilot_xds_write_timeout", "Streams closed because a write blocked too long.",
                                       registry=r)
         # ---- client answers
@@ -122,9 +183,9 @@ class Metrics(PushObserver):
                                registry=r)
         self.expired_nonce = Counter("pilot_xds_expired_nonce", "Requests echoing a stale nonce, by type.",
                                      ["type"], registry=r)
-        self.convergence = Histogram("pilot_proxy_convergence_time",
-                                     "From the config change behind a push to the proxy ACKing all of it.",
-                                     buckets=LATENCY_BUCKETS, registry=r)
+        self.convergence = self._loop_histogram(
+            "pilot_proxy_convergence_time", "From the config change behind a push to the proxy ACKing all of it.",
+            LATENCY_BUCKETS)
         # ---- pushes
         self.debounce_time = Histogram("pilot_debounce_time", "From the first change of a burst to its push.",
                                        buckets=LATENCY_BUCKETS, registry=r)
@@ -150,6 +211,12 @@ class Metrics(PushObserver):
         self._reported: dict[str, set[tuple[str, str, str]]] = {}  # origin -> (kind, ref, message)
         self._unknown_seen: set[str] = set()
         self._recv_max = 0
+
+    def _loop_histogram(self, name: str, documentation: str, buckets: tuple[float, ...],
+                        labelnames: tuple[str, ...] = ()) -> LoopHistogram:
+        histogram = LoopHistogram(name, documentation, buckets, labelnames)
+        self.registry.register(histogram)  # type: ignore[arg-type]
+        return histogram
 
     # ------------------------------------------------------------------ store listeners
     def store_changed(self, refs: Iterable[ObjectRef]) -> None:
@@ -294,8 +361,9 @@ class Metrics(PushObserver):
         track = self._tracking.get(connection.id)
         if track is None or track.changed_at is None:
             return
-        if any(_awaiting_ack(st) for st in connection.machine.statuses().values()):
-            return
+        for st in connection.machine.types.values():
+            if _awaiting_ack(st.status):
+                return
         self.convergence.observe(max(0.0, self._clock() - track.changed_at))
         track.changed_at = None
 

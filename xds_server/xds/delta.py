@@ -97,12 +97,18 @@ class DeltaMachine(MachineBase):
             missing = added - resources.keys()
             missing.discard("*")
             st.announce |= missing
-        out.extend(self._respond(type_url, st, snapshot, initial=first))
+        if first or not self._settled(st, resources):
+            out.extend(self._respond(type_url, st, snapshot, initial=first))
         if type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE) and is_current:
             out.extend(self._release_deferred(snapshot))
         return out
 
     # ------------------------------------------------------------------ internals
+    def _settled(self, st: DeltaState, resources: Mapping[str, Built]) -> bool:  # type: ignore[override]
+        # `known` was brought in line with exactly this mapping, and nothing was (un)subscribed,
+        # dropped or held back since: the diff would be empty.
+        return resources is st.synced and not st.dirty and not st.announce and not st.deferred
+
     def _diff(self, type_url: TypeUrl, st: DeltaState, snapshot: ProxySnapshot) -> tuple[list[Built], list[str]]:
         resources = snapshot.get(type_url)
         known = st.known

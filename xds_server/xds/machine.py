@@ -81,9 +81,17 @@ class MachineBase:
         out: list[Outgoing] = []
         for type_url in PUSH_ORDER:
             st = self.types.get(type_url)
-            if st is not None:
+            if st is not None and not self._settled(st, snapshot.get(type_url)):
                 out.extend(self._respond(type_url, st, snapshot))
         return out
+
+    def _settled(self, st: Any, resources: Any) -> bool:
+        """True when the client already has `resources` for this type and nothing else is owed.
+
+        Most wake-ups change one type (a Pod change: EDS), and most requests are ACKs: this lets the
+        others be skipped without a diff. The base class knows no such case.
+        """
+        return False
 
     def _respond(self, type_url: TypeUrl, st: Any, snapshot: ProxySnapshot, **kw: Any) -> list[Outgoing]:
         raise NotImplementedError
