@@ -39,7 +39,12 @@ def short_name(type_url: str) -> str:
         return type_url.rsplit(".", 1)[-1] or "unknown"
 
 
+_SMALL = [bytes((n,)) for n in range(128)]
+
+
 def _varint(n: int) -> bytes:
+    if n < 128:
+        return _SMALL[n]  # field tags, nonces, versions, names: almost every call
     out = bytearray()
     while True:
         byte = n & 0x7F

@@ -47,6 +47,8 @@ class Store:
         self._last_view_generation: int | None = None  # generation of the last view built
         self._since_last_view: set[ObjectRef] = set()  # refs changed since then
         self._history: tuple[ChangeSet, ...] = ()  # change sets of the last views, newest first
+        self._last_view: StoreView | None = None  # its unchanged indexes seed the next view's
+        self._lineage = object()  # marks this store's views
 
     # ------------------------------------------------------------ listeners
     def subscribe(self, listener: ChangeListener) -> None:
@@ -125,7 +127,8 @@ class Store:
             base = self._last_view_generation
             changes = ChangeSet(base, self._since_last_view) if base is not None else None
             self._view = StoreView(self.generation, dict(self._objects), self.domain_suffix, changes,
-                                   self._history)
+                                   self._history, previous=self._last_view, lineage=self._lineage)
+            self._last_view = self._view
             if changes is not None:
                 self._history = (changes, *self._history[:HISTORY - 1])
             self._last_view_generation = self.generation

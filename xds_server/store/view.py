@@ -58,8 +58,12 @@ class ChangeSet:
 class StoreView:
     def __init__(self, generation: int, objects: Mapping[ObjectRef, ConfigObject],
                  domain_suffix: str = "cluster.local", changes: ChangeSet | None = None,
-                 history: tuple[ChangeSet, ...] = ()) -> None:
+                 history: tuple[ChangeSet, ...] = (), previous: StoreView | None = None,
+                 lineage: object | None = None) -> None:
         self.generation = generation
+        # The store this view belongs to: generation numbers compare only within one lineage
+        # (a view built on its own is a lineage of its own).
+        self.lineage = lineage if lineage is not None else object()
         self._objects = objects
         # Kubernetes service hosts are <name>.<namespace>.svc.<domain_suffix> (serve --domain-suffix).
         self.domain_suffix = domain_suffix
@@ -68,6 +72,21 @@ class StoreView:
         self.changes = changes
         self._history = history
         self._since: dict[int, ChangeSet | None] = {}
+        # Indexes of the previous view that these changes leave as they were: taken over instead of
+        # rebuilt (a Pod change re-sorts one namespace's Pods, not every object of the mesh). Only
+        # the indexes are kept, never the previous view itself (no chain of views in memory).
+        self._kinds: dict[str, list[ConfigObject]] = {}
+        self._pods_before: tuple[dict[str, list[Pod]], ChangeSet] | None = None
+        self._selected_before: dict[tuple[str, frozenset[tuple[str, str]]], list[Pod]] = {}
+        if (previous is not None and changes is not None and changes.base_generation == previous.generation
+                and previous.lineage is self.lineage):
+            changed = changes.kinds()
+            self._kinds = {k: v for k, v in previous._kinds.items() if k not in changed}
+            pods = previous.__dict__.get("_pods_by_namespace")
+            if pods is not None:
+                self._pods_before = (pods, changes)
+            touched = changes.namespaces(Kind.POD)
+            self._selected_before = {k: v for k, v in previous._selected.items() if k[0] not in touched}
 
     def changes_since(self, generation: int) -> ChangeSet | None:
         """What changed between `generation` and this view, when known (else None: assume anything)."""
@@ -97,40 +116,40 @@ class StoreView:
         return self._objects.get(ref)
 
     # ------------------------------------------------------------ by kind
-    @cached_property
-    def _by_kind(self) -> dict[str, list[ConfigObject]]:
-        out: dict[str, list[ConfigObject]] = defaultdict(list)
-        for obj in self._objects.values():
-            out[obj.kind].append(obj)
-        for objs in out.values():
-            objs.sort(key=_age_key)
-        return out
+    def _of_kind(self, kind: str) -> list[ConfigObject]:
+        """Objects of one kind, oldest first (shared: do not modify)."""
+        found = self._kinds.get(kind)
+        if found is None:
+            found = [obj for obj in self._objects.values() if obj.kind == kind]
+            found.sort(key=_age_key)
+            self._kinds[kind] = found
+        return found
 
     @cached_property
     def pods(self) -> tuple[Pod, ...]:
-        return tuple(self._by_kind.get(Kind.POD, ()))  # type: ignore[arg-type]
+        return tuple(self._of_kind(Kind.POD))  # type: ignore[arg-type]
 
     @cached_property
     def services(self) -> tuple[Service, ...]:
         """Kubernetes Services, oldest first."""
-        return tuple(self._by_kind.get(Kind.SERVICE, ()))  # type: ignore[arg-type]
+        return tuple(self._of_kind(Kind.SERVICE))  # type: ignore[arg-type]
 
     @cached_property
     def service_entries(self) -> tuple[IstioServiceEntry, ...]:
-        return tuple(self._by_kind.get(Kind.SERVICE_ENTRY, ()))  # type: ignore[arg-type]
+        return tuple(self._of_kind(Kind.SERVICE_ENTRY))  # type: ignore[arg-type]
 
     @cached_property
     def sidecars(self) -> tuple[IstioSidecar, ...]:
-        return tuple(self._by_kind.get(Kind.SIDECAR, ()))  # type: ignore[arg-type]
+        return tuple(self._of_kind(Kind.SIDECAR))  # type: ignore[arg-type]
 
     @cached_property
     def namespaces(self) -> tuple[Namespace, ...]:
-        return tuple(self._by_kind.get(Kind.NAMESPACE, ()))  # type: ignore[arg-type]
+        return tuple(self._of_kind(Kind.NAMESPACE))  # type: ignore[arg-type]
 
     @cached_property
     def mesh(self) -> MeshConfig:
         """--mesh-config file if given, else ConfigMap `istio` in the root namespace, else defaults."""
-        meshes: list[MeshConfig] = self._by_kind.get(Kind.MESH_CONFIG, [])  # type: ignore[assignment]
+        meshes: list[MeshConfig] = self._of_kind(Kind.MESH_CONFIG)  # type: ignore[assignment]
         for m in meshes:
             if m.meta.name == MESH_FILE_NAME:
                 return m
@@ -143,10 +162,14 @@ class StoreView:
     # ------------------------------------------------------------ indexes
     @cached_property
     def _pods_by_namespace(self) -> dict[str, list[Pod]]:
+        before = self._pods_before
+        self._pods_before = None
+        if before is not None:
+            return _pods_updated(before[0], before[1], self._objects)
         out: dict[str, list[Pod]] = defaultdict(list)
         for pod in self.pods:
             out[pod.meta.namespace].append(pod)
-        return out
+        return dict(out)
 
     @cached_property
     def _pods_by_ip(self) -> dict[str, Pod]:
@@ -169,15 +192,34 @@ class StoreView:
 
     @cached_property
     def _selected(self) -> dict[tuple[str, frozenset[tuple[str, str]]], list[Pod]]:
+        found = self._selected_before  # answers for namespaces whose Pods did not change
+        self._selected_before = {}
+        return found
+
+    @cached_property
+    def _pods_by_label(self) -> dict[str, dict[tuple[str, str], list[Pod]]]:
         return {}
 
     def pods_selected(self, namespace: str, selector: Mapping[str, str]) -> list[Pod]:
-        """Pods in namespace whose labels include selector (memoised per view)."""
+        """Pods in namespace whose labels include selector, oldest first (memoised per view)."""
         key = (namespace, frozenset(selector.items()))
         found = self._selected.get(key)
         if found is None:
             items = key[1]
-            found = [p for p in self.pods_in(namespace) if items <= p.meta.labels.items()]
+            if not items:
+                found = list(self.pods_in(namespace))
+            else:
+                # A label index per namespace: one selector is a lookup, not a walk over its Pods.
+                by_label = self._pods_by_label.get(namespace)
+                if by_label is None:
+                    by_label = self._pods_by_label[namespace] = {}
+                    for pod in self.pods_in(namespace):
+                        for item in pod.meta.labels.items():
+                            by_label.setdefault(item, []).append(pod)
+                lists = [by_label.get(item, _NONE) for item in items]
+                shortest = min(lists, key=len)
+                found = list(shortest) if len(items) == 1 else \
+                    [p for p in shortest if items <= p.meta.labels.items()]
             self._selected[key] = found
         return found
 
@@ -215,3 +257,27 @@ class StoreView:
 
 
 _NO_CHANGES = ChangeSet(-1, ())
+_NONE: list[Pod] = []
+
+
+def _pods_updated(before: dict[str, list[Pod]], changes: ChangeSet,
+                  objects: Mapping[ObjectRef, ConfigObject]) -> dict[str, list[Pod]]:
+    """The previous view's Pods by namespace, with these changes applied (only their namespaces re-sorted)."""
+    out = dict(before)
+    changed: dict[str, list[ObjectRef]] = {}
+    for ref in changes.refs:
+        if ref.kind == Kind.POD:
+            changed.setdefault(ref.namespace, []).append(ref)
+    for ns, refs in changed.items():
+        gone = set(refs)
+        pods = [p for p in before.get(ns, ()) if p.ref not in gone]
+        for ref in refs:
+            obj = objects.get(ref)
+            if obj is not None:
+                pods.append(obj)  # type: ignore[arg-type]
+        if pods:
+            pods.sort(key=_age_key)
+            out[ns] = pods
+        else:
+            out.pop(ns, None)
+    return out

@@ -287,7 +287,8 @@ class ProxyIndex:
     record is valid at its own generation or at `settled`, whichever is later.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lineage: object = None) -> None:
+        self.lineage = lineage  # the store whose views the records were made from
         self.records: dict[str, _Generated] = {}
         self._members: dict[Scope, set[str]] = {}  # scope -> proxy keys (proxies of one scope share imports)
         self._importers: dict[str, set[Scope]] = {}  # namespace -> scopes importing a service of it
@@ -372,9 +373,9 @@ def reached(view: StoreView, since: int, memo: Memo) -> set[str] | None:
     generated, or left out by this function, for generation `since`.
     """
     changes = view.changes_since(since)
-    if changes is None:
-        return None
     index = proxy_index(memo)
+    if changes is None or index.lineage is not view.lineage:
+        return None
     found = index.reached(changes)
     if found is not None:
         index.settled = max(index.settled, since)
@@ -388,6 +389,8 @@ def forget(key: str, memo: Memo) -> None:
 
 def generate(view: StoreView, proxy: Proxy, memo: Memo) -> ProxySnapshot:
     index = proxy_index(memo)
+    if index.lineage is not view.lineage:  # another store's views (generations do not compare): start over
+        index = memo.pin("proxy-index", ProxyIndex(view.lineage))
     last = index.records.get(proxy.key)
     if last is not None and last.parts.proxy is not proxy:
         last = None  # a new connection's node: start over

@@ -24,6 +24,11 @@ class Memo:
         self._recorders: list[list[Any]] = []
         self._pinned: dict[str, Any] = {}
 
+    def pin(self, name: str, value: T) -> T:
+        """Replace the long-lived state under `name`."""
+        self._pinned[name] = value
+        return value
+
     def pinned(self, name: str, factory: Callable[[], T]) -> T:
         """Long-lived state under `name`, made by `factory` on first use; never rotated."""
         try:

@@ -20,7 +20,7 @@ from enum import StrEnum
 from functools import cached_property
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.model import IstioServiceEntry, Pod, Service
+from xds_server.model import IstioServiceEntry, Kind, Pod, Service
 from xds_server.model.refs import FrozenDict
 from xds_server.store.view import StoreView
 from xds_server.translate import protocol
@@ -297,7 +297,20 @@ def registry_for(view: StoreView, memo: Memo, domain_suffix: str | None = None) 
     return memo.get(("registry", view, domain_suffix), _build_registry, view, memo, domain_suffix)
 
 
+# What a registry is made of: a change of anything else (Pods above all) leaves it as it was.
+_REGISTRY_KINDS = frozenset({Kind.SERVICE, Kind.SERVICE_ENTRY, Kind.MESH_CONFIG})
+
+
 def _build_registry(view: StoreView, memo: Memo, domain_suffix: str) -> ServiceRegistry:
+    # The last registry and the generation it was made for, pinned: a push that visits no proxy
+    # must not make the next one rebuild it (a new registry means new scopes for everyone).
+    pinned: dict[str, tuple[ServiceRegistry, object, int]] = memo.pinned("registry-last", dict)
+    held = pinned.get(domain_suffix)
+    if held is not None and held[1] is view.lineage:
+        changes = view.changes_since(held[2])
+        if changes is not None and not changes.kinds() & _REGISTRY_KINDS:
+            pinned[domain_suffix] = (held[0], view.lineage, view.generation)
+            return held[0]
     models: list[ServiceModel] = []
     for svc in view.services:
         # Conversions are memoised per object so a new generation reuses unchanged ones.
@@ -307,14 +320,13 @@ def _build_registry(view: StoreView, memo: Memo, domain_suffix: str) -> ServiceR
     export = frozenset(view.mesh.default_service_export_to)
     # The same models (same objects) as the previous generation: the very same registry, so that
     # scopes, and everything memoised on them, carry over (a Pod change touches none of it).
-    key = ("registry-last", domain_suffix)
-    last = memo.recall(key)
+    last = held[0] if held is not None else None
     if (last is not None and last.default_export_to == export and len(last.inputs) == len(models)
             and all(a is b for a, b in zip(last.inputs, models, strict=True))):
         registry = last
     else:
         registry = ServiceRegistry(models, export)
-    memo.put(key, registry)
+    pinned[domain_suffix] = (registry, view.lineage, view.generation)
     return registry
 
 

@@ -20,7 +20,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,7 +229,13 @@ class XdsServices:
 
 
 class _Pump:
-    """Moves one stream's requests and wake-ups through its machine, one at a time."""
+    """Moves one stream's requests and wake-ups through its machine.
+
+    The reader task hands each request to the machine as it arrives (most are ACKs that need no
+    answer: no second task wakes for them); responses it yields go to the outbox, which the pump
+    task writes, in order, before a snapshot's. The machine is called from both tasks, never
+    concurrently (one event loop thread, no await inside a call), and its answers keep their order.
+    """
 
     def __init__(self, services: XdsServices, conn: Connection, context: grpc.aio.ServicerContext) -> None:
         self.services = services
@@ -237,7 +243,7 @@ class _Pump:
         self.context = context
         self.signal = asyncio.Event()
         self.space = asyncio.Event()
-        self.queue: deque[Any] = deque()
+        self.outbox: deque[Outgoing] = deque()
         self.woken = False
         self.closed = False
         self.error: StreamError | None = None  # set by the reader: end the stream with it
@@ -253,17 +259,22 @@ class _Pump:
         self.woken = True
         self.signal.set()
 
-    async def _read(self, requests: AsyncIterator[Any]) -> None:
+    async def _read(self, requests: AsyncIterator[Any], entry: CacheEntry) -> None:
         limit = self.services.settings.max_queued_requests
+        machine = self.conn.machine
         try:
             async for req in requests:
-                self.queue.append(req)
-                self.signal.set()
-                while len(self.queue) >= limit:
-                    self.space.clear()
-                    await self.space.wait()
+                out = machine.on_request(req, entry.snapshot)  # type: ignore[attr-defined]
+                if out:
+                    self.outbox.extend(out)
+                    self.signal.set()
+                    while len(self.outbox) >= limit:  # the writer is behind: stop reading (flow control)
+                        self.space.clear()
+                        await self.space.wait()
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             pass
+        except StreamError as e:  # the machine refused a request (e.g. a type on the wrong service)
+            self.error = e
         except BadMessage as e:  # a malformed request: end this stream (INVALID_ARGUMENT), never the server
             self.error = StreamError("INVALID_ARGUMENT", str(e))
         except Exception as e:  # anything else the transport raises: end the stream, never the server
@@ -274,24 +285,23 @@ class _Pump:
             self.signal.set()
 
     async def run(self, first: Any, requests: AsyncIterator[Any], entry: CacheEntry) -> None:
-        self.queue.append(first)
-        self.signal.set()
-        reader = asyncio.create_task(self._read(requests), name=f"xds-read-{self.conn.id}")
         machine = self.conn.machine
         self._task = asyncio.current_task()
         self._watch()
+        await self._send(machine.on_request(first, entry.snapshot))  # type: ignore[attr-defined]
+        reader = asyncio.create_task(self._read(requests, entry), name=f"xds-read-{self.conn.id}")
         try:
             while True:
                 await self.signal.wait()
                 self.signal.clear()
-                while self.queue:
-                    req = self.queue.popleft()
+                while self.outbox:
+                    out = self.outbox.popleft()
                     self.space.set()
-                    await self._send(machine.on_request(req, entry.snapshot))  # type: ignore[attr-defined]
+                    await self._send((out,))
                 if self.woken:
                     self.woken = False
                     await self._send(machine.on_snapshot(entry.snapshot))  # type: ignore[attr-defined]
-                if self.closed and not self.queue:
+                if self.closed and not self.outbox:
                     if self.error is not None:
                         raise self.error
                     return
@@ -318,7 +328,7 @@ class _Pump:
         delay = timeout / 4 if started is None else max(started + timeout - now, 0.0)
         self._watchdog = asyncio.get_running_loop().call_later(delay, self._watch)
 
-    async def _send(self, outgoing: list[Outgoing]) -> None:
+    async def _send(self, outgoing: Iterable[Outgoing]) -> None:
         for out in outgoing:
             start = self.write_started = time.perf_counter()
             try:

@@ -9,6 +9,7 @@ real message classes.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 from xds_server.resources import length_delimited
 
@@ -22,12 +23,18 @@ def control_plane(identifier: str) -> bytes:
     return length_delimited(1, identifier.encode())
 
 
+@lru_cache(maxsize=64)
+def _field(number: int, data: bytes) -> bytes:
+    """A field whose value repeats on every response (type URL, control plane): encoded once."""
+    return length_delimited(number, data)
+
+
 def sotw_response(type_url: str, version: str, nonce: str, entries: Iterable[bytes],
                   control_plane_msg: bytes = b"") -> bytes:
-    parts = [length_delimited(1, version.encode()), *entries, length_delimited(4, type_url.encode()),
+    parts = [length_delimited(1, version.encode()), *entries, _field(4, type_url.encode()),
              length_delimited(5, nonce.encode())]
     if control_plane_msg:
-        parts.append(length_delimited(6, control_plane_msg))
+        parts.append(_field(6, control_plane_msg))
     return b"".join(parts)
 
 
@@ -35,9 +42,9 @@ def delta_response(type_url: str, nonce: str, entries: Iterable[bytes], removed:
                    system_version: str = "", control_plane_msg: bytes = b"") -> bytes:
     parts = [length_delimited(1, system_version.encode())] if system_version else []
     parts.extend(entries)
-    parts.append(length_delimited(4, type_url.encode()))
+    parts.append(_field(4, type_url.encode()))
     parts.append(length_delimited(5, nonce.encode()))
     parts.extend(length_delimited(6, name.encode()) for name in removed)
     if control_plane_msg:
-        parts.append(length_delimited(7, control_plane_msg))
+        parts.append(_field(7, control_plane_msg))
     return b"".join(parts)
