@@ -231,9 +231,12 @@ class XdsServices:
 class _Pump:
     """Moves one stream's requests and wake-ups through its machine.
 
-    The reader task hands each request to the machine as it arrives (most are ACKs that need no
-    answer: no second task wakes for them); responses it yields go to the outbox, which the pump
-    task writes, in order, before a snapshot's. The machine is called from both tasks, never
+    While the pump task is not writing, the reader task hands a request to the machine as it
+    arrives (most are ACKs that need no answer: no second task wakes for them) and puts any answer
+    in the outbox for the pump to write. While the pump is writing, requests queue and the pump
+    answers them one by one after its write: a response is built only when it can be written, so a
+    stream never holds more than the one in flight (at a cold start, 2,000 streams answering every
+    request at once held ~1 GB of response bytes). The machine is called from both tasks, never
     concurrently (one event loop thread, no await inside a call), and its answers keep their order.
     """
 
@@ -244,6 +247,8 @@ class _Pump:
         self.signal = asyncio.Event()
         self.space = asyncio.Event()
         self.outbox: deque[Outgoing] = deque()
+        self.queue: deque[Any] = deque()
+        self.writing = False
         self.woken = False
         self.closed = False
         self.error: StreamError | None = None  # set by the reader: end the stream with it
@@ -264,13 +269,17 @@ class _Pump:
         machine = self.conn.machine
         try:
             async for req in requests:
-                out = machine.on_request(req, entry.snapshot)  # type: ignore[attr-defined]
-                if out:
-                    self.outbox.extend(out)
-                    self.signal.set()
-                    while len(self.outbox) >= limit:  # the writer is behind: stop reading (flow control)
-                        self.space.clear()
-                        await self.space.wait()
+                if not (self.writing or self.queue or self.outbox):
+                    out = machine.on_request(req, entry.snapshot)  # type: ignore[attr-defined]
+                    if out:
+                        self.outbox.extend(out)
+                        self.signal.set()
+                    continue
+                self.queue.append(req)
+                self.signal.set()
+                while len(self.queue) >= limit:  # the writer is behind: stop reading (flow control)
+                    self.space.clear()
+                    await self.space.wait()
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             pass
         except StreamError as e:  # the machine refused a request (e.g. a type on the wrong service)
@@ -294,14 +303,17 @@ class _Pump:
             while True:
                 await self.signal.wait()
                 self.signal.clear()
-                while self.outbox:
-                    out = self.outbox.popleft()
+                while self.outbox or self.queue:
+                    if self.outbox:  # answers to requests the reader handed over come first
+                        await self._send((self.outbox.popleft(),))
+                        continue
+                    req = self.queue.popleft()
                     self.space.set()
-                    await self._send((out,))
+                    await self._send(machine.on_request(req, entry.snapshot))  # type: ignore[attr-defined]
                 if self.woken:
                     self.woken = False
                     await self._send(machine.on_snapshot(entry.snapshot))  # type: ignore[attr-defined]
-                if self.closed and not self.outbox:
+                if self.closed and not self.outbox and not self.queue:
                     if self.error is not None:
                         raise self.error
                     return
@@ -329,6 +341,13 @@ class _Pump:
         self._watchdog = asyncio.get_running_loop().call_later(delay, self._watch)
 
     async def _send(self, outgoing: Iterable[Outgoing]) -> None:
+        self.writing = True
+        try:
+            await self._write_all(outgoing)
+        finally:
+            self.writing = False
+
+    async def _write_all(self, outgoing: Iterable[Outgoing]) -> None:
         for out in outgoing:
             start = self.write_started = time.perf_counter()
             try:
