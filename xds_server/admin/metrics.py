@@ -262,13 +262,19 @@ class Metrics(PushObserver):
     def proxy_updated(self, proxy_key: str, debounce_seconds: float) -> None:
         now = self._clock()
         self._generation += 1
-        previous = self._pushed.get(proxy_key)
-        # Not yet converged on an earlier push: convergence still counts from the earlier change.
         changed_at = now - debounce_seconds
-        if previous is not None and any(
-                self._tracking[c].changed_at is not None for c in self._connections_of.get(proxy_key, ())):
-            changed_at = min(changed_at, previous.changed_at)
-        self._pushed[proxy_key] = _Push(self._generation, changed_at, now)
+        previous = self._pushed.get(proxy_key)
+        if previous is None:
+            self._pushed[proxy_key] = _Push(self._generation, changed_at, now)
+            return
+        # Not yet converged on an earlier push: convergence still counts from the earlier change.
+        for c in self._connections_of.get(proxy_key, ()):
+            if self._tracking[c].changed_at is not None:
+                changed_at = min(changed_at, previous.changed_at)
+                break
+        previous.generation = self._generation  # streams compare generations, never hold this object
+        previous.changed_at = changed_at
+        previous.pushed_at = now
 
     def guard_push(self, push: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         """Wrap the planner's push so a failing push is counted (the debouncer logs it)."""

@@ -24,6 +24,8 @@ from xds_server.xds import wire
 from xds_server.xds.machine import MachineBase, Outgoing, TypeState, eds_refs
 from xds_server.xds.status import Nack
 
+_NONE: frozenset[str] = frozenset()
+
 
 class DeltaState(TypeState):
     __slots__ = ("announce", "dirty", "known", "synced")
@@ -73,7 +75,10 @@ class DeltaMachine(MachineBase):
                 st.status.acks += 1
                 st.status.nack = None
                 self.observer.ack(type_url)
-        added, removed = st.sub.delta_update(req.resource_names_subscribe, req.resource_names_unsubscribe, first)
+        if first or req.resource_names_subscribe or req.resource_names_unsubscribe:
+            added, removed = st.sub.delta_update(req.resource_names_subscribe, req.resource_names_unsubscribe, first)
+        else:
+            added = removed = _NONE  # a plain ACK or NACK (most requests)
         if "*" in added or "*" in removed:
             st.synced = None  # what every name means changed: the next diff looks at everything
         elif added or removed:

@@ -70,10 +70,6 @@ class Connection:
     connected_at: float = field(default_factory=time.time)
 
 
-def _identity(b: bytes) -> bytes:
-    return b
-
-
 class BadMessage(Exception):
     """A request that is not a valid protobuf of the method's type (raised by the deserializer)."""
 
@@ -116,7 +112,8 @@ class XdsServices:
                 await self._stream(requests, context, kind, only, name)
 
             return grpc.stream_stream_rpc_method_handler(
-                behaviour, request_deserializer=deserializer, response_serializer=_identity)
+                # No response serializer: responses are bytes already, and gRPC then passes them as they are.
+                behaviour, request_deserializer=deserializer, response_serializer=None)
 
         out = [grpc.method_handlers_generic_handler(ADS_SERVICE, {
             "StreamAggregatedResources": method("sotw", None, "StreamAggregatedResources"),
@@ -341,17 +338,13 @@ class _Pump:
         self._watchdog = asyncio.get_running_loop().call_later(delay, self._watch)
 
     async def _send(self, outgoing: Iterable[Outgoing]) -> None:
-        self.writing = True
-        try:
-            await self._write_all(outgoing)
-        finally:
-            self.writing = False
-
-    async def _write_all(self, outgoing: Iterable[Outgoing]) -> None:
+        write = self.context.write
+        sent = self.services.observer.sent
         for out in outgoing:
             start = self.write_started = time.perf_counter()
+            self.writing = True
             try:
-                await self.context.write(out.payload)
+                await write(out.payload)
             except asyncio.CancelledError:
                 if not self.timed_out:
                     raise
@@ -363,5 +356,5 @@ class _Pump:
                 raise StreamError("DEADLINE_EXCEEDED", "write timed out") from None
             finally:
                 self.write_started = None
-            self.services.observer.sent(self.conn, out.type_url, out.resources, len(out.payload),
-                                        time.perf_counter() - start)
+                self.writing = False
+            sent(self.conn, out.type_url, out.resources, len(out.payload), time.perf_counter() - start)
