@@ -73,10 +73,12 @@ def tables(results: list[dict[str, Any]]) -> str:
                        f"| {c['resources']:.0f} | {_mb(c['bytes'])} | {c['server_cpu_s']:.2f} |")
         ch = r.get("churn")
         if ch:
+            per_push = (f", {ch['server_cpu_per_push_s']:.3f}/push over {ch['pushes']} pushes"
+                        if ch.get("server_cpu_per_push_s") else "")
             out.append(f"| {r['config']['label']} | churn {ch['rate_per_s']:g} pods/s x {ch['changes']} "
                        f"| {_quad(ch['convergence_s'])} | ({ch['missing']}) | - | {ch['responses']} | - "
                        f"| {_mb(ch['bytes'])} | {ch['server_cpu_s']:.2f} "
-                       f"({ch['server_cpu_per_change_s']:.3f}/change) |")
+                       f"({ch['server_cpu_per_change_s']:.3f}/change{per_push}) |")
     out.append("")
     grid = {(r["config"]["proxies"], r["config"]["services"]): r for r in results
             if not r["config"]["sidecars"] and not r["config"]["sotw"] and r.get("cold_start")}

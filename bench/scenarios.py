@@ -129,6 +129,11 @@ class Bench:
             "loadgen_cpu_s": lg_cpu,
         }
 
+    def _pushes(self) -> int:
+        """Pushes the server has run (one per debounced burst of changes)."""
+        assert self.server is not None
+        return int(self.server.metric("pilot_pushcontext_init_seconds_count"))
+
     def _write(self, name: str, text: str) -> None:
         mesh.write_file(os.path.join(self.mesh_dir, name), text)
 
@@ -206,6 +211,7 @@ class Bench:
         steps = max(1, int(rate * seconds))
         live: list[tuple[int, str, str]] = []
         changes: list[tuple[str, float, list[int]]] = []
+        pushes0 = self._pushes()  # read outside the CPU window: a scrape costs the server CPU too
         cpu0 = self.stats.cpu_seconds()
         start = time.monotonic()
         for k in range(steps):
@@ -242,6 +248,7 @@ class Bench:
             pool.disarm(group)
         pool.quiet(0.5, timeout=30)
         cpu = self.stats.cpu_seconds() - cpu0
+        pushes = self._pushes() - pushes0
         counters = pool.counters(reset=True)
         for _, name, _ in live:  # leave the mesh as it was
             self._remove(name)
@@ -250,6 +257,9 @@ class Bench:
         return {
             "rate_per_s": rate, "changes": len(changes), "convergence_s": percentiles(lat), "missing": missing,
             "server_cpu_s": cpu, "server_cpu_per_change_s": cpu / len(changes),
+            # Changes close together share a push (debounce; a push still running): per push is
+            # what one round of translation and fan-out costs.
+            "pushes": pushes, "server_cpu_per_push_s": cpu / pushes if pushes else None,
             "responses": sum(c["responses"] for c in counters.values()),
             "bytes": sum(c["bytes"] for c in counters.values()),
         }
@@ -362,7 +372,8 @@ def run_config(cfg: Config, workdir: str, *, churn_rate: float = 5.0, churn_seco
             ch = bench.churn(churn_rate, churn_seconds)
             res["churn"] = ch
             log(f"  churn {churn_rate}/s: p99 {_ms(ch['convergence_s']['p99'])} "
-                f"max {_ms(ch['convergence_s']['max'])}, cpu/change {ch['server_cpu_per_change_s']:.3f}s")
+                f"max {_ms(ch['convergence_s']['max'])}, cpu/change {ch['server_cpu_per_change_s']:.3f}s, "
+                f"{ch['pushes']} pushes, cpu/push {ch['server_cpu_per_push_s'] or 0:.3f}s")
         res["rss_end_mb"] = bench.stats.rss() / MB
     finally:
         bench.teardown()
