@@ -338,12 +338,14 @@ class FileSource:
         if not root_ok and not self._root_missing_logged:
             log.warning("config directory %s cannot be read; serving no files from it", self.root)
         self._root_missing_logged = not root_ok
+        sidecars = False
         for change in changes:
-            self._apply(sink, change)
-        if changes:
+            sidecars |= self._apply(sink, change)
+        if sidecars:  # only Sidecars can be duplicates: a file without any changes none
             self._report_duplicates(sink)
 
-    def _apply(self, sink: ConfigSink, change: _Change) -> None:
+    def _apply(self, sink: ConfigSink, change: _Change) -> bool:
+        """Serve one file's change; True when it held or holds a Sidecar."""
         path = change.path
         state = self._files.get(path)
         if change.signature is None:
@@ -352,11 +354,12 @@ class FileSource:
                 sink.replace(path, ())
                 sink.report(path, ())
                 log.info("removed %s (%d objects)", path, len(state.served))
-            return
+                return _has_sidecar(state.served)
+            return False
         if change.loaded is None:  # same bytes under a new signature (touch, atomic rewrite)
             if state is not None:
                 state.signature = change.signature
-            return
+            return False
         loaded = change.loaded
         previous = state.served if state is not None else {}
         if loaded.unreadable:
@@ -373,6 +376,7 @@ class FileSource:
         sink.report(path, loaded.problems)
         logged = self._log_problems(path, loaded, previous, state.logged if state is not None else set())
         self._files[path] = _FileState(change.signature, change.digest, served, where, logged)
+        return _has_sidecar(previous) or _has_sidecar(served)
 
     def _log_problems(
         self, path: str, loaded: Loaded, previous: Mapping[ObjectRef, ConfigObject], logged: set[str]
@@ -404,6 +408,10 @@ class FileSource:
         for text in sorted(texts - self._duplicates_logged):
             log.warning("%s", text)
         self._duplicates_logged = texts
+
+
+def _has_sidecar(served: Mapping[ObjectRef, ConfigObject]) -> bool:
+    return any(ref.kind == Kind.SIDECAR for ref in served)
 
 
 def _signature(path: str) -> Signature | None:

@@ -11,11 +11,9 @@ from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from xds_server.resources import Built, TypeUrl
-from xds_server.store.view import StoreView
 from xds_server.translate import envoy
-from xds_server.translate.clusters import OutboundClusterSpec
 from xds_server.translate.memo import Memo
-from xds_server.translate.services import Endpoint, Port, ServiceModel, endpoints_of
+from xds_server.translate.services import Endpoint
 
 
 def build_load_assignment(cluster_name: str, eps: tuple[Endpoint, ...]) -> Built:
@@ -35,9 +33,3 @@ def build_load_assignment(cluster_name: str, eps: tuple[Endpoint, ...]) -> Built
 def load_assignment(cluster_name: str, eps: tuple[Endpoint, ...], memo: Memo) -> Built:
     return memo.get(("eds", cluster_name, eps), build_load_assignment, cluster_name, eps)
 
-
-def outbound_load_assignments(view: StoreView, specs: list[tuple[ServiceModel, Port, OutboundClusterSpec]],
-                              memo: Memo) -> list[Built]:
-    """An assignment for every EDS cluster; empty when no endpoint is ready (503 UH, as istiod)."""
-    return [load_assignment(spec.name, endpoints_of(view, svc, port, memo), memo)
-            for svc, port, spec in specs if spec.is_eds]

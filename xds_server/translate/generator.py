@@ -5,6 +5,11 @@
 3. Get the shared outbound resources of (Scope, proxy traits): every proxy with the same scope
    and traits receives the very same dicts of Builts (DESIGN principle 2).
 4. Add the pod-specific inbound parts (inbound.py) and the fixed clusters.
+
+Across generations, each proxy's last snapshot and what it was made from is kept (ProxyIndex):
+`reached(view, since)` tells the planner which proxies a change can touch at all (a Pod change:
+those importing its namespace), and for those, work that the change leaves valid is carried
+over (own parts, scope, outbound plan; a Pod change replaces one EDS mapping in the last snapshot).
 """
 
 from __future__ import annotations
@@ -101,6 +106,8 @@ class _Plan:
     mesh: object
     reads: tuple[tuple[ServiceModel, Port, tuple[Endpoint, ...]], ...]
     eds: Mapping[str, tuple[tuple[ServiceModel, Port, str], ...]]  # namespace -> (service, port, cluster name)
+    # namespace -> cluster name -> the endpoints its assignment holds
+    eds_inputs: Mapping[str, Mapping[str, tuple[Endpoint, ...]]]
 
 
 def _plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, hint: _Plan | None = None) -> _Plan:
@@ -130,7 +137,12 @@ def _full_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, p
         cds = [*clusters.fixed_clusters(view.mesh, traits, memo), *clusters.outbound_clusters(specs, memo)]
         lds = listeners_outbound.build_outbound_listeners(view, scope, traits, memo)
     eds_specs = [(svc, port, spec) for svc, port, spec in specs if spec.is_eds]
-    eds = endpoints.outbound_load_assignments(view, eds_specs, memo)
+    # An assignment for every EDS cluster; empty when no endpoint is ready (503 UH, as istiod).
+    inputs: dict[str, dict[str, tuple[Endpoint, ...]]] = {}
+    eds: list[Built] = []
+    for svc, port, spec in eds_specs:
+        eps = inputs.setdefault(svc.namespace, {})[spec.name] = endpoints_of(view, svc, port, memo)
+        eds.append(endpoints.load_assignment(spec.name, eps, memo))
     listeners = list(lds.listeners)
     if traits.capture:
         listeners.append(listeners_outbound.virtual_outbound(scope, traits, memo))
@@ -143,7 +155,7 @@ def _full_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, p
     for svc, port, spec in eds_specs:
         by_ns.setdefault(svc.namespace, []).append((svc, port, spec.name))
     return _Plan(scope, traits, out, lds.headless_ips, view.generation, view.mesh, tuple(reads),
-                 {ns: tuple(items) for ns, items in by_ns.items()})
+                 {ns: tuple(items) for ns, items in by_ns.items()}, inputs)
 
 
 def _carry_over(view: StoreView, last: _Plan, since: int, memo: Memo) -> _Plan | None:
@@ -162,15 +174,24 @@ def _carry_over(view: StoreView, last: _Plan, since: int, memo: Memo) -> _Plan |
             return None  # a DNS cluster or a headless listener changes with them
     old = last.outbound.endpoints
     fresh: dict[str, Built] = {}
+    inputs = dict(last.eds_inputs)
     for ns in reread:
+        before = last.eds_inputs[ns]
+        now: dict[str, tuple[Endpoint, ...]] | None = None
         for svc, port, name in last.eds[ns]:
-            built = endpoints.load_assignment(name, endpoints_of(view, svc, port, memo), memo)
+            eps = endpoints_of(view, svc, port, memo)
+            if eps == before[name]:
+                continue  # the same endpoints: the same assignment (not rebuilt if the memo dropped it)
+            if now is None:
+                now = inputs[ns] = dict(before)
+            now[name] = eps
+            built = endpoints.load_assignment(name, eps, memo)
             if built is not old[name]:
                 fresh[name] = built
     if not fresh:
-        return replace(last, generation=view.generation)
+        return replace(last, generation=view.generation, eds_inputs=inputs)
     outbound = replace(last.outbound, endpoints=old.replacing(fresh))
-    return replace(last, outbound=outbound, generation=view.generation)
+    return replace(last, outbound=outbound, generation=view.generation, eds_inputs=inputs)
 
 
 def _plan_for(view: StoreView, scope: Scope, traits: ProxyTraits, self_ip: str, memo: Memo,
