@@ -14,7 +14,15 @@ import random
 
 import pytest
 
-from tests.unit.translate.test_incremental_generation import NAMESPACES, _step, contents, pod, service, sidecar
+from tests.unit.translate.test_incremental_generation import (
+    NAMESPACES,
+    _step,
+    contents,
+    dns_entry,
+    pod,
+    service,
+    sidecar,
+)
 from xds_server.model import Kind, ObjectRef
 from xds_server.push.planner import Planner
 from xds_server.store import Store
@@ -48,6 +56,12 @@ async def test_reached_proxies_only_and_every_snapshot_equals_a_fresh_one(seed: 
         entries[proxy.key] = (planner.cache.attach(proxy, waker), waker)
     for n in range(60):
         _step(rng, store, n)
+        extra = rng.random()
+        if extra < 0.08:  # the root namespace's Sidecar: every namespace's default
+            store.replace("sidecar/root", [] if rng.random() < 0.5 else
+                          [sidecar("istio-system", rng.choice(['"./*"', '"*/*"', '"a/*"']))])
+        elif extra < 0.16:  # a ServiceEntry where no proxy lives: only */* (or c/*) scopes can see it
+            store.replace("se/c", [] if rng.random() < 0.5 else [dns_entry("c", rng.choice([9000, 9001]))])
         if rng.random() < 0.15:  # a proxy leaves, or comes back with a new node object
             proxy = rng.choice(_nodes())
             if proxy.key in entries:
@@ -97,12 +111,33 @@ async def test_a_pod_change_visits_only_the_proxies_that_import_its_namespace() 
     for p in proxies:
         assert contents(entries[p.key].snapshot) == contents(generate(store.view(), p, Memo()))
 
-    # A Sidecar change reaches everyone (the planner cannot tell whose imports it changes).
+    # A Sidecar change reaches the proxies of its namespace only.
     store.replace("sidecar/b", [sidecar("b", '"*/*"')])
     await planner.push(frozenset())
-    assert planner.visited == 4
+    assert planner.visited == 2
     snapshot = entries[proxies[2].key].snapshot
     assert any("a.svc" in name for name in snapshot.get(next(iter(snapshot.resources))))
+
+    # A new Service in a: a's proxies (./*) and b's, whose */* can import it; not when b is back to ./*.
+    store.replace("svc/a/db", [service("db", "a", 5432)])
+    await planner.push(frozenset())
+    assert planner.visited == 4
+    store.replace("sidecar/b", [sidecar("b", '"./*"')])
+    await planner.push(frozenset())
+    store.replace("svc/a/db", [])
+    await planner.push(frozenset())
+    assert planner.visited == 2
+    for p in proxies:
+        assert contents(entries[p.key].snapshot) == contents(generate(store.view(), p, Memo()))
+
+    # A Service of a reaches a's proxies even when their egress imports nothing of a (inbound side).
+    store.replace("sidecar/a", [sidecar("a", '"b/*"')])
+    await planner.push(frozenset())
+    store.replace("svc/a/db", [service("db", "a", 5432, app="web")])
+    await planner.push(frozenset())
+    assert planner.visited == 2
+    for p in proxies:
+        assert contents(entries[p.key].snapshot) == contents(generate(store.view(), p, Memo()))
 
 
 async def test_a_disconnected_proxy_is_forgotten() -> None:
@@ -115,13 +150,21 @@ async def test_a_disconnected_proxy_is_forgotten() -> None:
     entry = planner.cache.attach(proxy, wake)
     index = proxy_index(planner.memo)
     assert proxy.key in index.records
-    assert index.reached(ChangeSet(0, [ObjectRef(Kind.POD, "a", "other")])) == {proxy.key}
+    assert index.reached(ChangeSet(0, [ObjectRef(Kind.POD, "a", "other")]), ROOT) == {proxy.key}
+    assert index.reached(ChangeSet(0, [ObjectRef(Kind.SERVICE, "z", "other")]), ROOT) == {proxy.key}  # */*
     planner.cache.detach(entry, wake)
     assert proxy.key not in index.records
-    assert index.reached(ChangeSet(0, [ObjectRef(Kind.POD, "a", "other")])) == set()
+    assert index.reached(ChangeSet(0, [ObjectRef(Kind.POD, "a", "other")]), ROOT) == set()
+    assert index.reached(ChangeSet(0, [ObjectRef(Kind.SERVICE, "z", "other")]), ROOT) == set()
 
 
-def test_kinds_other_than_pods_reach_everyone() -> None:
+def test_what_reaches_everyone() -> None:
     index = ProxyIndex()
-    assert index.reached(ChangeSet(0, [ObjectRef(Kind.SERVICE, "a", "web")])) is None
-    assert index.reached(ChangeSet(0, [ObjectRef(Kind.POD, "a", "x")])) == set()
+    assert index.reached(ChangeSet(0, [ObjectRef(Kind.NAMESPACE, "", "a")]), ROOT) is None
+    assert index.reached(ChangeSet(0, [ObjectRef(Kind.MESH_CONFIG, ROOT, "istio")]), ROOT) is None
+    assert index.reached(ChangeSet(0, [ObjectRef(Kind.SIDECAR, ROOT, "default")]), ROOT) is None
+    assert index.reached(ChangeSet(0, [ObjectRef(Kind.SIDECAR, "a", "default")]), ROOT) == set()
+    assert index.reached(ChangeSet(0, [ObjectRef(Kind.POD, "a", "x")]), ROOT) == set()
+
+
+ROOT = "istio-system"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from xds_server.model import IstioSidecar, Kind, ObjectRef
 from xds_server.resources import Built, ProxySnapshot, ResourceMap, TypeUrl
@@ -298,11 +299,16 @@ class _Generated:
 class ProxyIndex:
     """Every proxy's last `_Generated`, and which proxies a change can reach.
 
-    A change of Pods only reaches the proxies whose scope imports a service of those Pods'
-    namespaces, whose own Pod it is, or that were not found by Pod name; every other proxy keeps
-    its snapshot without being visited (DESIGN principle 6: cost follows what a proxy sees). Any
-    other change reaches every proxy. Records are pinned in the memo (a proxy no change reached
-    for many pushes keeps its record) and dropped when the proxy disconnects (`forget`).
+    Every other proxy keeps its snapshot without being visited (DESIGN principle 6: cost follows
+    what a proxy sees). A change reaches, by kind (the rules of `_touches` and of scopes):
+    - a Pod: proxies whose scope imports a service of its namespace, whose own Pod it is, or that
+      were not found by Pod name;
+    - a Service or ServiceEntry: proxies whose scope's egress hosts can import from its namespace,
+      and the proxies of that namespace (their inbound side);
+    - a Sidecar: the proxies of its namespace (every proxy for the root namespace's);
+    - anything else (MeshConfig, Namespace): every proxy.
+    Records are pinned in the memo (a proxy no change reached for many pushes keeps its record)
+    and dropped when the proxy disconnects (`forget`).
 
     `settled`: the planner visited every proxy a change reached up to this generation, so a
     record is valid at its own generation or at `settled`, whichever is later.
@@ -313,6 +319,9 @@ class ProxyIndex:
         self.records: dict[str, _Generated] = {}
         self._members: dict[Scope, set[str]] = {}  # scope -> proxy keys (proxies of one scope share imports)
         self._importers: dict[str, set[Scope]] = {}  # namespace -> scopes importing a service of it
+        self._watchers: dict[str, set[Scope]] = {}  # namespace -> scopes that could import from it
+        self._watch_all: set[Scope] = set()  # scopes that could import from any namespace
+        self._residents: dict[str, set[str]] = {}  # namespace -> proxy keys of that namespace
         self._by_pod: dict[ObjectRef, set[str]] = {}
         self._unnamed: set[str] = set()
         self.settled = -1
@@ -331,20 +340,32 @@ class ProxyIndex:
         if old is not None:
             self._unlink(key, old)
 
-    def reached(self, changes: ChangeSet) -> set[str] | None:
+    def reached(self, changes: ChangeSet, root_namespace: str) -> set[str] | None:
         """Keys of the proxies these changes can reach; None: every proxy."""
-        if changes.kinds() - {Kind.POD}:
+        kinds = changes.kinds()
+        if kinds - _INDEXED_KINDS:
             return None
-        out = set(self._unnamed)
+        sidecars = changes.namespaces(Kind.SIDECAR)
+        if root_namespace in sidecars:
+            return None  # the root namespace's Sidecar is every namespace's default
+        out: set[str] = set(self._unnamed) if Kind.POD in kinds else set()
         scopes: set[Scope] = set()
         for ns in changes.namespaces(Kind.POD):
             scopes.update(self._importers.get(ns, ()))
+        services = changes.namespaces(Kind.SERVICE) | changes.namespaces(Kind.SERVICE_ENTRY)
+        if services:
+            scopes.update(self._watch_all)
+        for ns in services:
+            scopes.update(self._watchers.get(ns, ()))
+        for ns in services | sidecars:
+            out.update(self._residents.get(ns, ()))
         for scope in scopes:
             out.update(self._members[scope])
-        for ref in changes.refs:
-            keys = self._by_pod.get(ref)
-            if keys:
-                out.update(keys)
+        if Kind.POD in kinds:
+            for ref in changes.refs:
+                keys = self._by_pod.get(ref)
+                if keys:
+                    out.update(keys)
         return out
 
     def _link(self, key: str, record: _Generated) -> None:
@@ -354,7 +375,13 @@ class ProxyIndex:
             members = self._members[scope] = set()
             for ns in scope.namespaces:
                 self._importers.setdefault(ns, set()).add(scope)
+            if scope.watched is None:
+                self._watch_all.add(scope)
+            else:
+                for ns in scope.watched:
+                    self._watchers.setdefault(ns, set()).add(scope)
         members.add(key)
+        self._residents.setdefault(record.parts.proxy.namespace, set()).add(key)
         if record.parts.by_name:
             self._by_pod.setdefault(record.parts.pod_ref, set()).add(key)
         else:
@@ -368,19 +395,26 @@ class ProxyIndex:
             if not members:
                 del self._members[scope]
                 for ns in scope.namespaces:
-                    importers = self._importers.get(ns)
-                    if importers is not None:
-                        importers.discard(scope)
-                        if not importers:
-                            del self._importers[ns]
+                    _discard(self._importers, ns, scope)
+                self._watch_all.discard(scope)
+                for ns in scope.watched or ():
+                    _discard(self._watchers, ns, scope)
+        _discard(self._residents, record.parts.proxy.namespace, key)
         if record.parts.by_name:
-            keys = self._by_pod.get(record.parts.pod_ref)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_pod[record.parts.pod_ref]
+            _discard(self._by_pod, record.parts.pod_ref, key)
         else:
             self._unnamed.discard(key)
+
+
+_INDEXED_KINDS = frozenset({Kind.POD, Kind.SERVICE, Kind.SERVICE_ENTRY, Kind.SIDECAR})
+
+
+def _discard(index: dict[Any, set[Any]], at: Any, item: Any) -> None:
+    found = index.get(at)
+    if found is not None:
+        found.discard(item)
+        if not found:
+            del index[at]
 
 
 def proxy_index(memo: Memo) -> ProxyIndex:
@@ -397,7 +431,7 @@ def reached(view: StoreView, since: int, memo: Memo) -> set[str] | None:
     index = proxy_index(memo)
     if changes is None or index.lineage is not view.lineage:
         return None
-    found = index.reached(changes)
+    found = index.reached(changes, view.mesh.root_namespace)
     if found is not None:
         index.settled = max(index.settled, since)
     return found

@@ -134,6 +134,9 @@ class Scope:
     _by_host: dict[str, ServiceModel] = field(default_factory=dict, repr=False)
     # What it was built from (registry, namespace, Sidecar, mesh outbound policy): the memo key.
     origin: tuple[object, ...] = field(default=(), repr=False)
+    # Namespaces whose services its egress hosts can import at all (None: any namespace, a `*/`
+    # entry): a Service or ServiceEntry changing anywhere else cannot change what it imports.
+    watched: frozenset[str] | None = field(default=None, repr=False)
 
     def service(self, hostname: str) -> ServiceModel | None:
         if not self._by_host:
@@ -190,7 +193,15 @@ def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, m
     if not entries:
         entries = (pb.IstioEgressListener(hosts=DEFAULT_HOSTS),)
     egress = tuple(_egress_listener(i, e, registry, namespace) for i, e in enumerate(entries))
-    return Scope(namespace, sidecar, egress, _union(egress), _policy(view, spec), origin=origin)
+    watched: set[str] | None = set()
+    for entry in entries:
+        only = HostImports.parse(entry.hosts, namespace).namespaces()
+        if only is None:
+            watched = None
+            break
+        watched |= only
+    return Scope(namespace, sidecar, egress, _union(egress), _policy(view, spec), origin=origin,
+                 watched=None if watched is None else frozenset(watched))
 
 
 def _egress_listener(index: int, entry: pb.IstioEgressListener, registry: ServiceRegistry,
