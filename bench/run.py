@@ -55,7 +55,7 @@ def tables(results: list[dict[str, Any]]) -> str:
     out.append("Changes (convergence = file written -> last importing proxy ACKed the new state; a change run "
                "several times (xN): percentiles over every (change, proxy) sample, counts and CPU per change)\n")
     out.append("| config | scenario | p50 / p90 / p99 / max | importers (missing) | others that got a response "
-               "| responses | resources | MB sent | server CPU s |")
+               "| responses | resources | MB sent | server CPU s (net of idle) |")
     out.append("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         for key, sub, title in (("pod_add", "", "pod added"), ("pod_remove", "", "pod removed"),
@@ -70,16 +70,20 @@ def tables(results: list[dict[str, Any]]) -> str:
             rounds = f" (x{c['rounds']})" if c.get("rounds", 1) > 1 else ""
             out.append(f"| {r['config']['label']} | {title}{rounds} | {_quad(c['convergence_s'])} | {c['expected']} "
                        f"({c['missing']}) | {c['others_with_responses']} of {c['others']} | {c['responses']:.0f} "
-                       f"| {c['resources']:.0f} | {_mb(c['bytes'])} | {c['server_cpu_s']:.2f} |")
+                       f"| {c['resources']:.0f} | {_mb(c['bytes'])} | {c['server_cpu_s']:.3f} "
+                       f"({c.get('server_cpu_net_s', 0):.3f}) |")
         ch = r.get("churn")
         if ch:
-            per_push = (f", {ch['server_cpu_per_push_s']:.3f}/push over {ch['pushes']} pushes"
-                        if ch.get("server_cpu_per_push_s") else "")
+            per_push = (f", {ch['server_cpu_per_push_s']:.3f}/push ({ch['server_cpu_net_per_push_s']:.3f} net of "
+                        f"idle) over {ch['pushes']} pushes" if ch.get("server_cpu_per_push_s") else "")
             out.append(f"| {r['config']['label']} | churn {ch['rate_per_s']:g} pods/s x {ch['changes']} "
                        f"| {_quad(ch['convergence_s'])} | ({ch['missing']}) | - | {ch['responses']} | - "
                        f"| {_mb(ch['bytes'])} | {ch['server_cpu_s']:.2f} "
                        f"({ch['server_cpu_per_change_s']:.3f}/change{per_push}) |")
-    out.append("")
+    idle = [f"{r['config']['label']}: {1000 * r['idle_cpu_per_s']:.1f} ms/s" for r in results if "idle_cpu_per_s" in r]
+    if idle:
+        out.append("Idle load (server CPU per second, all proxies connected, nothing changing): " + "; ".join(idle))
+        out.append("")
     grid = {(r["config"]["proxies"], r["config"]["services"]): r for r in results
             if not r["config"]["sidecars"] and not r["config"]["sotw"] and r.get("cold_start")}
     ns = sorted({k[0] for k in grid})

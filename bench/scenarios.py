@@ -57,6 +57,7 @@ class Bench:
     results: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.idle_cpu_per_s = 0.0
         self.server: ServerProcess | None = None
         self.pool: LoadGenPool | None = None
         self.identities: list[mesh.ProxyIdentity] = []
@@ -107,6 +108,7 @@ class Bench:
         got = pool.wait_watch(group, expected, self.cfg.change_timeout)
         pool.quiet(settle, timeout=30)
         cpu = self.stats.cpu_seconds() - cpu0
+        window = time.monotonic() - t0
         lg_cpu = pool.cpu_seconds() - lg0
         pool.disarm(group)
         counters = pool.counters(reset=True)
@@ -126,8 +128,22 @@ class Bench:
             "bytes": sum(c["bytes"] for c in counters.values()),
             "by_type": counters,
             "server_cpu_s": cpu,
+            # The same window's share of the idle load (keepalives, timers, the collector's tick
+            # of all N connections), measured after the cold start: what the change itself cost.
+            "server_cpu_net_s": cpu - self.idle_cpu_per_s * window,
+            "window_s": window,
             "loadgen_cpu_s": lg_cpu,
         }
+
+    def measure_idle(self, seconds: float = 5.0) -> float:
+        """Server CPU per second with every proxy connected and nothing changing."""
+        assert self.pool is not None
+        self.pool.quiet(0.5, timeout=30)
+        cpu0, t0 = self.stats.cpu_seconds(), time.monotonic()
+        time.sleep(seconds)
+        self.idle_cpu_per_s = (self.stats.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+        self.results["idle_cpu_per_s"] = self.idle_cpu_per_s
+        return self.idle_cpu_per_s
 
     def _pushes(self) -> int:
         """Pushes the server has run (one per debounced burst of changes)."""
@@ -248,6 +264,7 @@ class Bench:
             pool.disarm(group)
         pool.quiet(0.5, timeout=30)
         cpu = self.stats.cpu_seconds() - cpu0
+        window = time.monotonic() - start
         pushes = self._pushes() - pushes0
         counters = pool.counters(reset=True)
         for _, name, _ in live:  # leave the mesh as it was
@@ -260,6 +277,7 @@ class Bench:
             # Changes close together share a push (debounce; a push still running): per push is
             # what one round of translation and fan-out costs.
             "pushes": pushes, "server_cpu_per_push_s": cpu / pushes if pushes else None,
+            "server_cpu_net_per_push_s": (cpu - self.idle_cpu_per_s * window) / pushes if pushes else None,
             "responses": sum(c["responses"] for c in counters.values()),
             "bytes": sum(c["bytes"] for c in counters.values()),
         }
@@ -325,7 +343,7 @@ def pooled(changes: list[dict[str, Any]]) -> dict[str, Any]:
     out["round_p99_s"] = [c["convergence_s"]["p99"] for c in changes]
     for key in ("missing", "others_with_responses"):
         out[key] = sum(c[key] for c in changes)
-    for key in ("responses", "resources", "bytes", "server_cpu_s", "loadgen_cpu_s"):
+    for key in ("responses", "resources", "bytes", "server_cpu_s", "server_cpu_net_s", "window_s", "loadgen_cpu_s"):
         out[key] = sum(c[key] for c in changes) / n
     return out
 
@@ -343,6 +361,8 @@ def run_config(cfg: Config, workdir: str, *, churn_rate: float = 5.0, churn_seco
         log(f"  cold start: all {cfg.proxies - cold['incomplete']}/{cfg.proxies} complete, "
             f"max {cold['complete_s']['max']:.2f}s, server cpu {cold['server_cpu_s']:.1f}s, "
             f"rss {cold['rss_after_mb']:.0f} MB, errors {cold['stream_errors']}")
+        if set(scenarios) - {"cold"}:
+            log(f"  idle: {1000 * bench.measure_idle():.1f} ms of server CPU per second")
         if "pod" in scenarios:
             adds, removes = [], []
             for _ in range(max(1, pod_rounds)):
