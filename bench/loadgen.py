@@ -430,6 +430,7 @@ class LoadGen:
         self.names_by_type: dict[str, set[str]] = {}
         self._base: dict[str, list[int]] = {}  # group -> response count of each stream when armed
         self._ready = asyncio.Event()
+        self._collecting = False
         self._incomplete = len(self.streams)
         self._waiting: dict[str, tuple[set[int], asyncio.Event]] = {}
         self.error_samples: list[str] = []
@@ -473,6 +474,11 @@ class LoadGen:
     async def start(self) -> None:
         self.tasks = [asyncio.create_task(s.run()) for s in self.streams]
 
+    def _collect(self) -> None:
+        gc.collect(1)
+        gc.freeze()
+        asyncio.get_running_loop().call_later(1.0, self._collect)
+
     async def wait_ready(self, timeout: float) -> dict[str, Any]:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
@@ -484,6 +490,10 @@ class LoadGen:
         # pause, ~100 ms after a 2,000-stream cold start, delayed every timestamp behind it).
         gc.collect()
         gc.freeze()
+        if not self._collecting:  # and no automatic collection in a measured change: young ones once a second
+            self._collecting = True
+            gc.disable()
+            asyncio.get_running_loop().call_later(1.0, self._collect)
         return {"complete": [s.complete_at for s in self.streams], "errors": sum(s.errors for s in self.streams),
                 "error_samples": self.error_samples}
 
