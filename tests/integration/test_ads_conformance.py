@@ -501,3 +501,27 @@ async def test_per_type_cluster_service_serves_only_clusters(world: World, targe
         assert await d.status() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         await d.close()
+
+
+async def test_a_stream_whose_first_request_is_refused_leaves_no_timer(world: World, target: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The send-timeout watchdog is armed before the first answer: a refused first request ends it too."""
+    from xds_server.xds import services
+
+    pumps: list[services._Pump] = []
+    real_init = services._Pump.__init__
+
+    def recording_init(self: services._Pump, *args: object) -> None:
+        real_init(self, *args)  # type: ignore[arg-type]
+        pumps.append(self)
+
+    monkeypatch.setattr(services._Pump, "__init__", recording_init)
+    d = AdsClient(target, delta=True, method="/envoy.service.endpoint.v3.EndpointDiscoveryService/DeltaEndpoints")
+    try:
+        d.send(node=NODE, type_url=CDS)  # a cluster request on the endpoint service
+        assert await d.status() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await d.close()
+    assert world.app is not None
+    await until(lambda: not world.app.services.connections, what="the stream is gone")
+    assert len(pumps) == 1 and pumps[0]._watchdog is not None and pumps[0]._watchdog.cancelled()

@@ -294,9 +294,11 @@ class _Pump:
         machine = self.conn.machine
         self._task = asyncio.current_task()
         self._watch()
-        await self._send(machine.on_request(first, entry.snapshot))  # type: ignore[attr-defined]
-        reader = asyncio.create_task(self._read(requests, entry), name=f"xds-read-{self.conn.id}")
+        reader: asyncio.Task[None] | None = None
         try:
+            # The first request is answered before the reader starts: it cannot be an ACK.
+            await self._send(machine.on_request(first, entry.snapshot))  # type: ignore[attr-defined]
+            reader = asyncio.create_task(self._read(requests, entry), name=f"xds-read-{self.conn.id}")
             while True:
                 await self.signal.wait()
                 self.signal.clear()
@@ -317,9 +319,10 @@ class _Pump:
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
 
     def _watch(self) -> None:
         """Cancel the stream's task once one write has been blocked for send_timeout.
