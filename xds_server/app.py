@@ -15,19 +15,19 @@ from typing import Any
 
 import grpc
 
+from xds_server import translate
 from xds_server.admin.metrics import Metrics
 from xds_server.authz import store_authorizer
 from xds_server.push.debounce import Debouncer
 from xds_server.push.planner import Generate, Planner
 from xds_server.settings import Settings
 from xds_server.store import Store
-from xds_server.translate import forget, generate, proxy_from_node_message, reached
+from xds_server.translate import proxy_from_node_message
 from xds_server.xds import auth, csds
 from xds_server.xds.admission import StreamAdmission
 from xds_server.xds.services import StreamSettings, XdsServices
 
 log = logging.getLogger("xds_server")
-translate_generate = generate
 
 
 class ConfigError(Exception):
@@ -62,16 +62,17 @@ def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
 
 
 class App:
-    def __init__(self, settings: Settings, sources: list[Any] | None = None, generate: Generate = generate) -> None:
+    def __init__(self, settings: Settings, sources: list[Any] | None = None,
+                 generate: Generate = translate.generate) -> None:
         self.settings = settings
         self.store = Store(settings.domain_suffix)
         self.metrics = Metrics(self.store)  # this App's own registry: several Apps never collide
         self.store.subscribe(self.metrics.store_changed)
         self.store.subscribe_reports(self.metrics.problems_reported)
         # The translator's own generate knows which proxies a change reaches; a stand-in (tests) does not.
-        own = generate is translate_generate
-        self.planner = Planner(self.store, generate, observer=self.metrics, reached=reached if own else None,
-                               forget=forget if own else None)
+        own = generate is translate.generate
+        self.planner = Planner(self.store, generate, observer=self.metrics,
+                               reached=translate.reached if own else None, forget=translate.forget if own else None)
         self.cache = self.planner.cache
         self.debouncer = Debouncer(self.metrics.guard_push(self.planner.push), settings.debounce_quiet,
                                    settings.debounce_max)

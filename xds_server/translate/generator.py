@@ -95,8 +95,9 @@ class _Plan:
     Besides the scope and the traits, outbound config reads the store in two ways only: the
     MeshConfig and service endpoints. `reads` holds the endpoints the clusters and listeners were
     built from (DNS clusters' inline hosts, headless listeners); `eds` the EDS clusters by
-    namespace. The next generation, with the same scope, re-reads only endpoints of namespaces
-    whose Pods changed: unchanged clusters, listeners and routes are kept without being looked at.
+    namespace, each with the endpoints its assignment holds. The next generation, with the same
+    scope, re-reads only endpoints of namespaces whose Pods changed and rebuilds only assignments
+    whose endpoints differ: unchanged clusters, listeners and routes are kept without being looked at.
     """
 
     scope: Scope
@@ -106,9 +107,10 @@ class _Plan:
     generation: int
     mesh: object
     reads: tuple[tuple[ServiceModel, Port, tuple[Endpoint, ...]], ...]
-    eds: Mapping[str, tuple[tuple[ServiceModel, Port, str], ...]]  # namespace -> (service, port, cluster name)
-    # namespace -> cluster name -> the endpoints its assignment holds
-    eds_inputs: Mapping[str, Mapping[str, tuple[Endpoint, ...]]]
+    eds: Mapping[str, tuple[_EdsInput, ...]]  # namespace -> its services' EDS clusters
+
+
+_EdsInput = tuple[ServiceModel, Port, str, tuple[Endpoint, ...]]  # service, port, cluster name, endpoints
 
 
 def _plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, hint: _Plan | None = None) -> _Plan:
@@ -137,13 +139,14 @@ def _full_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, p
         specs = clusters.outbound_cluster_specs(view, scope, traits, memo)
         cds = [*clusters.fixed_clusters(view.mesh, traits, memo), *clusters.outbound_clusters(specs, memo)]
         lds = listeners_outbound.build_outbound_listeners(view, scope, traits, memo)
-    eds_specs = [(svc, port, spec) for svc, port, spec in specs if spec.is_eds]
     # An assignment for every EDS cluster; empty when no endpoint is ready (503 UH, as istiod).
-    inputs: dict[str, dict[str, tuple[Endpoint, ...]]] = {}
+    by_ns: dict[str, list[_EdsInput]] = {}
     eds: list[Built] = []
-    for svc, port, spec in eds_specs:
-        eps = inputs.setdefault(svc.namespace, {})[spec.name] = endpoints_of(view, svc, port, memo)
-        eds.append(endpoints.load_assignment(spec.name, eps, memo))
+    for svc, port, spec in specs:
+        if spec.is_eds:
+            eps = endpoints_of(view, svc, port, memo)
+            by_ns.setdefault(svc.namespace, []).append((svc, port, spec.name, eps))
+            eds.append(endpoints.load_assignment(spec.name, eps, memo))
     listeners = list(lds.listeners)
     if traits.capture:
         listeners.append(listeners_outbound.virtual_outbound(scope, traits, memo))
@@ -152,11 +155,8 @@ def _full_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, p
     # The same (namespace, Sidecar, traits) in the previous generation: keep what did not change.
     last = memo.recall(("outbound-last", scope.namespace, scope.sidecar, traits))
     out = _stable(fresh, last if last is not None else previous)
-    by_ns: dict[str, list[tuple[ServiceModel, Port, str]]] = {}
-    for svc, port, spec in eds_specs:
-        by_ns.setdefault(svc.namespace, []).append((svc, port, spec.name))
     return _Plan(scope, traits, out, lds.headless_ips, view.generation, view.mesh, tuple(reads),
-                 {ns: tuple(items) for ns, items in by_ns.items()}, inputs)
+                 {ns: tuple(items) for ns, items in by_ns.items()})
 
 
 def _carry_over(view: StoreView, last: _Plan, since: int, memo: Memo) -> _Plan | None:
@@ -175,24 +175,18 @@ def _carry_over(view: StoreView, last: _Plan, since: int, memo: Memo) -> _Plan |
             return None  # a DNS cluster or a headless listener changes with them
     old = last.outbound.endpoints
     fresh: dict[str, Built] = {}
-    inputs = dict(last.eds_inputs)
+    eds = dict(last.eds)
     for ns in reread:
-        before = last.eds_inputs[ns]
-        now: dict[str, tuple[Endpoint, ...]] | None = None
-        for svc, port, name in last.eds[ns]:
+        now: list[_EdsInput] = []
+        for svc, port, name, before in last.eds[ns]:
             eps = endpoints_of(view, svc, port, memo)
-            if eps == before[name]:
-                continue  # the same endpoints: the same assignment (not rebuilt if the memo dropped it)
-            if now is None:
-                now = inputs[ns] = dict(before)
-            now[name] = eps
-            built = endpoints.load_assignment(name, eps, memo)
-            if built is not old[name]:
+            # The same endpoints: the same assignment (not rebuilt when the memo has dropped it).
+            if eps != before and (built := endpoints.load_assignment(name, eps, memo)) is not old[name]:
                 fresh[name] = built
-    if not fresh:
-        return replace(last, generation=view.generation, eds_inputs=inputs)
-    outbound = replace(last.outbound, endpoints=old.replacing(fresh))
-    return replace(last, outbound=outbound, generation=view.generation, eds_inputs=inputs)
+            now.append((svc, port, name, eps))
+        eds[ns] = tuple(now)
+    outbound = replace(last.outbound, endpoints=old.replacing(fresh)) if fresh else last.outbound
+    return replace(last, outbound=outbound, generation=view.generation, eds=eds)
 
 
 def _plan_for(view: StoreView, scope: Scope, traits: ProxyTraits, self_ip: str, memo: Memo,
@@ -203,10 +197,6 @@ def _plan_for(view: StoreView, scope: Scope, traits: ProxyTraits, self_ip: str, 
         own = replace(traits, self_ip=self_ip)
         return _plan(view, scope, own, memo, hint)
     return plan
-
-
-def outbound_for(view: StoreView, scope: Scope, traits: ProxyTraits, self_ip: str, memo: Memo) -> Outbound:
-    return _plan_for(view, scope, traits, self_ip, memo).outbound
 
 
 def _merge(shared: Resources, extra: tuple[Built, ...], memo: Memo) -> Resources:
