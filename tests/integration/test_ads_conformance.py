@@ -505,7 +505,7 @@ async def test_per_type_cluster_service_serves_only_clusters(world: World, targe
 
 async def test_a_stream_whose_first_request_is_refused_leaves_no_timer(world: World, target: str,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The send-timeout watchdog is armed before the first answer: a refused first request ends it too."""
+    """The send-timeout watchdog watches a stream before its first answer: a refused first request leaves it too."""
     from xds_server.xds import services
 
     pumps: list[services._Pump] = []
@@ -524,4 +524,6 @@ async def test_a_stream_whose_first_request_is_refused_leaves_no_timer(world: Wo
         await d.close()
     assert world.app is not None
     await until(lambda: not world.app.services.connections, what="the stream is gone")
-    assert len(pumps) == 1 and pumps[0]._watchdog is not None and pumps[0]._watchdog.cancelled()
+    watchdog = world.app.services.watchdog
+    assert len(pumps) == 1 and pumps[0] not in watchdog
+    assert len(watchdog) == 0 and not watchdog.armed  # no stream left: no timer either

@@ -36,6 +36,7 @@ from xds_server.xds.delta import DeltaMachine
 from xds_server.xds.machine import MachineBase, Outgoing, StreamError
 from xds_server.xds.observer import NullObserver, NullServerObserver, ServerObserver
 from xds_server.xds.sotw import SotwMachine
+from xds_server.xds.watchdog import WriteWatchdog
 
 log = logging.getLogger("xds_server.xds")
 
@@ -94,6 +95,7 @@ class XdsServices:
         self.connections: dict[str, Connection] = {}
         self._ids = itertools.count(1)
         self._control_plane = wire.control_plane(control_plane_id)
+        self.watchdog = WriteWatchdog(self.settings.send_timeout)
         self.accepting = True
 
     # ------------------------------------------------------------------ registration
@@ -249,13 +251,11 @@ class _Pump:
         self.woken = False
         self.closed = False
         self.error: StreamError | None = None  # set by the reader: end the stream with it
-        # The send timeout: one timer per stream that looks at the write in progress, rather than
-        # a timer armed and cancelled around every write (with the metrics' labels() lookups, about
-        # a fifth of the server CPU of a pod added at 2,000 streams: bench/RESULTS.md).
+        # The send timeout: the server's watchdog looks at the write in progress (watchdog.py),
+        # rather than a timer armed and cancelled around every write.
         self.write_started: float | None = None
         self.timed_out = False
         self._task: asyncio.Task[Any] | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
 
     def wake(self) -> None:
         self.woken = True
@@ -293,7 +293,8 @@ class _Pump:
     async def run(self, first: Any, requests: AsyncIterator[Any], entry: CacheEntry) -> None:
         machine = self.conn.machine
         self._task = asyncio.current_task()
-        self._watch()
+        watchdog = self.services.watchdog
+        watchdog.add(self)
         reader: asyncio.Task[None] | None = None
         try:
             # The first request is answered before the reader starts: it cannot be an ACK.
@@ -317,28 +318,17 @@ class _Pump:
                         raise self.error
                     return
         finally:
-            if self._watchdog is not None:
-                self._watchdog.cancel()
+            watchdog.discard(self)
             if reader is not None:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
 
-    def _watch(self) -> None:
-        """Cancel the stream's task once one write has been blocked for send_timeout.
-
-        Runs every quarter of the timeout while idle, so a blocked write is noticed between 1 and
-        1.25 timeouts after it started.
-        """
-        timeout = self.services.settings.send_timeout
-        started, now = self.write_started, time.perf_counter()
-        if started is not None and now - started >= timeout and self._task is not None:
+    def expire(self) -> None:
+        """The watchdog saw this stream's write blocked for send_timeout: cancel the stream's task."""
+        if not self.timed_out and self._task is not None:
             self.timed_out = True
             self._task.cancel()
-            self._watchdog = None
-            return
-        delay = timeout / 4 if started is None else max(started + timeout - now, 0.0)
-        self._watchdog = asyncio.get_running_loop().call_later(delay, self._watch)
 
     async def _send(self, outgoing: Iterable[Outgoing]) -> None:
         write = self.context.write
