@@ -37,3 +37,32 @@ def test_ten_proxies_cold_start_and_pod_add(tmp_path):
         assert add["by_type"]["eds"]["resources"] == 10  # one ClusterLoadAssignment per proxy, nothing else
     finally:
         bench.teardown()
+
+
+def test_thread_sampler_attributes_cpu_to_the_thread_that_spent_it():
+    import os
+    import threading
+    import time
+
+    from bench.threads import by_group, sample
+
+    spun, release = threading.Event(), threading.Event()
+
+    def spin() -> None:
+        start = time.thread_time()
+        while time.thread_time() - start < 0.05:  # 50 ms of this thread's own CPU
+            pass
+        spun.set()
+        release.wait(30)  # stay alive: a sample only sees live threads
+
+    before = sample(os.getpid())
+    assert [g for g, _, _ in before.values()].count("loop") == 1  # the main thread
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        assert spun.wait(30)
+        groups = by_group(before, sample(os.getpid()))
+    finally:
+        release.set()
+        worker.join()
+    assert groups["other"][0] >= 40.0, groups  # the worker's 50 ms, not the main thread's
