@@ -155,7 +155,7 @@ def main() -> None:
         t = time.monotonic()
         res = run_config(cfg, os.path.join(workdir, f"run-{i}"), churn_rate=args.churn_rate,
                          churn_seconds=churn_seconds, scenarios=scenarios, pod_rounds=pod_rounds,
-                         log=lambda s: print(s, flush=True))
+                         idle_seconds=2.0 if args.quick else 5.0, log=lambda s: print(s, flush=True))
         res["wall_s"] = time.monotonic() - t
         results.append(res)
         if args.json:

@@ -349,6 +349,7 @@ def pooled(changes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_config(cfg: Config, workdir: str, *, churn_rate: float = 5.0, churn_seconds: float = 5.0,
+               idle_seconds: float = 5.0,
                scenarios: tuple[str, ...] = ("cold", "pod", "new-service", "sidecar", "churn"),
                pod_rounds: int = 1, log: Any = print) -> dict[str, Any]:
     bench = Bench(cfg, workdir)
@@ -362,7 +363,7 @@ def run_config(cfg: Config, workdir: str, *, churn_rate: float = 5.0, churn_seco
             f"max {cold['complete_s']['max']:.2f}s, server cpu {cold['server_cpu_s']:.1f}s, "
             f"rss {cold['rss_after_mb']:.0f} MB, errors {cold['stream_errors']}")
         if set(scenarios) - {"cold"}:
-            log(f"  idle: {1000 * bench.measure_idle():.1f} ms of server CPU per second")
+            log(f"  idle: {1000 * bench.measure_idle(idle_seconds):.1f} ms of server CPU per second")
         if "pod" in scenarios:
             adds, removes = [], []
             for _ in range(max(1, pod_rounds)):
