@@ -6,9 +6,12 @@ own object, and the last good version of that object from the same file keeps be
 file that is not valid YAML/JSON at all keeps all of its previous objects.
 
 Changes come from `watchfiles` (inotify), plus a periodic full rescan in case an event is lost.
-Any event triggers a rescan of the whole tree by (mtime, size, inode) signature, so renames,
-atomic writes (temp file + rename over) and kubectl-style `..data` symlink swaps are all seen
-the same way. All file I/O and parsing runs in a worker thread.
+Files are compared by (mtime, size, inode) signature, so renames, atomic writes (temp file +
+rename over) and kubectl-style `..data` symlink swaps are all seen the same way. An event that
+names only manifest files (or files this source never reads) is followed by a look at just those
+files; anything else (a directory, a symlink, a tree holding symlinks, whose targets change
+without an event under their own name) by a rescan of the whole tree: at 5,000 files the walk
+costs ~15 ms of CPU, too much for every write. All file I/O and parsing runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -62,18 +65,69 @@ class Loaded:
 
 def manifest_files(root: str) -> list[str]:
     """Sorted *.yaml/*.yml/*.json below root; hidden files and directories are skipped."""
+    return _walk(root)[0]
+
+
+def _walk(root: str) -> tuple[list[str], bool]:
+    """(manifest_files(root), whether the tree reached any of them, or a directory, through a symlink)."""
     out: list[str] = []
+    links = False
     seen_dirs: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen_dirs:  # a symlink loop
             dirnames[:] = []
             continue
+        if real != os.path.abspath(dirpath):
+            links = True
         seen_dirs.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if not name.startswith(".") and name.lower().endswith(SUFFIXES):
-                out.append(os.path.join(dirpath, name))
+                path = os.path.join(dirpath, name)
+                links = links or os.path.islink(path)
+                out.append(path)
+    return sorted(out), links
+
+
+MAX_TOUCHED = 256  # more paths in one batch of events: walk the tree instead
+
+
+def touched_manifests(root: str, paths: Iterable[str], known: Collection[str]) -> list[str] | None:
+    """The manifest files a batch of filesystem events can have changed, or None: rescan everything.
+
+    Safe only in a tree without symlinks (the caller's check): then a file's content changes only
+    with an event under its own name, and nothing read lies in or points into a hidden file or
+    directory. Paths are mapped onto root as the source spells it (events may carry absolute
+    paths). Hidden paths (an atomic writer's temp file, `.git`) and regular files of another
+    suffix (an editor's backup) are skipped; a gone path that was a served file is a removal; a
+    directory, a symlink, or a gone path with served files below it (a directory renamed or
+    deleted) needs the walk.
+    """
+    base = os.path.abspath(root)
+    out: set[str] = set()
+    for event_path in paths:
+        rel = os.path.relpath(os.path.abspath(event_path), base)
+        if rel == "." or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+            return None  # the root itself, or somewhere else
+        if any(part.startswith(".") for part in rel.split(os.sep)):
+            continue  # never walked; a symlink made to point here is an event of its own
+        path = os.path.join(root, rel)
+        if os.path.islink(path) or os.path.isdir(path):
+            return None
+        if os.path.exists(path):
+            if path.lower().endswith(SUFFIXES):
+                out.add(path)
+            continue
+        if path in known:
+            out.add(path)
+            continue
+        below = path + os.sep
+        if any(k.startswith(below) for k in known):
+            return None
+        # gone and never served: a temp file already renamed, or a file created and deleted
+    if len(out) > MAX_TOUCHED:
+        return None
     return sorted(out)
 
 
@@ -273,6 +327,11 @@ class FileSource:
         self.rescan_interval = rescan_interval
         self._files: dict[str, _FileState] = {}
         self._kick = asyncio.Event()
+        # Paths named by events since the last sync; None: walk the whole tree next time (a
+        # periodic rescan, a restarted watch, too many events, symlinks in the tree).
+        self._events: set[str] | None = None
+        self._links = True  # until a walk has shown the tree holds none
+        self.walks = 0  # whole-tree scans so far (tests and operators: are events enough?)
         self._duplicates_logged: set[str] = set()
         self._root_missing_logged = False
 
@@ -284,7 +343,8 @@ class FileSource:
         watcher = asyncio.create_task(self._watch(watch_stop), name=f"{self.name}-watch")
         try:
             while not stop.is_set():
-                await self._wait(stop)
+                if not await self._wait(stop):
+                    self._events = None  # the rescan interval passed without an event: walk
                 if not stop.is_set():
                     await self._sync(sink)
         finally:
@@ -295,8 +355,8 @@ class FileSource:
                 watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
 
-    async def _wait(self, stop: asyncio.Event) -> None:
-        """Until a change is signalled, stop is set, or the rescan interval passes."""
+    async def _wait(self, stop: asyncio.Event) -> bool:
+        """Until a change is signalled (True), stop is set, or the rescan interval passes."""
         waits = [asyncio.ensure_future(self._kick.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waits, timeout=self.rescan_interval, return_when=asyncio.FIRST_COMPLETED)
@@ -304,20 +364,26 @@ class FileSource:
             for w in waits:
                 w.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
+        kicked = self._kick.is_set()
         self._kick.clear()
+        return kicked
 
     async def _watch(self, stop: asyncio.Event) -> None:
         """Turn filesystem events into kicks; retry (and rely on rescans) if watching fails."""
         debounce_ms = max(1, int(self.debounce * 1000))
         while not stop.is_set():
             try:
-                async for _ in watchfiles.awatch(
+                async for changes in watchfiles.awatch(
                     self.root,
                     watch_filter=None,
                     debounce=debounce_ms,
                     step=max(1, int(self.quiet * 1000)),
                     stop_event=stop,
                 ):
+                    if self._events is not None:
+                        self._events.update(path for _, path in changes)
+                        if len(self._events) > MAX_TOUCHED:
+                            self._events = None
                     self._kick.set()
             except Exception as exc:  # e.g. the directory does not exist (yet)
                 log.debug(
@@ -329,17 +395,25 @@ class FileSource:
                 await asyncio.wait_for(stop.wait(), timeout=self.rescan_interval)
             except TimeoutError:
                 pass
-            self._kick.set()  # the watch restarted: rescan in case something was missed
+            self._events = None  # the watch restarted: walk, in case something was missed
+            self._kick.set()
 
     # ------------------------------------------------------------ syncing
     async def _sync(self, sink: ConfigSink) -> None:
-        known = {path: (st.signature, st.digest) for path, st in self._files.items()}
-        changes, root_ok = await asyncio.to_thread(_scan, self.root, known)
+        # The worker thread reads self._files as it is: nothing changes it until the scan returns.
+        known = self._files
+        events = None if self._links else self._events
+        self._events = set()  # events from now on are the next sync's
+        scan = await asyncio.to_thread(_scan, self.root, known, events)
+        if scan.walked:
+            self.walks += 1
+            self._links = scan.links
+        root_ok = scan.root_ok
         if not root_ok and not self._root_missing_logged:
             log.warning("config directory %s cannot be read; serving no files from it", self.root)
         self._root_missing_logged = not root_ok
         sidecars = False
-        for change in changes:
+        for change in scan.changes:
             sidecars |= self._apply(sink, change)
         if sidecars:  # only Sidecars can be duplicates: a file without any changes none
             self._report_duplicates(sink)
@@ -422,10 +496,26 @@ def _signature(path: str) -> Signature | None:
     return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
 
 
-def _scan(root: str, known: Mapping[str, tuple[Signature, bytes]]) -> tuple[list[_Change], bool]:
-    """(changes since `known`, whether root is a readable directory). Runs in a worker thread."""
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    changes: list[_Change]
+    root_ok: bool  # root is a readable directory
+    walked: bool  # the whole tree was walked (not just the files events named)
+    links: bool  # a walk found symlinks: only walks can see their targets change
+
+
+def _scan(root: str, known: Mapping[str, _FileState], events: Collection[str] | None = None) -> _Scan:
+    """Changes since `known`: of the files `events` named, or of the whole tree (events None, or
+    events a look at single files cannot settle). Runs in a worker thread."""
     root_ok = os.path.isdir(root) and os.access(root, os.R_OK | os.X_OK)
-    paths = manifest_files(root) if root_ok else []
+    only = touched_manifests(root, events, known) if events is not None and root_ok else None
+    links = False
+    if only is None:
+        paths, links = _walk(root) if root_ok else ([], False)
+        candidates: Iterable[str] = known.keys()
+    else:
+        paths = only
+        candidates = known.keys() & set(only)
     changes: list[_Change] = []
     present: set[str] = set()
     for path in paths:
@@ -434,7 +524,7 @@ def _scan(root: str, known: Mapping[str, tuple[Signature, bytes]]) -> tuple[list
             continue  # vanished (or a dangling symlink)
         present.add(path)
         before = known.get(path)
-        if before is not None and before[0] == sig:
+        if before is not None and before.signature == sig:
             continue
         data, problem = _read_text(path)
         if data is None and problem is None:
@@ -446,7 +536,7 @@ def _scan(root: str, known: Mapping[str, tuple[Signature, bytes]]) -> tuple[list
             )
             continue
         digest = hashlib.blake2b(data, digest_size=16).digest()
-        if before is not None and before[1] == digest:
+        if before is not None and before.digest == digest:
             changes.append(_Change(path, sig, digest, None))
             continue
         text, problem = _decode(path, data)
@@ -456,6 +546,6 @@ def _scan(root: str, known: Mapping[str, tuple[Signature, bytes]]) -> tuple[list
             else Loaded(problems=(problem,) if problem else (), unreadable=True)
         )
         changes.append(_Change(path, sig, digest, loaded))
-    for path in sorted(known.keys() - present):
+    for path in sorted(set(candidates) - present):
         changes.append(_Change(path, None))
-    return changes, root_ok
+    return _Scan(changes, root_ok, only is None, links)

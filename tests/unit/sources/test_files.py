@@ -342,3 +342,90 @@ async def test_stop_ends_run_promptly(tmp_path: Path) -> None:
     await eventually(lambda: store.synced("files"), "first scan")
     stop.set()
     await asyncio.wait_for(task, timeout=2.0)
+
+
+# ---------------------------------------------------------------- events name the files to look at
+def test_touched_manifests_names_only_what_a_look_at_single_files_settles(tmp_path: Path) -> None:
+    from xds_server.sources.files import touched_manifests
+
+    root = str(tmp_path)
+    (tmp_path / "a.yaml").write_text(sidecar("a"))
+    (tmp_path / "notes.txt").write_text("not config")
+    (tmp_path / ".a.yaml.tmp").write_text("an atomic writer's temp file")
+    (tmp_path / "sub").mkdir()
+    known = {os.path.join(root, "gone.yaml"), os.path.join(root, "olddir", "x.yaml")}
+
+    def touched(*names: str) -> list[str] | None:
+        return touched_manifests(root, [str(tmp_path / n) for n in names], known)
+
+    assert touched("a.yaml") == [os.path.join(root, "a.yaml")]
+    assert touched("a.yaml", "a.yaml") == [os.path.join(root, "a.yaml")]
+    assert touched("gone.yaml") == [os.path.join(root, "gone.yaml")]  # a served file removed
+    assert touched("notes.txt", ".a.yaml.tmp", ".git/index", "never-served.yaml") == []  # never read
+    assert touched("sub") is None  # a directory: what is below it is unknown
+    assert touched("olddir") is None  # gone, with served files below it: renamed or deleted
+    assert touched_manifests(root, [root], known) is None  # the root itself
+    assert touched_manifests(root, [str(tmp_path.parent / "elsewhere.yaml")], known) is None
+    os.symlink(tmp_path / "a.yaml", tmp_path / "link.yaml")
+    assert touched("link.yaml") is None  # a symlink: its target can change without an event
+    # Relative roots: paths come back spelled the way the source spells them.
+    rel_root = os.path.relpath(root)
+    assert touched_manifests(rel_root, [str(tmp_path / "a.yaml")], set()) == [os.path.join(rel_root, "a.yaml")]
+
+
+async def test_a_write_among_many_files_looks_at_that_file_only(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    for i in range(50):
+        (tmp_path / f"svc-{i}.yaml").write_text(service(f"svc-{i}"))
+    (tmp_path / "sc.yaml").write_text(sidecar("sc"))
+    r = await running(rescan_interval=60).start()
+    walks = r.source.walks
+    write_atomically(tmp_path / "sc.yaml", sidecar("sc", host="edited/*"))  # temp file + rename over
+    await eventually(lambda: hosts(r.store, "sc") == ["edited/*"], "atomic write")
+    (tmp_path / "new.yaml").write_text(sidecar("new"))
+    await eventually(lambda: hosts(r.store, "new") == ["./*"], "new file")
+    (tmp_path / "svc-3.yaml").unlink()
+    await eventually(lambda: ref(Kind.SERVICE, "svc-3") not in r.refs(), "deleted file")
+    assert r.source.walks == walks  # none of these needed the tree walked
+    assert len(r.refs()) == 51
+
+
+async def test_directories_appearing_moving_and_going_are_walked(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "top.yaml").write_text(sidecar("top"))
+    r = await running(rescan_interval=60).start()
+    walks = r.source.walks
+    staging = tmp_path / ".staging"
+    staging.mkdir()
+    (staging / "inner.yaml").write_text(sidecar("inner"))
+    os.rename(staging, tmp_path / "conf")  # a directory of manifests appears at once
+    await eventually(lambda: hosts(r.store, "inner") == ["./*"], "directory moved in")
+    assert r.source.walks > walks
+    os.rename(tmp_path / "conf", tmp_path / "conf2")
+    await eventually(lambda: [origin for origin, obj in r.store.objects() if obj.ref.name == "inner"]
+                     == [str(tmp_path / "conf2" / "inner.yaml")], "directory renamed")
+    (tmp_path / "conf2" / "inner.yaml").unlink()
+    (tmp_path / "conf2").rmdir()
+    await eventually(lambda: ref(Kind.SIDECAR, "inner") not in r.refs(), "directory removed")
+    assert hosts(r.store, "top") == ["./*"]
+
+
+async def test_a_tree_with_symlinks_is_walked_on_every_event(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "target.yaml").write_text(sidecar("linked"))
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(outside / "target.yaml", root / "linked.yaml")
+    store, stop = Store(), asyncio.Event()
+    source = FileSource(root, debounce=0.02, rescan_interval=60)
+    task = asyncio.create_task(source.run(store, stop))
+    try:
+        await eventually(lambda: store.synced(source.name), "first scan")
+        walks = source.walks
+        (outside / "target.yaml").write_text(sidecar("linked", host="via-link/*"))  # no event under root
+        (root / "other.yaml").write_text(sidecar("other"))  # an event: the walk sees both
+        await eventually(lambda: hosts(store, "other") == ["./*"], "event")
+        assert hosts(store, "linked") == ["via-link/*"]
+        assert source.walks > walks
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=DEADLINE)
