@@ -336,12 +336,16 @@ class FileSource:
         self._root_missing_logged = False
 
     async def run(self, sink: ConfigSink, stop: asyncio.Event) -> None:
-        await self._sync(sink)
-        sink.mark_synced(self.name)
         # watchfiles sets its stop event when cancelled: give it one of our own, not the caller's.
         watch_stop = asyncio.Event()
         watcher = asyncio.create_task(self._watch(watch_stop), name=f"{self.name}-watch")
         try:
+            # The watch's first step sets up inotify (up to its first await): only then the first
+            # walk, so that a write just after the walk has read a file is an event, not lost
+            # until the periodic rescan.
+            await asyncio.sleep(0)
+            await self._sync(sink)
+            sink.mark_synced(self.name)
             while not stop.is_set():
                 if not await self._wait(stop):
                     self._events = None  # the rescan interval passed without an event: walk

@@ -429,3 +429,27 @@ async def test_a_tree_with_symlinks_is_walked_on_every_event(tmp_path: Path, run
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=DEADLINE)
+
+
+async def test_a_write_racing_the_first_scan_is_not_lost(
+    tmp_path: Path,
+    running,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watch is up before the first walk: a write just after the walk read the tree is an event."""
+    (tmp_path / "early.yaml").write_text(sidecar("early"))
+    real_scan = files_module._scan
+    calls = 0
+
+    def scan_then_write(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        result = real_scan(*args, **kwargs)
+        if calls == 1:  # the first walk has listed and read everything: now a write lands
+            (tmp_path / "late.yaml").write_text(sidecar("late"))
+        return result
+
+    monkeypatch.setattr(files_module, "_scan", scan_then_write)
+    r = await running(rescan_interval=60).start()  # no periodic rescan to fall back on
+    assert hosts(r.store, "early") == ["./*"]
+    await eventually(lambda: hosts(r.store, "late") == ["./*"], "the write during the first scan")
