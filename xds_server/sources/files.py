@@ -69,24 +69,39 @@ def manifest_files(root: str) -> list[str]:
 
 
 def _walk(root: str) -> tuple[list[str], bool]:
-    """(manifest_files(root), whether the tree reached any of them, or a directory, through a symlink)."""
+    """(manifest_files(root), whether the tree reached any of them, or a directory, through a symlink).
+
+    os.scandir rather than os.walk: an entry's type (symlink or not) comes with the listing, so
+    telling symlinks apart costs no system call per file.
+    """
     out: list[str] = []
     links = False
     seen_dirs: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    pending = [root]
+    while pending:
+        dirpath = pending.pop()
         real = os.path.realpath(dirpath)
-        if real in seen_dirs:  # a symlink loop
-            dirnames[:] = []
+        if real in seen_dirs:  # a symlink loop, or a directory reached twice
             continue
-        if real != os.path.abspath(dirpath):
-            links = True
         seen_dirs.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith(".") and name.lower().endswith(SUFFIXES):
-                path = os.path.join(dirpath, name)
-                links = links or os.path.islink(path)
-                out.append(path)
+        links = links or real != os.path.abspath(dirpath)
+        try:
+            entries = list(os.scandir(dirpath))
+        except OSError:
+            continue  # unreadable or gone meanwhile: as os.walk, skip it
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows symlinks, like os.walk(followlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                links = links or entry.is_symlink()
+                pending.append(entry.path)
+            elif entry.name.lower().endswith(SUFFIXES):
+                links = links or entry.is_symlink()
+                out.append(entry.path)
     return sorted(out), links
 
 

@@ -113,6 +113,25 @@ def test_manifest_files_skip_hidden_and_other_extensions(tmp_path: Path) -> None
     assert found == ["a.yaml", "b.YML", "c.json", "sub/deeper/e.yaml"]
 
 
+def test_the_walk_follows_directory_symlinks_once_and_says_it_met_symlinks(tmp_path: Path) -> None:
+    from xds_server.sources.files import _walk
+
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.yaml").write_text("{}")
+    assert _walk(str(root)) == ([str(root / "sub" / "a.yaml")], False)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "b.yaml").write_text("{}")
+    os.symlink(outside, root / "linked")  # a directory through a symlink: read, and flagged
+    os.symlink(root, root / "sub" / "loop")  # a loop back to the root: walked once
+    os.symlink(tmp_path / "missing.yaml", root / "dangling.yaml")  # listed; its stat fails later
+    found, links = _walk(str(root))
+    assert [os.path.relpath(p, root) for p in found] == ["dangling.yaml", "linked/b.yaml", "sub/a.yaml"]
+    assert links
+    assert found == manifest_files(str(root))
+
+
 def test_load_directory_reads_multi_document_yaml_json_and_lists(tmp_path: Path) -> None:
     (tmp_path / "multi.yaml").write_text(sidecar("a") + "---\n" + service("s") + "---\n")
     (tmp_path / "one.json").write_text(
