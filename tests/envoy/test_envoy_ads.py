@@ -40,7 +40,8 @@ async def test_a1_startup_three_clusters_one_listener_and_traffic(world: World, 
             http_listener("front", port, "r1"), route("r1", "a")))
         await envoy.until(lambda: envoy.text_stat("server.state") == "0", what="Envoy live")
         await envoy.until(lambda: envoy.dynamic_names("clusters") == ["a", "b", "c"], what="clusters")
-        assert envoy.dynamic_names("listeners") == ["front"]
+        # LDS follows CDS (and the listener warms until RDS answers): a separate wait, not a read.
+        await envoy.until(lambda: envoy.dynamic_names("listeners") == ["front"], what="listener front active")
         status, body = await get(f"http://127.0.0.1:{port}/hello")
         assert status == 200 and json.loads(body)["name"] == "backend-a"
         conn = next(iter(world.app.services.connections.values()))
