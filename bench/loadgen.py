@@ -232,6 +232,10 @@ class Stream:
                     if raw is grpc.aio.EOF:
                         break
                     await self._on_response(raw)
+                    # Freed now, as Envoy frees a response once applied: bound while the next read
+                    # waits, every stream's last cold-start response (up to ~400 kB) stayed alive
+                    # and 2,000 of them were unmapped in the middle of the first measured change.
+                    del raw
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a reset stream: reconnect like Envoy (with backoff)
