@@ -162,8 +162,11 @@ class XdsServices:
         log.info("xds connect %s %s proxy=%s peer=%s", conn.id, method, getattr(proxy, "node_id", proxy.key),
                  conn.peer)
         error: StreamError | None = None
+        # The pump takes the first request over: held here, it (and the node metadata it carries)
+        # would stay alive as long as the stream.
+        pump.first_request, first = first, None
         try:
-            await pump.run(first, requests, entry)
+            await pump.run(requests, entry)
         except StreamError as e:
             error = e
         finally:
@@ -256,6 +259,7 @@ class _Pump:
         self.write_started: float | None = None
         self.timed_out = False
         self._task: asyncio.Task[Any] | None = None
+        self.first_request: Any = None  # the stream's first request, until run() has answered it
 
     def wake(self) -> None:
         self.woken = True
@@ -290,7 +294,7 @@ class _Pump:
             self.closed = True
             self.signal.set()
 
-    async def run(self, first: Any, requests: AsyncIterator[Any], entry: CacheEntry) -> None:
+    async def run(self, requests: AsyncIterator[Any], entry: CacheEntry) -> None:
         machine = self.conn.machine
         self._task = asyncio.current_task()
         watchdog = self.services.watchdog
@@ -298,7 +302,11 @@ class _Pump:
         reader: asyncio.Task[None] | None = None
         try:
             # The first request is answered before the reader starts: it cannot be an ACK.
-            await self._send(machine.on_request(first, entry.snapshot))  # type: ignore[attr-defined]
+            first, self.first_request = self.first_request, None
+            answer = machine.on_request(first, entry.snapshot)  # type: ignore[attr-defined]
+            del first
+            await self._send(answer)
+            del answer
             reader = asyncio.create_task(self._read(requests, entry), name=f"xds-read-{self.conn.id}")
             while True:
                 await self.signal.wait()
