@@ -21,6 +21,7 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
 from xds_server.resources import WILDCARD_TYPES, Built, ProxySnapshot, ResourceMap, TypeUrl, changes
 from xds_server.xds import wire
+from xds_server.xds.known import KnownVersions
 from xds_server.xds.machine import MachineBase, Outgoing, TypeState, eds_refs
 from xds_server.xds.status import Nack
 
@@ -32,7 +33,7 @@ class DeltaState(TypeState):
 
     def __init__(self, type_url: TypeUrl) -> None:
         super().__init__(type_url)
-        self.known: dict[str, str] = {}  # name -> version the client has
+        self.known = KnownVersions()  # name -> version the client has (shares its bulk, known.py)
         self.announce: set[str] = set()  # names to put in removed_resources on the next response
         # The resources `known` was last brought in line with: every wanted entry at its version
         # and, for wildcard types, nothing else, except for the names in `dirty` (subscribed,
@@ -54,7 +55,7 @@ class DeltaMachine(MachineBase):
         first = st is None
         if st is None:
             st = self.types[type_url] = DeltaState(type_url)
-            st.known = dict(req.initial_resource_versions)
+            st.known = KnownVersions(req.initial_resource_versions)
         assert isinstance(st, DeltaState)
         out: list[Outgoing] = []
         is_current = bool(req.response_nonce) and req.response_nonce == st.status.sent_nonce
@@ -200,7 +201,7 @@ class DeltaMachine(MachineBase):
         payload = wire.delta_response(type_url, nonce, entries, removed, version, self.control_plane)
         known = st.known
         if whole:
-            known.update(resources.versions())  # type: ignore[union-attr]  # C-level copy of a shared dict
+            known.update_from(resources.versions())  # type: ignore[union-attr]  # shared, not copied
         else:
             for b in changed:
                 known[b.name] = b.version

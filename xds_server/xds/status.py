@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -35,7 +36,7 @@ class TypeStatus:
     acks: int = 0
     nacks: int = 0
     # Delta: per-resource versions the client has (as far as we know); SotW: of the last response
-    resource_versions: dict[str, str] = field(default_factory=dict)
+    resource_versions: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def state(self) -> SyncState:
