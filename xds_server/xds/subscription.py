@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
@@ -17,11 +18,53 @@ WILDCARD = "*"
 V = TypeVar("V")
 
 
+class _SharedNameSets:
+    """One frozenset per distinct set of names in use, shared by every stream subscribed to it.
+
+    Thousands of Envoys of a mesh (or of a namespace, with a `./*` Sidecar) subscribe to the very
+    same EDS names: one private set each was ~32 KB per proxy at 1,000 services. Sets are looked up
+    by content (a frozenset caches its hash) and held weakly: one nobody uses is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._by_hash: dict[int, list[weakref.ref[frozenset[str]]]] = {}
+
+    def get(self, names: frozenset[str]) -> frozenset[str]:
+        if not names:
+            return _EMPTY
+        key = hash(names)
+        refs = self._by_hash.get(key)
+        if refs is not None:
+            for ref in tuple(refs):  # (a callback may drop a dead one meanwhile)
+                shared = ref()
+                if shared is not None and shared == names:
+                    return shared
+        else:
+            refs = self._by_hash[key] = []
+        refs.append(weakref.ref(names, lambda ref, key=key: self._drop(key, ref)))
+        return names
+
+    def _drop(self, key: int, ref: weakref.ref[frozenset[str]]) -> None:
+        refs = self._by_hash.get(key)
+        if refs is None:
+            return
+        refs[:] = [r for r in refs if r is not ref]
+        if not refs:
+            del self._by_hash[key]
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+
+_EMPTY: frozenset[str] = frozenset()
+SHARED_NAMES = _SharedNameSets()
+
+
 class Subscription:
     __slots__ = ("_legacy", "names", "wildcard")
 
     def __init__(self, allows_wildcard: bool) -> None:
-        self.names: set[str] = set()
+        self.names: frozenset[str] = _EMPTY  # shared with every stream subscribed to the same names
         self.wildcard = False
         # Legacy wildcard is only possible until the first explicit name.
         self._legacy = allows_wildcard
@@ -40,7 +83,8 @@ class Subscription:
         if wildcard and not self.wildcard:
             added.add(WILDCARD)
         changed = bool(added) or requested != self.names or wildcard != self.wildcard
-        self.names = requested
+        if requested != self.names:
+            self.names = SHARED_NAMES.get(frozenset(requested))
         self.wildcard = wildcard
         return added, changed
 
@@ -60,9 +104,12 @@ class Subscription:
             if not self.wildcard:
                 added.add(WILDCARD)
             self.wildcard = True
+        names = self.names
         if sub:  # set algebra: an Envoy subscribes to a thousand EDS names at once
-            added |= sub - self.names
-            self.names |= sub
+            new = sub - names
+            if new:
+                added |= new
+                names = names | new
         if WILDCARD in unsub:
             unsub.discard(WILDCARD)
             if self.wildcard:
@@ -70,9 +117,12 @@ class Subscription:
             self.wildcard = False
             self._legacy = False
         if unsub:
-            gone = unsub & self.names
-            self.names -= gone
+            gone = unsub & names
+            if gone:
+                names = names - gone
             removed |= gone
+        if names is not self.names:
+            self.names = SHARED_NAMES.get(names)
         # A name both subscribed and unsubscribed in one request: unsubscribe wins
         added -= removed
         return added, removed

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from xds_server.xds.subscription import Subscription
+import gc
+
+from xds_server.xds.subscription import SHARED_NAMES, Subscription
 
 
 def test_sotw_legacy_wildcard_until_first_name() -> None:
@@ -45,3 +47,30 @@ def test_select_returns_only_existing_subscribed() -> None:
     s = Subscription(allows_wildcard=False)
     s.sotw_update(["a", "missing"])
     assert s.select({"a": 1, "b": 2}) == {"a": 1}
+
+
+def test_streams_subscribed_to_the_same_names_share_one_set() -> None:
+    eds_names = [f"outbound|80||svc-{i}.ns.svc.cluster.local" for i in range(1000)]
+    a, b, c = (Subscription(allows_wildcard=False) for _ in range(3))
+    a.delta_update(eds_names, [], first=True)
+    b.delta_update(reversed(eds_names), [], first=True)  # same names, another order
+    c.delta_update(eds_names[:500], [], first=True)  # ... or in two requests
+    c.delta_update(eds_names[500:], [], first=False)
+    assert a.names is b.names is c.names
+    added, removed = c.delta_update([], [eds_names[0]], first=False)
+    assert removed == {eds_names[0]} and not added
+    assert eds_names[0] not in c.names and eds_names[0] in a.names  # the others' set is untouched
+    s = Subscription(allows_wildcard=False)
+    s.sotw_update(eds_names)
+    assert s.names is a.names
+
+
+def test_a_shared_set_nobody_uses_is_let_go() -> None:
+    before = len(SHARED_NAMES)
+    subs = [Subscription(allows_wildcard=False) for _ in range(3)]
+    for s in subs:
+        s.delta_update(["only-here-1", "only-here-2"], [], first=True)
+    assert len(SHARED_NAMES) == before + 1
+    del subs, s
+    gc.collect()
+    assert len(SHARED_NAMES) == before
