@@ -118,6 +118,7 @@ class DeltaMachine(MachineBase):
     def _diff(self, type_url: TypeUrl, st: DeltaState, snapshot: ProxySnapshot) -> tuple[list[Built], list[str]]:
         resources = snapshot.get(type_url)
         known = st.known
+        known_get = known.getter()
         sub = st.sub
         removed: list[str] = []
         if st.synced is not None:
@@ -125,7 +126,7 @@ class DeltaMachine(MachineBase):
             # can differ from `known` (shared per push: O(changes) per stream, not O(resources)).
             candidates, gone = changes(st.synced, resources)
             wants = sub.wants
-            changed = [b for b in candidates if wants(b.name) and known.get(b.name) != b.version]
+            changed = [b for b in candidates if wants(b.name) and known_get(b.name) != b.version]
             if type_url in WILDCARD_TYPES:
                 removed = [n for n in gone if n in known]
             if st.dirty:
@@ -136,7 +137,7 @@ class DeltaMachine(MachineBase):
                         continue
                     b = resources.get(name)
                     if b is not None and wants(name):
-                        if known.get(name) != b.version:
+                        if known_get(name) != b.version:
                             changed.append(b)
                     elif type_url in WILDCARD_TYPES and name in known:
                         removed.append(name)  # gone, or no longer wanted
@@ -144,10 +145,10 @@ class DeltaMachine(MachineBase):
             changed = list(resources.values())  # a first response: everything (set algebra, no loop)
         else:
             if sub.wildcard:
-                changed = [b for n, b in resources.items() if known.get(n) != b.version]
+                changed = [b for n, b in resources.items() if known_get(n) != b.version]
             else:
                 changed = [resources[n] for n in sub.names
-                           if n in resources and known.get(n) != resources[n].version]
+                           if n in resources and known_get(n) != resources[n].version]
             if type_url in WILDCARD_TYPES:
                 removed = [n for n in known if n not in resources or not sub.wants(n)]
         if st.announce:

@@ -9,7 +9,7 @@ shared dict is the base, and a stream keeps only its differences: overrides and 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 _EMPTY: dict[str, str] = {}
@@ -38,6 +38,14 @@ class KnownVersions(Mapping[str, str]):
         if name in self._gone:
             return default
         return self._base.get(name, default)
+
+    def getter(self) -> Callable[[str], str | None]:
+        """`get` for a loop over many names: the plain dict's own method when one dict says it all."""
+        if not self._base:
+            return self._over.get
+        if not self._over and not self._gone:
+            return self._base.get
+        return self.get
 
     def __getitem__(self, name: str) -> str:
         version = self.get(name)

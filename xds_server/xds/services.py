@@ -155,16 +155,16 @@ class XdsServices:
         machine.control_plane = self._control_plane  # type: ignore[attr-defined]
         conn = Connection(f"{proxy.key}-{next(self._ids)}", proxy, context.peer(), kind, method, machine)
         machine.observer = self.observer.stream_observer(conn)
-        pump = _Pump(self, conn, context)
+        pump = _Pump(self, conn, context, first)
+        # The pump drops the first request once answered: held here, it (and the node metadata
+        # in it) would live as long as the stream.
+        del first
         entry = self.cache.attach(proxy, pump.wake)
         self.connections[conn.id] = conn
         self.observer.connected(conn)
         log.info("xds connect %s %s proxy=%s peer=%s", conn.id, method, getattr(proxy, "node_id", proxy.key),
                  conn.peer)
         error: StreamError | None = None
-        # The pump takes the first request over: held here, it (and the node metadata it carries)
-        # would stay alive as long as the stream.
-        pump.first_request, first = first, None
         try:
             await pump.run(requests, entry)
         except StreamError as e:
@@ -242,7 +242,8 @@ class _Pump:
     concurrently (one event loop thread, no await inside a call), and its answers keep their order.
     """
 
-    def __init__(self, services: XdsServices, conn: Connection, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, services: XdsServices, conn: Connection, context: grpc.aio.ServicerContext,
+                 first_request: Any) -> None:
         self.services = services
         self.conn = conn
         self.context = context
@@ -259,7 +260,7 @@ class _Pump:
         self.write_started: float | None = None
         self.timed_out = False
         self._task: asyncio.Task[Any] | None = None
-        self.first_request: Any = None  # the stream's first request, until run() has answered it
+        self.first_request: Any = first_request  # until run() has answered it
 
     def wake(self) -> None:
         self.woken = True
@@ -302,11 +303,7 @@ class _Pump:
         reader: asyncio.Task[None] | None = None
         try:
             # The first request is answered before the reader starts: it cannot be an ACK.
-            first, self.first_request = self.first_request, None
-            answer = machine.on_request(first, entry.snapshot)  # type: ignore[attr-defined]
-            del first
-            await self._send(answer)
-            del answer
+            await self._send(self._answer_first(entry.snapshot))
             reader = asyncio.create_task(self._read(requests, entry), name=f"xds-read-{self.conn.id}")
             while True:
                 await self.signal.wait()
@@ -331,6 +328,11 @@ class _Pump:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+
+    def _answer_first(self, snapshot: Any) -> list[Outgoing]:
+        """The first request's answer; the request itself (and, once sent, the answer) then freed."""
+        first, self.first_request = self.first_request, None
+        return self.conn.machine.on_request(first, snapshot)  # type: ignore[attr-defined,no-any-return]
 
     def expire(self) -> None:
         """The watchdog saw this stream's write blocked for send_timeout: cancel the stream's task."""

@@ -18,46 +18,25 @@ WILDCARD = "*"
 V = TypeVar("V")
 
 
-class _SharedNameSets:
-    """One frozenset per distinct set of names in use, shared by every stream subscribed to it.
-
-    Thousands of Envoys of a mesh (or of a namespace, with a `./*` Sidecar) subscribe to the very
-    same EDS names: one private set each was ~32 KB per proxy at 1,000 services. Sets are looked up
-    by content (a frozenset caches its hash) and held weakly: one nobody uses is dropped.
-    """
-
-    def __init__(self) -> None:
-        self._by_hash: dict[int, list[weakref.ref[frozenset[str]]]] = {}
-
-    def get(self, names: frozenset[str]) -> frozenset[str]:
-        if not names:
-            return _EMPTY
-        key = hash(names)
-        refs = self._by_hash.get(key)
-        if refs is not None:
-            for ref in tuple(refs):  # (a callback may drop a dead one meanwhile)
-                shared = ref()
-                if shared is not None and shared == names:
-                    return shared
-        else:
-            refs = self._by_hash[key] = []
-        refs.append(weakref.ref(names, lambda ref, key=key: self._drop(key, ref)))
-        return names
-
-    def _drop(self, key: int, ref: weakref.ref[frozenset[str]]) -> None:
-        refs = self._by_hash.get(key)
-        if refs is None:
-            return
-        refs[:] = [r for r in refs if r is not ref]
-        if not refs:
-            del self._by_hash[key]
-
-    def __len__(self) -> int:
-        return len(self._by_hash)
-
-
 _EMPTY: frozenset[str] = frozenset()
-SHARED_NAMES = _SharedNameSets()
+# One frozenset per distinct set of names in use, shared by every stream subscribed to it:
+# thousands of Envoys of a mesh (or of a namespace, with a `./*` Sidecar) subscribe to the very
+# same EDS names, and one private set each was ~32 KB per proxy at 1,000 services. Keyed by the
+# set's (cached) hash and held weakly: a set nobody uses is dropped; two different sets with the
+# same hash are simply not shared.
+SHARED_NAMES: weakref.WeakValueDictionary[int, frozenset[str]] = weakref.WeakValueDictionary()
+
+
+def _shared(names: frozenset[str]) -> frozenset[str]:
+    if not names:
+        return _EMPTY
+    key = hash(names)
+    shared = SHARED_NAMES.get(key)
+    if shared is None:
+        SHARED_NAMES[key] = names
+    elif shared == names:
+        return shared
+    return names
 
 
 class Subscription:
@@ -84,7 +63,7 @@ class Subscription:
             added.add(WILDCARD)
         changed = bool(added) or requested != self.names or wildcard != self.wildcard
         if requested != self.names:
-            self.names = SHARED_NAMES.get(frozenset(requested))
+            self.names = _shared(frozenset(requested))
         self.wildcard = wildcard
         return added, changed
 
@@ -122,7 +101,7 @@ class Subscription:
                 names = names - gone
             removed |= gone
         if names is not self.names:
-            self.names = SHARED_NAMES.get(names)
+            self.names = _shared(names)
         # A name both subscribed and unsubscribed in one request: unsubscribe wins
         added -= removed
         return added, removed

@@ -35,6 +35,7 @@ def test_same_as_a_dict(initial: dict[str, str], bases: list[dict[str, str]], op
         assert len(known) == len(model) and bool(known) == bool(model)
         for name in ("r0", "r1", "r40", "r79", a if isinstance(a, str) else "r2"):
             assert known.get(name) == model.get(name) and (name in known) == (name in model)
+            assert known.getter()(name) == model.get(name)
     assert snapshots == [dict(b) for b in bases]  # the shared mappings were never modified
 
 
