@@ -18,7 +18,7 @@ import statistics
 import tempfile
 import time
 
-from xds_server.model import ObjectRef
+from xds_server.config import ObjectRef
 from xds_server.sources.files import FileSource
 from xds_server.store import Store
 

@@ -27,14 +27,14 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
 from bench import mesh
 from xds_server.admin.metrics import Metrics
-from xds_server.model import ObjectRef
+from xds_server.config import ObjectRef
+from xds_server.mesh.proxy import proxy_from_node
 from xds_server.push.collector import Collector
 from xds_server.push.planner import Planner
 from xds_server.resources import TypeUrl
 from xds_server.sources.files import load_file
 from xds_server.store import Store
 from xds_server.translate import forget, generate, reached
-from xds_server.translate.proxy import proxy_from_node
 from xds_server.xds.delta import DeltaMachine
 from xds_server.xds.services import Connection
 

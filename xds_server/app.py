@@ -117,12 +117,12 @@ class App:
         An unreadable or invalid file is reported by `_load_mesh_config` at start; here it only
         means the default.
         """
-        from xds_server.model import MeshConfig
+        from xds_server.config import MeshConfig
 
         default = MeshConfig().root_namespace
         if not self.settings.mesh_config:
             return default
-        from xds_server.model.parse import parse_mesh_config
+        from xds_server.config.parse import parse_mesh_config
 
         try:
             with open(self.settings.mesh_config, encoding="utf-8") as f:
@@ -139,7 +139,7 @@ class App:
         path = self.settings.mesh_config
         if not path:
             return
-        from xds_server.model.parse import parse_mesh_config
+        from xds_server.config.parse import parse_mesh_config
 
         try:
             with open(path, encoding="utf-8") as f:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from xds_server.mesh.workload import workload_of
 from xds_server.store import Store
-from xds_server.translate.workload import workload_of
 from xds_server.xds.auth import Authorize, PeerIdentity, match, parse_spiffe
 
 

@@ -19,7 +19,7 @@ from tests.support.certs import SERVER_NAME, TestCA
 from tests.support.envoy import LocalEnvoy
 from tests.support.resources import eds_cluster, endpoints, snapshot
 from xds_server.app import App
-from xds_server.model import ObjectMeta, Pod
+from xds_server.config import ObjectMeta, Pod
 from xds_server.settings import Settings
 
 pytestmark = pytest.mark.envoy

@@ -17,7 +17,7 @@ from tests.conftest import World
 from tests.support.admin_http import admin_get, admin_json, metric, value
 from tests.support.envoy import LocalEnvoy, free_port
 from tests.support.resources import bad_cluster, eds_cluster, endpoints, http_listener, route, snapshot
-from xds_server.model.parse import parse
+from xds_server.config.parse import parse
 from xds_server.resources import TypeUrl
 
 pytestmark = pytest.mark.envoy

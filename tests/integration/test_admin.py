@@ -19,9 +19,9 @@ from tests.support.ads_client import AdsClient, node, until
 from tests.support.resources import eds_cluster, endpoints, http_listener, route, snapshot
 from xds_server.admin.debug import redact
 from xds_server.app import App
+from xds_server.config.parse import parse
+from xds_server.config.refs import Problem
 from xds_server.logs import JsonFormatter
-from xds_server.model.parse import parse
-from xds_server.model.refs import Problem
 from xds_server.resources import TypeUrl
 from xds_server.settings import Settings
 

@@ -30,7 +30,7 @@ import pytest
 import xds_server.commands
 from xds_server.commands.demo import DEMO_CALLS, DEMO_TOPOLOGY, envoy_binary
 from xds_server.commands.render import load_objects, render_snapshot
-from xds_server.model import Pod
+from xds_server.config import Pod
 from xds_server.resources import TypeUrl
 from xds_server.store.view import StoreView
 from xds_server.translate import proxy_from_node

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.ads_client import AdsClient, node, until
-from tests.unit.model.test_parse_fuzz import BASES, VALUES, _retype, _slots, mutated_manifests
+from tests.unit.config.test_parse_fuzz import BASES, VALUES, _retype, _slots, mutated_manifests
 from xds_server.admin.metrics import Metrics
 from xds_server.app import App
-from xds_server.model.parse import parse
+from xds_server.config.parse import parse
 from xds_server.resources import TypeUrl
 from xds_server.settings import Settings
 from xds_server.sources.files import FileSource, parse_text

@@ -15,7 +15,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 
 from tests.support.ads_client import AdsClient, node
 from xds_server.app import App
-from xds_server.model.parse import parse
+from xds_server.config.parse import parse
 from xds_server.resources import TypeUrl
 from xds_server.settings import Settings
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.kube_apiserver import FakeApiServer
-from xds_server.model import ObjectRef
+from xds_server.config import ObjectRef
 from xds_server.sources.kubernetes import KubeConfigError, KubernetesSource
 from xds_server.store.store import Store
 

@@ -21,9 +21,9 @@ from tests.support.admin_http import admin_get
 from tests.support.ads_client import AdsClient, node
 from tests.support.certs import TestCA
 from xds_server.app import App, ConfigError
-from xds_server.model import ObjectMeta, Pod
-from xds_server.model.parse import parse
-from xds_server.model.refs import FrozenDict
+from xds_server.config import ObjectMeta, Pod
+from xds_server.config.parse import parse
+from xds_server.config.refs import FrozenDict
 from xds_server.resources import TypeUrl
 from xds_server.settings import Settings
 from xds_server.xds.auth import PeerIdentity, match, parse_dns, parse_spiffe

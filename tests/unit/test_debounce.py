@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from xds_server.model import ObjectRef
+from xds_server.config import ObjectRef
 from xds_server.push.debounce import Debouncer
 
 

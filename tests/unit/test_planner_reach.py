@@ -23,7 +23,7 @@ from tests.unit.translate.test_incremental_generation import (
     service,
     sidecar,
 )
-from xds_server.model import Kind, ObjectRef
+from xds_server.config import Kind, ObjectRef
 from xds_server.push.planner import Planner
 from xds_server.store import Store
 from xds_server.store.view import ChangeSet

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from tests.unit.translate.test_incremental_generation import pod, service
-from xds_server.model import Kind, ObjectRef
+from xds_server.config import Kind, ObjectRef
 from xds_server.store import Store, StoreView
 
 

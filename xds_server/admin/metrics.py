@@ -37,7 +37,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from xds_server.model import ObjectRef, Problem
+from xds_server.config import ObjectRef, Problem
 from xds_server.push.planner import PushObserver
 from xds_server.resources import short_name
 from xds_server.xds.status import Nack, TypeStatus

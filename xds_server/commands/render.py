@@ -21,8 +21,8 @@ from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 
 from xds_server.commands.bootstrap import BootstrapError, parse_metadata
-from xds_server.model import ConfigObject, Pod
-from xds_server.model.mesh_parse import parse_mesh_config
+from xds_server.config import ConfigObject, Pod
+from xds_server.config.mesh_parse import parse_mesh_config
 from xds_server.resources import Built, ProxySnapshot, TypeUrl
 from xds_server.sources.files import load_directory
 from xds_server.store.view import StoreView

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xds_server.model import Problem
+from xds_server.config import Problem
 from xds_server.sources.files import load_files
 
 EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
-from xds_server.model import ObjectRef
+from xds_server.config import ObjectRef
 
 log = logging.getLogger("xds_server.push")
 

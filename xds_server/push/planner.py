@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from xds_server.model import ObjectRef
+from xds_server.config import ObjectRef
 from xds_server.resources import ProxySnapshot
 from xds_server.store import Store, StoreView
 from xds_server.translate import Memo

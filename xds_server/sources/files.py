@@ -28,11 +28,11 @@ from typing import Any, Protocol
 import watchfiles
 import yaml
 
-from xds_server.model import ConfigObject, Kind, ObjectRef, Problem
-from xds_server.model.mesh_parse import parse_mesh_config
-from xds_server.model.parse import parse
-from xds_server.model.validate import duplicate_sidecar_warnings, unsupported_field_warnings
-from xds_server.model.validate_fields import describe_yaml_error
+from xds_server.config import ConfigObject, Kind, ObjectRef, Problem
+from xds_server.config.mesh_parse import parse_mesh_config
+from xds_server.config.parse import parse
+from xds_server.config.validate import duplicate_sidecar_warnings, unsupported_field_warnings
+from xds_server.config.validate_fields import describe_yaml_error
 
 log = logging.getLogger("xds_server.sources.files")
 

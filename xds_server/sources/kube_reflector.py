@@ -23,8 +23,8 @@ import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from xds_server.model import ConfigObject, ObjectRef, Problem
-from xds_server.model.parse import parse
+from xds_server.config import ConfigObject, ObjectRef, Problem
+from xds_server.config.parse import parse
 from xds_server.sources.kube_kinds import WatchTarget
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Protocol
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration
 
-from xds_server.model import ConfigObject, ObjectRef, Problem
+from xds_server.config import ConfigObject, ObjectRef, Problem
 from xds_server.sources.kube_kinds import watch_targets
 from xds_server.sources.kube_reflector import (
     Delete,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from xds_server.model import ConfigObject, ObjectRef, Problem
+from xds_server.config import ConfigObject, ObjectRef, Problem
 from xds_server.store.view import ChangeSet, StoreView
 
 

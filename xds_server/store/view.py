@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from functools import cached_property
 
-from xds_server.model import (
+from xds_server.config import (
     ConfigObject,
     IstioServiceEntry,
     IstioSidecar,

@@ -4,9 +4,9 @@
 ServiceEntry semantics (see ../shared/reference/istio-translation.md).
 """
 
+from xds_server.memo import Memo
+from xds_server.mesh.proxy import InvalidNode, Proxy, proxy_from_node, proxy_from_node_message
 from xds_server.translate.generator import forget, generate, reached
-from xds_server.translate.memo import Memo
-from xds_server.translate.proxy import InvalidNode, Proxy, proxy_from_node, proxy_from_node_message
 
 __all__ = [
     "InvalidNode", "Memo", "Proxy", "forget", "generate", "proxy_from_node", "proxy_from_node_message", "reached",

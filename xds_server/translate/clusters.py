@@ -14,14 +14,16 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import struct_pb2
 
-from xds_server.model.mesh import MeshConfig
+from xds_server.config import protocol
+from xds_server.config.mesh import MeshConfig
+from xds_server.config.protocol import Protocol
+from xds_server.memo import Memo
+from xds_server.mesh import names
+from xds_server.mesh.scope import ProxyTraits, Scope
+from xds_server.mesh.services import Endpoint, Port, Resolution, ServiceModel, endpoints_of
 from xds_server.resources import Built, TypeUrl
 from xds_server.store.view import StoreView
-from xds_server.translate import envoy, names, protocol
-from xds_server.translate.memo import Memo
-from xds_server.translate.protocol import Protocol
-from xds_server.translate.scope import ProxyTraits, Scope
-from xds_server.translate.services import Endpoint, Port, Resolution, ServiceModel, endpoints_of
+from xds_server.translate import envoy
 
 Cluster = cluster_pb2.Cluster
 PASSTHROUGH_IDLE_TIMEOUT_S = 300.0

@@ -10,10 +10,10 @@ from __future__ import annotations
 from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
+from xds_server.memo import Memo
+from xds_server.mesh.services import Endpoint
 from xds_server.resources import Built, TypeUrl
 from xds_server.translate import envoy
-from xds_server.translate.memo import Memo
-from xds_server.translate.services import Endpoint
 
 
 def build_load_assignment(cluster_name: str, eps: tuple[Endpoint, ...]) -> Built:

@@ -28,7 +28,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
-from xds_server.translate import names
+from xds_server.mesh import names
 
 # Well-known filter names (the `name` field; Envoy dispatches on the typed_config type).
 HCM = "envoy.filters.network.http_connection_manager"

@@ -18,16 +18,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from xds_server.model import IstioSidecar, Kind, ObjectRef
+from xds_server.config import IstioSidecar, Kind, ObjectRef
+from xds_server.memo import Memo
+from xds_server.mesh.proxy import Proxy
+from xds_server.mesh.scope import ProxyTraits, Scope, scope_for
+from xds_server.mesh.services import Endpoint, Port, ServiceModel, endpoints_of
+from xds_server.mesh.workload import Workload, sidecar_for, workload_of
 from xds_server.resources import Built, ProxySnapshot, ResourceMap, TypeUrl
 from xds_server.store.view import ChangeSet, StoreView
 from xds_server.translate import clusters, endpoints, envoy, listeners_outbound, routes
 from xds_server.translate.inbound import build_inbound
-from xds_server.translate.memo import Memo
-from xds_server.translate.proxy import Proxy
-from xds_server.translate.scope import ProxyTraits, Scope, scope_for
-from xds_server.translate.services import Endpoint, Port, ServiceModel, endpoints_of
-from xds_server.translate.workload import Workload, sidecar_for, workload_of
 
 Resources = ResourceMap
 

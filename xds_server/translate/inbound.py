@@ -20,10 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.model import IstioSidecar
+from xds_server.config import IstioSidecar, protocol
+from xds_server.memo import Memo
+from xds_server.mesh import names
+from xds_server.mesh.proxy import Proxy
+from xds_server.mesh.workload import Workload
 from xds_server.resources import Built
 from xds_server.store.view import StoreView
-from xds_server.translate import envoy, inbound_tls, names, protocol
+from xds_server.translate import envoy, inbound_tls
 from xds_server.translate.connection_pool import pool_for_port
 from xds_server.translate.inbound_clusters import LOOPBACKS, InboundClusterSpec, build_inbound_cluster
 from xds_server.translate.inbound_listeners import (
@@ -33,9 +37,6 @@ from xds_server.translate.inbound_listeners import (
     build_virtual_inbound,
 )
 from xds_server.translate.inbound_targets import DEFAULT_DOMAIN_SUFFIX, ServiceTarget, service_targets
-from xds_server.translate.memo import Memo
-from xds_server.translate.proxy import Proxy
-from xds_server.translate.workload import Workload
 
 NONE_MODE = "NONE"
 TPROXY_MODE = "TPROXY"

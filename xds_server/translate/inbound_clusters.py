@@ -18,9 +18,11 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import struct_pb2
 
 from xds_server._proto import istio_config_pb2 as pb
+from xds_server.config import protocol
+from xds_server.config.protocol import Protocol
+from xds_server.mesh import names
 from xds_server.resources import Built, TypeUrl
-from xds_server.translate import connection_pool, envoy, names, protocol
-from xds_server.translate.protocol import Protocol
+from xds_server.translate import connection_pool, envoy
 
 # istiod disables cleanup of inbound ORIGINAL_DST hosts with the longest interval Envoy accepts
 # (it converts to int64 nanoseconds: (2^63 - 1 - 999999999) / 1e9 seconds, about 292 years).

@@ -21,9 +21,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.type.v3 import range_pb2
 
 from xds_server._proto import istio_config_pb2 as pb
+from xds_server.config import protocol
+from xds_server.config.protocol import ListenerClass, Protocol
+from xds_server.mesh import names
 from xds_server.resources import Built, TypeUrl
-from xds_server.translate import envoy, inbound_tls, names, protocol
-from xds_server.translate.protocol import ListenerClass, Protocol
+from xds_server.translate import envoy, inbound_tls
 
 # istio-iptables' TPROXY setup marks with 1337 and routes that mark via table 133.
 TPROXY_MARK = 1337

@@ -20,11 +20,10 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from xds_server.model import ContainerPort, IstioServiceEntry, Service
+from xds_server.config import ContainerPort, IstioServiceEntry, Service, protocol
+from xds_server.config.protocol import Protocol
+from xds_server.mesh.workload import Workload
 from xds_server.store.view import StoreView
-from xds_server.translate import protocol
-from xds_server.translate.protocol import Protocol
-from xds_server.translate.workload import Workload
 
 DEFAULT_DOMAIN_SUFFIX = "cluster.local"
 

@@ -18,13 +18,15 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.network.mongo_proxy.v3 import mongo_proxy_pb2
 from google.protobuf import wrappers_pb2
 
+from xds_server.config import protocol
+from xds_server.config.protocol import ListenerClass, Protocol
+from xds_server.memo import Memo
+from xds_server.mesh import names
+from xds_server.mesh.scope import ProxyTraits, Scope
+from xds_server.mesh.services import UNSPECIFIED_IP, Port, Registry, Resolution, ServiceModel, endpoints_of
 from xds_server.resources import Built, TypeUrl
 from xds_server.store.view import StoreView
-from xds_server.translate import envoy, names, protocol
-from xds_server.translate.memo import Memo
-from xds_server.translate.protocol import ListenerClass, Protocol
-from xds_server.translate.scope import ProxyTraits, Scope
-from xds_server.translate.services import UNSPECIFIED_IP, Port, Registry, Resolution, ServiceModel, endpoints_of
+from xds_server.translate import envoy
 
 MONGO_PROXY = "envoy.filters.network.mongo_proxy"
 

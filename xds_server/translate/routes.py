@@ -18,11 +18,12 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from google.protobuf import wrappers_pb2
 
+from xds_server.memo import Memo
+from xds_server.mesh import names
+from xds_server.mesh.scope import OutboundPolicy, ProxyTraits, Scope
+from xds_server.mesh.services import UNSPECIFIED_IP, Resolution, ServiceModel
 from xds_server.resources import Built, TypeUrl, length_delimited
-from xds_server.translate import envoy, names
-from xds_server.translate.memo import Memo
-from xds_server.translate.scope import OutboundPolicy, ProxyTraits, Scope
-from xds_server.translate.services import UNSPECIFIED_IP, Resolution, ServiceModel
+from xds_server.translate import envoy
 
 MAX_DIRECT_RESPONSE_BODY = 1048576
 RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"

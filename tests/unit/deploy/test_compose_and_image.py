@@ -24,7 +24,7 @@ from tests.unit.deploy.kube_schema import instance_errors, validate
 from xds_server.commands import inject
 from xds_server.commands.bootstrap import build_bootstrap
 from xds_server.commands.demo import DEMO_CALLS, DEMO_TOPOLOGY, envoy_binary
-from xds_server.model.parse import parse
+from xds_server.config.parse import parse
 
 ROOT = Path(__file__).resolve().parents[3]
 DOCS = (ROOT / "docs" / "deploy.md").read_text()

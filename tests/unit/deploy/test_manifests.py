@@ -15,7 +15,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from tests.unit.deploy.kube_schema import instance_errors, structural_errors, validate
 from xds_server._proto import istio_config_pb2 as pb
 from xds_server.commands import inject
-from xds_server.model.parse import parse
+from xds_server.config.parse import parse
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"

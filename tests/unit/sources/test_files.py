@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from xds_server.model import Kind, ObjectRef
+from xds_server.config import Kind, ObjectRef
 from xds_server.sources import files as files_module
 from xds_server.sources.files import FileSource, load_directory, load_files, manifest_files
 from xds_server.store import Store

@@ -6,7 +6,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from xds_server.model import ConfigObject, Namespace, ObjectMeta, ObjectRef, Pod, Problem
+from xds_server.config import ConfigObject, Namespace, ObjectMeta, ObjectRef, Pod, Problem
 from xds_server.sources.kube_kinds import NAMESPACE, POD, SIDECAR, WatchTarget, watch_targets
 from xds_server.sources.kube_reflector import Backoff, Delete, ReflectorState, Replace, Report, Upsert
 

@@ -23,7 +23,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_
 from google.protobuf import json_format
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.model import (
+from xds_server.config import (
     ContainerPort,
     IstioServiceEntry,
     IstioSidecar,
@@ -33,12 +33,12 @@ from xds_server.model import (
     Service,
     ServicePort,
 )
-from xds_server.model.refs import FrozenDict
+from xds_server.config.refs import FrozenDict
+from xds_server.memo import Memo
+from xds_server.mesh.proxy import proxy_from_node
+from xds_server.mesh.workload import sidecar_for, workload_of
 from xds_server.store.view import StoreView
 from xds_server.translate.inbound import InboundParts, build_inbound
-from xds_server.translate.memo import Memo
-from xds_server.translate.proxy import proxy_from_node
-from xds_server.translate.workload import sidecar_for, workload_of
 
 POD_IP = "10.244.1.7"
 NS = "default"

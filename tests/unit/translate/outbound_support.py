@@ -13,13 +13,13 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from xds_server.model import ConfigObject
-from xds_server.model.parse import parse
+from xds_server.config import ConfigObject
+from xds_server.config.parse import parse
+from xds_server.mesh.scope import Scope, scope_for
+from xds_server.mesh.workload import sidecar_for, workload_of
 from xds_server.resources import ProxySnapshot, TypeUrl
 from xds_server.store.view import StoreView
 from xds_server.translate import Memo, generate, proxy_from_node
-from xds_server.translate.scope import Scope, scope_for
-from xds_server.translate.workload import sidecar_for, workload_of
 
 
 def objects(text: str) -> list[ConfigObject]:

@@ -11,7 +11,7 @@ from tests.unit.translate.inbound_support import (
     sidecar,
     sport,
 )
-from xds_server.model import MeshConfig
+from xds_server.config import MeshConfig
 
 MAX = 4294967295
 
@@ -151,7 +151,7 @@ def test_http_settings_apply_to_sniffed_ports() -> None:
 
 
 def test_same_port_same_pool_is_one_shared_cluster_across_pods() -> None:
-    from xds_server.translate.memo import Memo
+    from xds_server.memo import Memo
 
     memo = Memo()
     sc = sidecar({"ingress": [{"port": {"number": 9080, "protocol": "HTTP", "name": "h"},

@@ -40,7 +40,7 @@ from tests.unit.translate.inbound_support import (
     sidecar,
     sport,
 )
-from xds_server.model import MeshConfig
+from xds_server.config import MeshConfig
 
 pytestmark = pytest.mark.envoy
 

@@ -16,7 +16,7 @@ from tests.unit.translate.inbound_support import (
     sport,
     tcp,
 )
-from xds_server.translate.memo import Memo
+from xds_server.memo import Memo
 
 ORIGINAL_DST = "envoy.filters.listener.original_dst"
 HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from tests.unit.translate.inbound_support import POD_IP, build, hcm, pod, service, service_entry, sport, tcp
+from xds_server.mesh.proxy import proxy_from_node
+from xds_server.mesh.workload import workload_of
 from xds_server.store.view import StoreView
 from xds_server.translate.inbound_targets import service_targets
-from xds_server.translate.proxy import proxy_from_node
-from xds_server.translate.workload import workload_of
 
 
 def test_numeric_target_port_names_chain_and_cluster_service_port_names_vhost() -> None:

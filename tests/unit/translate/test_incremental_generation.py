@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from xds_server.model.parse import parse
+from xds_server.config.parse import parse
 from xds_server.resources import PUSH_ORDER
 from xds_server.store import Store
 from xds_server.translate import Memo, generate, proxy_from_node

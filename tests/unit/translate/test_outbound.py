@@ -27,10 +27,10 @@ from tests.unit.translate.outbound_support import (
     vhost_domains,
     view_of,
 )
+from xds_server.mesh import names as rnames
+from xds_server.mesh import services as services_mod
 from xds_server.resources import TypeUrl
 from xds_server.translate import Memo
-from xds_server.translate import names as rnames
-from xds_server.translate import services as services_mod
 
 Cluster = cluster_pb2.Cluster
 REVIEWS = "reviews.default.svc.cluster.local"
@@ -260,8 +260,8 @@ def test_catch_all_vhost_follows_policy() -> None:
 
 def test_unknown_route_names_get_an_empty_route() -> None:
     from tests.unit.translate.outbound_support import scope_of
+    from xds_server.mesh.scope import ProxyTraits
     from xds_server.translate.routes import outbound_route
-    from xds_server.translate.scope import ProxyTraits
 
     view = view_of(svc("reviews"))
     built = outbound_route(scope_of(view, proxy()), ProxyTraits(), "not-a-route", Memo())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from xds_server.translate import names, protocol
-from xds_server.translate.protocol import ListenerClass, Protocol
+from xds_server.config import protocol
+from xds_server.config.protocol import ListenerClass, Protocol
+from xds_server.mesh import names
 
 
 @pytest.mark.parametrize(("port", "name", "l4", "app", "expected"), [

@@ -15,15 +15,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.model import ConfigObject, Problem
-from xds_server.model.istio import IstioServiceEntry, IstioSidecar
-from xds_server.model.mesh_parse import mesh_from_configmap, parse_mesh_config
-from xds_server.model.parse_kube import parse_namespace, parse_pod, parse_service
-from xds_server.model.refs import FrozenDict, Kind, ObjectMeta, ObjectRef
-from xds_server.model.validate import validate
-from xds_server.model.validate_fields import Report, type_name
-from xds_server.model.validate_names import k8s_label_error, k8s_name_error
-from xds_server.model.validate_schema import message_from_dict
+from xds_server.config import ConfigObject, Problem
+from xds_server.config.istio import IstioServiceEntry, IstioSidecar
+from xds_server.config.mesh_parse import mesh_from_configmap, parse_mesh_config
+from xds_server.config.parse_kube import parse_namespace, parse_pod, parse_service
+from xds_server.config.refs import FrozenDict, Kind, ObjectMeta, ObjectRef
+from xds_server.config.validate import validate
+from xds_server.config.validate_fields import Report, type_name
+from xds_server.config.validate_names import k8s_label_error, k8s_name_error
+from xds_server.config.validate_schema import message_from_dict
 
 __all__ = ["parse", "parse_mesh_config"]  # parse_mesh_config: for `--mesh-config FILE`
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.model.refs import Kind, ObjectMeta, ObjectRef
+from xds_server.config.refs import Kind, ObjectMeta, ObjectRef
 
 # Re-exported so that callers spell enums once: pb.CaptureMode.NONE etc.
 SidecarSpec = pb.Sidecar

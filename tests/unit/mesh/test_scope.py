@@ -16,8 +16,8 @@ from tests.unit.translate.outbound_support import (
     svc,
     view_of,
 )
-from xds_server.translate import names
-from xds_server.translate.scope import HostImports, host_matches
+from xds_server.mesh import names
+from xds_server.mesh.scope import HostImports, host_matches
 
 MESH_SERVICES = (
     svc("a", "ns1", created=1) + svc("b", "ns1", created=2) + svc("c", "ns2", created=3)

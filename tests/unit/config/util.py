@@ -6,8 +6,8 @@ from typing import Any
 
 import yaml
 
-from xds_server.model import ConfigObject, Problem
-from xds_server.model.parse import parse
+from xds_server.config import ConfigObject, Problem
+from xds_server.config.parse import parse
 
 
 def doc(text: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xds_server.model.parse import ISTIO_GROUP, ISTIO_VERSIONS, parse
+from xds_server.config.parse import ISTIO_GROUP, ISTIO_VERSIONS, parse
 
 MANIFESTS = Path(__file__).parents[2] / "fixtures" / "manifests"
 EXTRA = """

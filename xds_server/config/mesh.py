@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from xds_server.model.refs import Kind, ObjectMeta, ObjectRef
+from xds_server.config.refs import Kind, ObjectMeta, ObjectRef
 
 ALLOW_ANY = "ALLOW_ANY"
 REGISTRY_ONLY = "REGISTRY_ONLY"

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from xds_server.model.validate_fields import Report, type_name
+from xds_server.config.validate_fields import Report, type_name
 
 M = TypeVar("M", bound=Message)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xds_server.model import IstioSidecar, Pod
-from xds_server.model.refs import EMPTY, FrozenDict
+from xds_server.config import IstioSidecar, Pod
+from xds_server.config.refs import EMPTY, FrozenDict
+from xds_server.mesh.proxy import Proxy
 from xds_server.store.view import StoreView
-from xds_server.translate.proxy import Proxy
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from xds_server.model.refs import EMPTY, FrozenDict
+from xds_server.config.refs import EMPTY, FrozenDict
 
 INTERCEPTION_MODES = ("REDIRECT", "TPROXY", "NONE")
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.model.util import istio
-from xds_server.model import ConfigObject
-from xds_server.model.parse import parse
-from xds_server.model.validate import (
+from tests.unit.config.util import istio
+from xds_server.config import ConfigObject
+from xds_server.config.parse import parse
+from xds_server.config.validate import (
     UNSUPPORTED_FIELDS,
     duplicate_sidecar_warnings,
     unsupported_field_warnings,
     unsupported_fields,
 )
-from xds_server.model.validate_names import (
+from xds_server.config.validate_names import (
     fqdn_error,
     ip_subnet_error,
     is_http,
@@ -23,7 +23,7 @@ from xds_server.model.validate_names import (
     split_host_port,
     wildcard_domain_error,
 )
-from xds_server.model.validate_schema import parse_duration_ns
+from xds_server.config.validate_schema import parse_duration_ns
 
 
 def sidecar(
@@ -90,7 +90,7 @@ def test_objects_without_unsupported_fields_list_none() -> None:
 
 def test_every_unsupported_field_path_names_a_real_field() -> None:
     from xds_server._proto import istio_config_pb2 as pb
-    from xds_server.model.validate import _is_set
+    from xds_server.config.validate import _is_set
 
     specs = {"Sidecar": pb.Sidecar, "ServiceEntry": pb.ServiceEntry}
     for kind, fields in UNSUPPORTED_FIELDS.items():

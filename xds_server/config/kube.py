@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xds_server.model.refs import FrozenDict, Kind, ObjectMeta, ObjectRef
+from xds_server.config.refs import FrozenDict, Kind, ObjectMeta, ObjectRef
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from xds_server.model.refs import ObjectRef, Problem
+from xds_server.config.refs import ObjectRef, Problem
 
 
 def type_name(value: Any) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.model.util import errors_of, warnings_of
+from tests.unit.config.util import errors_of, warnings_of
 
 HOSTS = {"hosts": ["./*"]}
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import yaml
 
-from xds_server.model.mesh import ALLOW_ANY, REGISTRY_ONLY, MeshConfig
-from xds_server.model.refs import Kind, ObjectMeta, ObjectRef, Problem
-from xds_server.model.validate_fields import Report, describe_yaml_error, join, type_name
-from xds_server.model.validate_names import is_dns1123_label, k8s_label_error
-from xds_server.model.validate_schema import parse_duration_ns
+from xds_server.config.mesh import ALLOW_ANY, REGISTRY_ONLY, MeshConfig
+from xds_server.config.refs import Kind, ObjectMeta, ObjectRef, Problem
+from xds_server.config.validate_fields import Report, describe_yaml_error, join, type_name
+from xds_server.config.validate_names import is_dns1123_label, k8s_label_error
+from xds_server.config.validate_schema import parse_duration_ns
 
 # Same value as store.view.MESH_FILE_NAME (the model layer does not import the store).
 MESH_FILE_NAME = "mesh-config-file"

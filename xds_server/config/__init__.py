@@ -1,13 +1,13 @@
 """Typed, frozen config objects: the only shape the rest of the server sees.
 
-Raw manifests (dicts) are turned into these by `xds_server.model.parse.parse`; nothing else
+Raw manifests (dicts) are turned into these by `xds_server.config.parse.parse`; nothing else
 reads raw dicts.
 """
 
-from xds_server.model.istio import IstioServiceEntry, IstioSidecar
-from xds_server.model.kube import ContainerPort, Namespace, Pod, Service, ServicePort
-from xds_server.model.mesh import MeshConfig
-from xds_server.model.refs import Kind, ObjectMeta, ObjectRef, Problem
+from xds_server.config.istio import IstioServiceEntry, IstioSidecar
+from xds_server.config.kube import ContainerPort, Namespace, Pod, Service, ServicePort
+from xds_server.config.mesh import MeshConfig
+from xds_server.config.refs import Kind, ObjectMeta, ObjectRef, Problem
 
 ConfigObject = Pod | Service | Namespace | IstioSidecar | IstioServiceEntry | MeshConfig
 

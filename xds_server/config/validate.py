@@ -11,10 +11,10 @@ from collections.abc import Iterable, Mapping
 
 from google.protobuf.message import Message
 
-from xds_server.model import ConfigObject, IstioServiceEntry, IstioSidecar, Kind, ObjectRef, Problem
-from xds_server.model.validate_fields import Report
-from xds_server.model.validate_service_entry import validate_service_entry
-from xds_server.model.validate_sidecar import validate_sidecar
+from xds_server.config import ConfigObject, IstioServiceEntry, IstioSidecar, Kind, ObjectRef, Problem
+from xds_server.config.validate_fields import Report
+from xds_server.config.validate_service_entry import validate_service_entry
+from xds_server.config.validate_sidecar import validate_sidecar
 
 # Fields that parse and validate but that xds-server does not act on. The server logs each one
 # once per object; `validate` prints them as warnings. Keep this the one list to edit when the

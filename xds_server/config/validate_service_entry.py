@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.model import validate_common as common
-from xds_server.model.validate_fields import Report
-from xds_server.model.validate_names import (
+from xds_server.config import validate_common as common
+from xds_server.config.validate_fields import Report
+from xds_server.config.validate_names import (
     UNIX_PREFIX,
     fqdn_error,
     ip_subnet_error,

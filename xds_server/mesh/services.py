@@ -20,12 +20,11 @@ from enum import StrEnum
 from functools import cached_property
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.model import IstioServiceEntry, Kind, Pod, Service
-from xds_server.model.refs import FrozenDict
+from xds_server.config import IstioServiceEntry, Kind, Pod, Service, protocol
+from xds_server.config.protocol import Protocol
+from xds_server.config.refs import FrozenDict
+from xds_server.memo import Memo
 from xds_server.store.view import StoreView
-from xds_server.translate import protocol
-from xds_server.translate.memo import Memo
-from xds_server.translate.protocol import Protocol
 
 DEFAULT_DOMAIN_SUFFIX = "cluster.local"
 UNSPECIFIED_IP = "0.0.0.0"

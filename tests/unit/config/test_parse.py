@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-import xds_server.model.parse as parse_module
-from tests.unit.model.util import doc, istio, messages, parse_yaml
+import xds_server.config.parse as parse_module
+from tests.unit.config.util import doc, istio, messages, parse_yaml
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.model import IstioServiceEntry, IstioSidecar, Kind, ObjectRef
-from xds_server.model.parse import parse
-from xds_server.model.refs import FrozenDict
+from xds_server.config import IstioServiceEntry, IstioSidecar, Kind, ObjectRef
+from xds_server.config.parse import parse
+from xds_server.config.refs import FrozenDict
 
 SIDECAR = """
 apiVersion: networking.istio.io/{version}

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xds_server.model import IstioServiceEntry, IstioSidecar, Service
-from xds_server.model.mesh_parse import parse_mesh_config
-from xds_server.model.parse import parse
+from xds_server.config import IstioServiceEntry, IstioSidecar, Service
+from xds_server.config.mesh_parse import parse_mesh_config
+from xds_server.config.parse import parse
 
 MANIFESTS = Path(__file__).parents[2] / "fixtures" / "manifests"
 SEEDS = sorted((MANIFESTS / "seeds").glob("*/*.yaml"))

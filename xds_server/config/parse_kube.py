@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from xds_server.model.kube import ContainerPort, Namespace, Pod, Service, ServicePort
-from xds_server.model.refs import FrozenDict, ObjectMeta
-from xds_server.model.validate_fields import Report
-from xds_server.model.validate_names import iana_svc_name_error, ip_error, port_error
+from xds_server.config.kube import ContainerPort, Namespace, Pod, Service, ServicePort
+from xds_server.config.refs import FrozenDict, ObjectMeta
+from xds_server.config.validate_fields import Report
+from xds_server.config.validate_names import iana_svc_name_error, ip_error, port_error
 
 _L4_PROTOCOLS = ("TCP", "UDP", "SCTP")
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")

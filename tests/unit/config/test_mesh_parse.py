@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.model.util import messages, parse_yaml
-from xds_server.model import MeshConfig, ObjectRef
-from xds_server.model.mesh_parse import MESH_FILE_NAME, parse_mesh_config
+from tests.unit.config.util import messages, parse_yaml
+from xds_server.config import MeshConfig, ObjectRef
+from xds_server.config.mesh_parse import MESH_FILE_NAME, parse_mesh_config
 from xds_server.store.view import MESH_FILE_NAME as VIEW_MESH_FILE_NAME
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "manifests"

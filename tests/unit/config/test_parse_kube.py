@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.model.util import messages, parse_yaml
-from xds_server.model import ContainerPort, Pod, Service, ServicePort
+from tests.unit.config.util import messages, parse_yaml
+from xds_server.config import ContainerPort, Pod, Service, ServicePort
 
 POD = """
 apiVersion: v1

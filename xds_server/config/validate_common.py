@@ -9,8 +9,8 @@ from __future__ import annotations
 from google.protobuf.duration_pb2 import Duration
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.model.validate_fields import Report
-from xds_server.model.validate_names import is_dns1123_label, label_key_error, label_value_error
+from xds_server.config.validate_fields import Report
+from xds_server.config.validate_names import is_dns1123_label, label_key_error, label_value_error
 
 _TLS = pb.ServerTLSSettings
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.model import IstioSidecar
-from xds_server.model.mesh import ALLOW_ANY
+from xds_server.config import IstioSidecar, protocol
+from xds_server.config.mesh import ALLOW_ANY
+from xds_server.config.protocol import Protocol
+from xds_server.memo import Memo
+from xds_server.mesh import names
+from xds_server.mesh.services import ServiceModel, ServiceRegistry, registry_for
 from xds_server.store.view import StoreView
-from xds_server.translate import names, protocol
-from xds_server.translate.memo import Memo
-from xds_server.translate.protocol import Protocol
-from xds_server.translate.services import ServiceModel, ServiceRegistry, registry_for
 
 WILDCARD_NAMESPACE = "*"
 CURRENT_NAMESPACE = "."
