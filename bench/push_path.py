@@ -37,6 +37,9 @@ from xds_server.store import Store
 from xds_server.translate import forget, generate, reached
 from xds_server.xds.delta import DeltaMachine
 from xds_server.xds.services import Connection
+from xds_server.xds.subscription import NameSets
+
+NAME_SETS = NameSets()  # shared by every stream, as in the server
 
 
 class Stream:
@@ -44,7 +47,7 @@ class Stream:
 
     def __init__(self, n: int, identity: mesh.ProxyIdentity, planner: Planner, metrics: Metrics) -> None:
         self.proxy = proxy_from_node(identity.node_id, identity.metadata())
-        self.machine = DeltaMachine(None)
+        self.machine = DeltaMachine(None, name_sets=NAME_SETS)
         self.conn = Connection(f"{self.proxy.key}-{n}", self.proxy, "bench", "delta", "Delta", self.machine)
         self.machine.observer = metrics.stream_observer(self.conn)
         self.metrics = metrics

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -26,6 +27,7 @@ from xds_server.translate import proxy_from_node_message
 from xds_server.xds import auth, csds
 from xds_server.xds.admission import StreamAdmission
 from xds_server.xds.services import StreamSettings, XdsServices
+from xds_server.xds.subscription import NameSets
 
 log = logging.getLogger("xds_server")
 
@@ -86,6 +88,7 @@ class App:
                                       settings.max_admission_wait),
             # mTLS: a client certificate may only claim a node of its own namespace and service account.
             authorize=store_authorizer(self.store) if settings.client_ca else None,
+            name_sets=NameSets(),  # the streams' subscription name sets, shared between them (memory)
         )
         self.grpc_server: grpc.aio.Server | None = None
         self.xds_port = 0
@@ -178,7 +181,7 @@ class App:
         self.serving = True
         self._spawn("debounce", self.debouncer.run)
         for src in self.sources:
-            self._spawn(f"source-{src.name}", lambda src=src: src.run(self.store, self._stop))
+            self._spawn(f"source-{src.name}", functools.partial(src.run, self.store, self._stop))
         if s.admin_port >= 0:
             from xds_server.admin.server import AdminServer
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from xds_server.mesh.proxy import Proxy
 from xds_server.mesh.workload import workload_of
 from xds_server.store import Store
 from xds_server.xds.auth import Authorize, PeerIdentity, match, parse_spiffe
@@ -24,8 +25,8 @@ def expected_service_account(store: Store, proxy: Any) -> str:
     return spiffe.service_account if spiffe is not None else claimed
 
 
-def store_authorizer(store: Store) -> Authorize:
-    def authorize(identities: Sequence[PeerIdentity], proxy: Any) -> str | None:
+def store_authorizer(store: Store) -> Authorize[Proxy]:
+    def authorize(identities: Sequence[PeerIdentity], proxy: Proxy) -> str | None:
         return match(identities, proxy.namespace, expected_service_account(store, proxy))
 
     return authorize

@@ -121,7 +121,7 @@ def _run(machine: Any, steps: list[Any], delta: bool) -> None:
                     req.error_detail.message = "rejected"
                 outs = machine.on_request(req, snap)
         except StreamError as e:
-            assert e.code == "INVALID_ARGUMENT" and e.message
+            assert e.code is grpc.StatusCode.INVALID_ARGUMENT and e.message
             return
         _check_out(outs, machine, snap, delta, nonces)
         # The debug views read this state whatever it is.

@@ -2,7 +2,7 @@
 
 gRPC has already verified the client certificate against `--client-ca` in the handshake; this
 module reads the certificate's identities from the call's auth context and checks them against
-what the node claims (istiod `pilot/pkg/xds/auth.go`, reference/xds-protocol.md §11-12):
+what the node claims (istiod `pilot/pkg/xds/auth.go`):
 
 - a SPIFFE URI SAN `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`;
 - a DNS SAN `<service-account>.<namespace>.svc[.<suffix>]` (the Kubernetes form of a name in a
@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from xds_server.xds.proxy import P
+
 SPIFFE_PREFIX = "spiffe://"
 
 
@@ -33,7 +35,7 @@ class PeerIdentity:
 
 
 # authorize(identities, proxy) -> None when allowed, else why not (the PERMISSION_DENIED detail)
-Authorize = Callable[[Sequence[PeerIdentity], Any], str | None]
+Authorize = Callable[[Sequence[PeerIdentity], P], str | None]
 
 
 def parse_spiffe(uri: str) -> PeerIdentity | None:

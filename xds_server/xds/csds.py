@@ -121,7 +121,9 @@ def client_config(conn: Any, snapshot: ProxySnapshot, with_contents: bool = True
 Scope = Callable[[Any], Callable[[Any], bool] | None]
 
 
-class CsdsServicer(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
+class CsdsServicer:
+    """Both methods of the service (generated csds_pb2_grpc registers them by name)."""
+
     def __init__(self, connections: Callable[[], Iterable[Any]], snapshot_of: Callable[[str], Any],
                  scope: Scope | None = None) -> None:
         self._connections = connections
@@ -151,11 +153,12 @@ class CsdsServicer(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
         return response
 
     async def FetchClientStatus(self, request: csds_pb2.ClientStatusRequest,
-                                context: grpc.aio.ServicerContext) -> csds_pb2.ClientStatusResponse:
+                                context: grpc.aio.ServicerContext[Any, Any]) -> csds_pb2.ClientStatusResponse:
         return self.answer(request, self._scope(context) if self._scope is not None else None)
 
-    async def StreamClientStatus(self, request_iterator: AsyncIterator[csds_pb2.ClientStatusRequest],
-                                 context: grpc.aio.ServicerContext) -> AsyncIterator[csds_pb2.ClientStatusResponse]:
+    async def StreamClientStatus(
+            self, request_iterator: AsyncIterator[csds_pb2.ClientStatusRequest],
+            context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[csds_pb2.ClientStatusResponse]:
         visible = self._scope(context) if self._scope is not None else None
         async for request in request_iterator:
             yield self.answer(request, visible)

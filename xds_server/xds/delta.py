@@ -1,6 +1,6 @@
 """Incremental (delta) stream machine (DeltaAggregatedResources and the per-type Delta* RPCs).
 
-Rules (reference/xds-protocol.md §6-§9):
+Rules (Envoy's xds_protocol.rst, "Incremental xDS"; what both variants share is in machine.py):
 - per stream and type, `known` holds the version of every resource the client has (seeded
   from initial_resource_versions on reconnect), so only new or changed resources are sent;
 - deleted resources of wildcard types (CDS/LDS) go in removed_resources; named types
@@ -15,7 +15,8 @@ Rules (reference/xds-protocol.md §6-§9):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
@@ -23,7 +24,7 @@ from xds_server.resources import WILDCARD_TYPES, Built, ProxySnapshot, ResourceM
 from xds_server.xds import wire
 from xds_server.xds.known import KnownVersions
 from xds_server.xds.machine import MachineBase, Outgoing, TypeState, eds_refs
-from xds_server.xds.status import Nack
+from xds_server.xds.subscription import NameSets
 
 _NONE: frozenset[str] = frozenset()
 
@@ -31,9 +32,9 @@ _NONE: frozenset[str] = frozenset()
 class DeltaState(TypeState):
     __slots__ = ("announce", "dirty", "known", "synced")
 
-    def __init__(self, type_url: TypeUrl) -> None:
-        super().__init__(type_url)
-        self.known = KnownVersions()  # name -> version the client has (shares its bulk, known.py)
+    def __init__(self, type_url: TypeUrl, name_sets: NameSets, known: KnownVersions) -> None:
+        super().__init__(type_url, name_sets)
+        self.known = known  # name -> version the client has (shares its bulk, known.py)
         self.announce: set[str] = set()  # names to put in removed_resources on the next response
         # The resources `known` was last brought in line with: every wanted entry at its version
         # and, for wildcard types, nothing else, except for the names in `dirty` (subscribed,
@@ -43,39 +44,19 @@ class DeltaState(TypeState):
         self.dirty: set[str] = set()
 
 
-class DeltaMachine(MachineBase):
-    control_plane = b""
-
+class DeltaMachine(MachineBase[DeltaState]):
     def on_request(self, req: DeltaDiscoveryRequest, snapshot: ProxySnapshot) -> list[Outgoing]:
-        type_url = self._check_type(req.type_url)
-        if type_url is None:
+        accepted = self._accept(req)
+        if accepted is None:
             return []
-        self.observer.request(type_url)
-        st = self.types.get(type_url)
-        first = st is None
-        if st is None:
-            st = self.types[type_url] = DeltaState(type_url)
-            st.known = KnownVersions(req.initial_resource_versions)
-        assert isinstance(st, DeltaState)
+        type_url, st, first = accepted
         out: list[Outgoing] = []
-        is_current = bool(req.response_nonce) and req.response_nonce == st.status.sent_nonce
-        if req.response_nonce and not is_current:
-            self.observer.stale_nonce(type_url)
+        # A stale nonce is counted, and its subscription changes still apply (xds_protocol.rst).
+        is_current = self._is_reply(type_url, st, req.response_nonce)
         if is_current:
-            now = self.clock()
-            st.pending = ""
-            if req.HasField("error_detail"):
-                nack = Nack(req.response_nonce, st.status.sent_version, req.error_detail.message, now)
-                st.status.nack = nack
-                st.status.nacks += 1
-                self.observer.nack(type_url, nack)
-            else:
-                st.status.acked_version = st.status.sent_version
-                st.status.acked_nonce = req.response_nonce
-                st.status.acked_at = now
-                st.status.acks += 1
-                st.status.nack = None
-                self.observer.ack(type_url)
+            self._record_reply(type_url, st, req, acked_version=st.status.sent_version)
+        added: AbstractSet[str]
+        removed: AbstractSet[str]
         if first or req.resource_names_subscribe or req.resource_names_unsubscribe:
             added, removed = st.sub.delta_update(req.resource_names_subscribe, req.resource_names_unsubscribe, first)
         else:
@@ -100,9 +81,7 @@ class DeltaMachine(MachineBase):
             else:
                 st.known.pop(name, None)  # the client dropped it; nothing to say
         if added:  # those that do not exist (yet): tell the client to stop waiting
-            missing = added - resources.keys()
-            missing.discard("*")
-            st.announce |= missing
+            st.announce.update(n for n in added - resources.keys() if n != "*")
         if first or not self._settled(st, resources):
             out.extend(self._respond(type_url, st, snapshot, initial=first))
         if type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE) and is_current:
@@ -110,7 +89,7 @@ class DeltaMachine(MachineBase):
         return out
 
     # ------------------------------------------------------------------ internals
-    def _settled(self, st: DeltaState, resources: Mapping[str, Built]) -> bool:  # type: ignore[override]
+    def _settled(self, st: DeltaState, resources: Mapping[str, Built]) -> bool:
         # `known` was brought in line with exactly this mapping, and nothing was (un)subscribed,
         # dropped or held back since: the diff would be empty.
         return resources is st.synced and not st.dirty and not st.announce and not st.deferred
@@ -156,17 +135,19 @@ class DeltaMachine(MachineBase):
             removed.extend(n for n in st.announce if n not in resources and n not in listed)
         return changed, removed
 
-    def _routes_will_change(self, snapshot: ProxySnapshot) -> bool:
-        for type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE):
-            st = self.types.get(type_url)
-            if st is None:
-                continue
-            if st.pending:
-                return True
-            changed, removed = self._diff(type_url, st, snapshot)  # type: ignore[arg-type]
-            if changed or removed:
-                return True
-        return False
+    def _new_state(self, type_url: TypeUrl, req: DeltaDiscoveryRequest) -> DeltaState:
+        # A reconnecting client lists what it holds: only what differs is sent (java-control-plane #463).
+        return DeltaState(type_url, self.name_sets, KnownVersions(req.initial_resource_versions))
+
+    def _would_send(self, type_url: TypeUrl, st: DeltaState, snapshot: ProxySnapshot) -> bool:
+        changed, removed = self._diff(type_url, st, snapshot)
+        return bool(changed or removed)
+
+    def _resend_endpoints(self, eds: DeltaState, clusters: Sequence[Built]) -> None:
+        if eds.known:
+            for name in eds_refs(clusters):
+                if eds.known.pop(name, None) is not None:
+                    eds.dirty.add(name)
 
     def _respond(self, type_url: TypeUrl, st: DeltaState, snapshot: ProxySnapshot, *,
                  initial: bool = False) -> list[Outgoing]:
@@ -184,16 +165,14 @@ class DeltaMachine(MachineBase):
                 st.deferred = False
         if not changed and not removed and not (initial and type_url in WILDCARD_TYPES):
             return []
-        if type_url is TypeUrl.CLUSTER and changed:
-            eds = self.types.get(TypeUrl.ENDPOINT)
-            if eds is not None and eds.known:  # type: ignore[attr-defined]
-                for name in eds_refs(changed):
-                    if eds.known.pop(name, None) is not None:  # type: ignore[attr-defined]
-                        eds.dirty.add(name)  # type: ignore[attr-defined]
+        if type_url is TypeUrl.CLUSTER:
+            self._clusters_changed(changed)
         removed.sort()  # the same bytes whichever way the diff was found
-        whole = isinstance(resources, ResourceMap) and len(changed) == len(resources)
-        if whole:
-            entries: Iterable[bytes] = resources.delta_entries()  # type: ignore[union-attr]
+        # Everything of a shared mapping (a first response): its bytes and versions are shared too.
+        whole = resources if isinstance(resources, ResourceMap) and len(changed) == len(resources) else None
+        entries: Iterable[bytes]
+        if whole is not None:
+            entries = whole.delta_entries()
         else:
             changed.sort(key=lambda b: b.name)
             entries = (b.delta_entry for b in changed)
@@ -201,19 +180,11 @@ class DeltaMachine(MachineBase):
         version = snapshot.version(type_url)
         payload = wire.delta_response(type_url, nonce, entries, removed, version, self.control_plane)
         known = st.known
-        if whole:
-            known.update_from(resources.versions())  # type: ignore[union-attr]  # shared, not copied
+        if whole is not None:
+            known.update_from(whole.versions())  # shared, not copied
         else:
             for b in changed:
                 known[b.name] = b.version
         for name in removed:
             known.pop(name, None)
-        st.pending = nonce
-        status = st.status
-        status.sent_version = version
-        status.sent_nonce = nonce
-        status.sent_at = self.clock()
-        status.sent_count = len(changed)
-        status.responses += 1
-        status.resource_versions = st.known
-        return [Outgoing(type_url, payload, nonce, version, len(changed), len(removed))]
+        return self._record_sent(type_url, st, nonce, payload, version, len(changed), known, len(removed))

@@ -31,7 +31,7 @@ class KnownVersions(Mapping[str, str]):
         self._gone: set[str] = set()
 
     # ------------------------------------------------------------------ reading
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         version = self._over.get(name)
         if version is not None:
             return version
@@ -48,7 +48,7 @@ class KnownVersions(Mapping[str, str]):
         return self.get
 
     def __getitem__(self, name: str) -> str:
-        version = self.get(name)
+        version: str | None = self.get(name)
         if version is None:
             raise KeyError(name)
         return version

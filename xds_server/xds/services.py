@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, NoReturn, TypeAlias
 
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
@@ -35,10 +35,14 @@ from xds_server.xds.cache import CacheEntry, SnapshotCache
 from xds_server.xds.delta import DeltaMachine
 from xds_server.xds.machine import MachineBase, Outgoing, StreamError
 from xds_server.xds.observer import NullObserver, NullServerObserver, ServerObserver
+from xds_server.xds.proxy import P, XdsProxy
 from xds_server.xds.sotw import SotwMachine
+from xds_server.xds.subscription import NameSets
 from xds_server.xds.watchdog import WriteWatchdog
 
 log = logging.getLogger("xds_server.xds")
+# grpc.aio's context is generic only in the stubs: a string, so that it is never subscripted at run time.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, bytes]"
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 PER_TYPE_SERVICES: dict[str, tuple[TypeUrl, str, str]] = {
@@ -63,11 +67,11 @@ class Connection:
     """One xDS stream (istiod keys state by connection, not node: reconnects overlap)."""
 
     id: str
-    proxy: Any
+    proxy: XdsProxy
     peer: str
     kind: str  # "sotw" | "delta"
     method: str
-    machine: MachineBase
+    machine: MachineBase[Any]
     connected_at: float = field(default_factory=time.time)
 
 
@@ -77,14 +81,16 @@ class BadMessage(Exception):
 
 # Refusals logged at warning: a client that is misconfigured or not who it claims to be. The
 # transient ones (UNAVAILABLE, RESOURCE_EXHAUSTED) are expected during starts and storms: debug.
-_LOUD_REFUSALS = frozenset({"INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED"})
+_LOUD_REFUSALS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED,
+                            grpc.StatusCode.PERMISSION_DENIED})
 
 
-class XdsServices:
-    def __init__(self, cache: SnapshotCache, identify: Callable[[Any], Any], *,
+class XdsServices(Generic[P]):
+    def __init__(self, cache: SnapshotCache[P], identify: Callable[[Any], P], *,
                  ready: Callable[[], bool] = lambda: True, observer: ServerObserver | None = None,
                  settings: StreamSettings | None = None, control_plane_id: str = "xds-server",
-                 admission: StreamAdmission | None = None, authorize: auth.Authorize | None = None) -> None:
+                 admission: StreamAdmission | None = None, authorize: auth.Authorize[P] | None = None,
+                 name_sets: NameSets | None = None) -> None:
         self.cache = cache
         self._identify = identify
         self._ready = ready
@@ -97,10 +103,11 @@ class XdsServices:
         self._control_plane = wire.control_plane(control_plane_id)
         self.watchdog = WriteWatchdog(self.settings.send_timeout)
         self.accepting = True
+        self._name_sets = name_sets if name_sets is not None else NameSets()  # shared by every stream
 
     # ------------------------------------------------------------------ registration
     def handlers(self) -> list[grpc.GenericRpcHandler]:
-        def method(kind: str, only: TypeUrl | None, name: str) -> grpc.RpcMethodHandler:
+        def method(kind: str, only: TypeUrl | None, name: str) -> grpc.RpcMethodHandler[Any, bytes]:
             parse = (DiscoveryRequest if kind == "sotw" else DeltaDiscoveryRequest).FromString
 
             def deserializer(data: bytes) -> Any:
@@ -110,7 +117,7 @@ class XdsServices:
                 except DecodeError as e:
                     raise BadMessage(f"undecodable {kind} request ({len(data)} bytes): {e}") from None
 
-            async def behaviour(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+            async def behaviour(requests: AsyncIterator[Any], context: Context) -> None:
                 await self._stream(requests, context, kind, only, name)
 
             return grpc.stream_stream_rpc_method_handler(
@@ -129,30 +136,30 @@ class XdsServices:
         return out
 
     # ------------------------------------------------------------------ the pump
-    async def _stream(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
+    async def _stream(self, requests: AsyncIterator[Any], context: Context,
                       kind: str, only: TypeUrl | None, method: str) -> None:
         await self._check_serving(context)
         if self.admission is not None and not await self.admission.admit():
-            await self._refuse(context, "RESOURCE_EXHAUSTED", "too many new xDS streams, retry later")
+            await self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many new xDS streams, retry later")
         await self._check_serving(context)  # it may have started draining while this stream waited
         try:
             first = await asyncio.wait_for(anext(requests), self.settings.first_request_timeout)
         except StopAsyncIteration:
             return
         except TimeoutError:  # Envoy sends its first request at once: this one holds a stream for nothing
-            await self._refuse(context, "DEADLINE_EXCEEDED", "no request on the stream")
+            await self._refuse(context, grpc.StatusCode.DEADLINE_EXCEEDED, "no request on the stream")
         except BadMessage as e:
-            await self._refuse(context, "INVALID_ARGUMENT", str(e))
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
         if not first.node.id:
-            await self._refuse(context, "INVALID_ARGUMENT", "the first request must carry node.id")
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id")
         try:
             proxy = self._identify(first.node)
         except ValueError as e:
-            await self._refuse(context, "INVALID_ARGUMENT", str(e))
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
         if self._authorize is not None:
             await self._check_identity(context, proxy)
-        machine: MachineBase = (SotwMachine if kind == "sotw" else DeltaMachine)(only)
-        machine.control_plane = self._control_plane  # type: ignore[attr-defined]
+        machine: MachineBase[Any] = (SotwMachine if kind == "sotw" else DeltaMachine)(
+            only, control_plane=self._control_plane, name_sets=self._name_sets)
         conn = Connection(f"{proxy.key}-{next(self._ids)}", proxy, context.peer(), kind, method, machine)
         machine.observer = self.observer.stream_observer(conn)
         pump = _Pump(self, conn, context, first)
@@ -162,8 +169,7 @@ class XdsServices:
         entry = self.cache.attach(proxy, pump.wake)
         self.connections[conn.id] = conn
         self.observer.connected(conn)
-        log.info("xds connect %s %s proxy=%s peer=%s", conn.id, method, getattr(proxy, "node_id", proxy.key),
-                 conn.peer)
+        log.info("xds connect %s %s proxy=%s peer=%s", conn.id, method, proxy.node_id, conn.peer)
         error: StreamError | None = None
         try:
             await pump.run(requests, entry)
@@ -178,13 +184,13 @@ class XdsServices:
             machine.observer = NullObserver()
             log.info("xds disconnect %s after %.1fs", conn.id, time.time() - conn.connected_at)
         if error is not None:
-            self.observer.stream_error(error.code, error.message)
-            if error.code != "DEADLINE_EXCEEDED":  # a blocked write is logged where it happens
-                log.warning("xds %s: closing the stream with %s: %s", conn.id, error.code, error.message,
-                            extra={"connection_id": conn.id, "code": error.code})
+            self.observer.stream_error(error.code.name, error.message)
+            if error.code is not grpc.StatusCode.DEADLINE_EXCEEDED:  # a blocked write is logged where it happens
+                log.warning("xds %s: closing the stream with %s: %s", conn.id, error.code.name, error.message,
+                            extra={"connection_id": conn.id, "code": error.code.name})
             await self._end(context, error)
 
-    async def _end(self, context: grpc.aio.ServicerContext, error: StreamError) -> None:
+    async def _end(self, context: Context, error: StreamError) -> None:
         """End the stream with error's status; never hang on a peer that stopped reading.
 
         The status goes out behind any response still blocked by HTTP/2 flow control, so for a
@@ -194,40 +200,40 @@ class XdsServices:
         goes away. Memory held meanwhile: the one blocked response.
         """
         try:
-            await asyncio.wait_for(context.abort(getattr(grpc.StatusCode, error.code), error.message),
-                                   self.settings.send_timeout)
+            await asyncio.wait_for(context.abort(error.code, error.message), self.settings.send_timeout)
         except TimeoutError:
             raise asyncio.CancelledError from None
 
-    async def _check_serving(self, context: grpc.aio.ServicerContext) -> None:
+    async def _check_serving(self, context: Context) -> None:
         if not self.accepting:
-            await self._refuse(context, "UNAVAILABLE", "shutting down")
+            await self._refuse(context, grpc.StatusCode.UNAVAILABLE, "shutting down")
         if not self._ready():
-            await self._refuse(context, "UNAVAILABLE", "config sources have not synced yet")
+            await self._refuse(context, grpc.StatusCode.UNAVAILABLE, "config sources have not synced yet")
 
-    async def _check_identity(self, context: grpc.aio.ServicerContext, proxy: Any) -> None:
+    async def _check_identity(self, context: Context, proxy: P) -> None:
         peer = auth.peer_identities(context)
         identities = peer[0] if peer is not None else []
         if not identities:
             shown = ", ".join(peer[1][:4]) if peer is not None and peer[1] else "none"
-            await self._refuse(context, "UNAUTHENTICATED",
+            await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED,
                                f"the client certificate has no SPIFFE or <sa>.<ns>.svc DNS identity (SANs: {shown})",
                                proxy)
         assert self._authorize is not None
         reason = self._authorize(identities, proxy)
         if reason is not None:
-            await self._refuse(context, "PERMISSION_DENIED",
-                               f"node {getattr(proxy, 'node_id', proxy.key)!r}: {reason}", proxy)
+            await self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
+                               f"node {proxy.node_id!r}: {reason}", proxy)
 
-    async def _refuse(self, context: grpc.aio.ServicerContext, code: str, reason: str, proxy: Any = None) -> None:
+    async def _refuse(self, context: Context, code: grpc.StatusCode, reason: str,
+                      proxy: XdsProxy | None = None) -> NoReturn:
         """Count, log and end the stream with this status (context.abort raises)."""
-        self.observer.refused(code, reason)
+        self.observer.refused(code.name, reason)
         level = logging.WARNING if code in _LOUD_REFUSALS else logging.DEBUG
         if log.isEnabledFor(level):
-            log.log(level, "xds refused %s peer=%s: %s", code, context.peer(), reason,
-                    extra={"code": code, "peer": context.peer(),
+            log.log(level, "xds refused %s peer=%s: %s", code.name, context.peer(), reason,
+                    extra={"code": code.name, "peer": context.peer(),
                            **({"node_id": proxy.key} if proxy is not None else {})})
-        await context.abort(getattr(grpc.StatusCode, code), reason)
+        await context.abort(code, reason)
 
 
 class _Pump:
@@ -242,7 +248,7 @@ class _Pump:
     concurrently (one event loop thread, no await inside a call), and its answers keep their order.
     """
 
-    def __init__(self, services: XdsServices, conn: Connection, context: grpc.aio.ServicerContext,
+    def __init__(self, services: XdsServices[Any], conn: Connection, context: Context,
                  first_request: Any) -> None:
         self.services = services
         self.conn = conn
@@ -266,13 +272,13 @@ class _Pump:
         self.woken = True
         self.signal.set()
 
-    async def _read(self, requests: AsyncIterator[Any], entry: CacheEntry) -> None:
+    async def _read(self, requests: AsyncIterator[Any], entry: CacheEntry[Any]) -> None:
         limit = self.services.settings.max_queued_requests
         machine = self.conn.machine
         try:
             async for req in requests:
                 if not (self.writing or self.queue or self.outbox):
-                    out = machine.on_request(req, entry.snapshot)  # type: ignore[attr-defined]
+                    out = machine.on_request(req, entry.snapshot)
                     if out:
                         self.outbox.extend(out)
                         self.signal.set()
@@ -287,7 +293,7 @@ class _Pump:
         except StreamError as e:  # the machine refused a request (e.g. a type on the wrong service)
             self.error = e
         except BadMessage as e:  # a malformed request: end this stream (INVALID_ARGUMENT), never the server
-            self.error = StreamError("INVALID_ARGUMENT", str(e))
+            self.error = StreamError(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except Exception as e:  # anything else the transport raises: end the stream, never the server
             level = logging.WARNING if self.services.accepting else logging.DEBUG  # "Server already stopped"
             log.log(level, "xds %s: reading requests failed: %s", self.conn.id, e)
@@ -295,7 +301,7 @@ class _Pump:
             self.closed = True
             self.signal.set()
 
-    async def run(self, requests: AsyncIterator[Any], entry: CacheEntry) -> None:
+    async def run(self, requests: AsyncIterator[Any], entry: CacheEntry[Any]) -> None:
         machine = self.conn.machine
         self._task = asyncio.current_task()
         watchdog = self.services.watchdog
@@ -314,10 +320,10 @@ class _Pump:
                         continue
                     req = self.queue.popleft()
                     self.space.set()
-                    await self._send(machine.on_request(req, entry.snapshot))  # type: ignore[attr-defined]
+                    await self._send(machine.on_request(req, entry.snapshot))
                 if self.woken:
                     self.woken = False
-                    await self._send(machine.on_snapshot(entry.snapshot))  # type: ignore[attr-defined]
+                    await self._send(machine.on_snapshot(entry.snapshot))
                 if self.closed and not self.outbox and not self.queue:
                     if self.error is not None:
                         raise self.error
@@ -332,7 +338,7 @@ class _Pump:
     def _answer_first(self, snapshot: Any) -> list[Outgoing]:
         """The first request's answer; the request itself (and, once sent, the answer) then freed."""
         first, self.first_request = self.first_request, None
-        return self.conn.machine.on_request(first, snapshot)  # type: ignore[attr-defined,no-any-return]
+        return self.conn.machine.on_request(first, snapshot)
 
     def expire(self) -> None:
         """The watchdog saw this stream's write blocked for send_timeout: cancel the stream's task."""
@@ -356,7 +362,7 @@ class _Pump:
                 timeout = self.services.settings.send_timeout
                 self.services.observer.write_timeout(self.conn)
                 log.warning("xds %s: write blocked for %.0fs, closing the stream", self.conn.id, timeout)
-                raise StreamError("DEADLINE_EXCEEDED", "write timed out") from None
+                raise StreamError(grpc.StatusCode.DEADLINE_EXCEEDED, "write timed out") from None
             finally:
                 self.write_started = None
                 self.writing = False

@@ -1,6 +1,7 @@
 """State-of-the-world stream machine (StreamAggregatedResources and the per-type Stream* RPCs).
 
-Rules (reference/xds-protocol.md §3-§9):
+Rules (Envoy's xds_protocol.rst, "ACK/NACK and resource type instance version"; what both variants share
+is in machine.py):
 - a NACK (error_detail set) is recorded and never answered; the same content is not resent;
 - a request echoing a stale nonce is ignored (counted);
 - an ACK gets no response unless it adds names, or EDS must be re-sent after a CDS change;
@@ -12,14 +13,14 @@ Rules (reference/xds-protocol.md §3-§9):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
 from xds_server.resources import WILDCARD_TYPES, Built, ProxySnapshot, TypeUrl
 from xds_server.xds import wire
 from xds_server.xds.machine import MachineBase, Outgoing, TypeState, eds_refs
-from xds_server.xds.status import Nack
+from xds_server.xds.subscription import NameSets
 
 
 def _view_version(snapshot: ProxySnapshot, type_url: TypeUrl, view: Mapping[str, Built]) -> str:
@@ -35,50 +36,31 @@ def _view_version(snapshot: ProxySnapshot, type_url: TypeUrl, view: Mapping[str,
 
 
 class SotwState(TypeState):
-    __slots__ = ("sent",)
+    __slots__ = ("force", "sent")
 
-    def __init__(self, type_url: TypeUrl) -> None:
-        super().__init__(type_url)
+    def __init__(self, type_url: TypeUrl, name_sets: NameSets) -> None:
+        super().__init__(type_url, name_sets)
         self.sent: Mapping[str, Built] = {}  # content of the last response
+        self.force = False  # respond even if unchanged (EDS after a CDS change)
 
 
-class SotwMachine(MachineBase):
-    control_plane = b""
-
+class SotwMachine(MachineBase[SotwState]):
     def on_request(self, req: DiscoveryRequest, snapshot: ProxySnapshot) -> list[Outgoing]:
-        type_url = self._check_type(req.type_url)
-        if type_url is None:
+        accepted = self._accept(req)
+        if accepted is None:
             return []
-        self.observer.request(type_url)
-        st = self.types.get(type_url)
-        if st is None or not req.response_nonce:
+        type_url, st, first = accepted
+        if first or not req.response_nonce:
             # First request of this type on this stream (or a client that lost its nonces,
             # e.g. after reconnecting to another replica): always answer with current state.
-            if st is None:
-                st = self.types[type_url] = SotwState(type_url)
             st.sub.sotw_update(req.resource_names)
             st.status.acked_version = req.version_info
             return self._respond(type_url, st, snapshot, initial=True)
-        assert isinstance(st, SotwState)
-        if req.response_nonce != st.status.sent_nonce:
-            self.observer.stale_nonce(type_url)
-            return []
-        now = self.clock()
-        if req.HasField("error_detail"):
-            nack = Nack(req.response_nonce, st.status.sent_version, req.error_detail.message, now)
-            st.status.nack = nack
-            st.status.nacks += 1
-            st.pending = ""
-            self.observer.nack(type_url, nack)
+        if not self._is_reply(type_url, st, req.response_nonce):
+            return []  # stale: a newer response is on its way
+        if self._record_reply(type_url, st, req, acked_version=req.version_info):
             added, _ = st.sub.sotw_update(req.resource_names)
             return self._respond(type_url, st, snapshot) if added else []
-        st.status.acked_version = req.version_info
-        st.status.acked_nonce = req.response_nonce
-        st.status.acked_at = now
-        st.status.acks += 1
-        st.status.nack = None
-        st.pending = ""
-        self.observer.ack(type_url)
         added, changed = st.sub.sotw_update(req.resource_names)
         out: list[Outgoing] = []
         if added or st.force:
@@ -90,17 +72,16 @@ class SotwMachine(MachineBase):
         return out
 
     # ------------------------------------------------------------------ internals
-    def _routes_will_change(self, snapshot: ProxySnapshot) -> bool:
-        for type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE):
-            st = self.types.get(type_url)
-            if st is None:
-                continue
-            if st.pending:
-                return True
-            view = st.sub.select(snapshot.get(type_url)) if not st.sub.wildcard else snapshot.get(type_url)
-            if _view_version(snapshot, type_url, view) != st.status.sent_version:
-                return True
-        return False
+    def _new_state(self, type_url: TypeUrl, req: DiscoveryRequest) -> SotwState:
+        return SotwState(type_url, self.name_sets)
+
+    def _would_send(self, type_url: TypeUrl, st: SotwState, snapshot: ProxySnapshot) -> bool:
+        view = st.sub.select(snapshot.get(type_url)) if not st.sub.wildcard else snapshot.get(type_url)
+        return _view_version(snapshot, type_url, view) != st.status.sent_version
+
+    def _resend_endpoints(self, eds: SotwState, clusters: Sequence[Built]) -> None:
+        if eds_refs(clusters) & eds.sub.names:
+            eds.force = True
 
     def _respond(self, type_url: TypeUrl, st: SotwState, snapshot: ProxySnapshot, *,
                  initial: bool = False, force: bool = False) -> list[Outgoing]:
@@ -128,22 +109,13 @@ class SotwMachine(MachineBase):
         if force and not st.force and not initial and version == st.status.sent_version \
                 and st.status.nack is not None:
             return []  # never answer with the content that was just rejected
-        if type_url is TypeUrl.CLUSTER:
-            changed = [b for n, b in view.items() if (old := st.sent.get(n)) is None or old.version != b.version]
-            eds = self.types.get(TypeUrl.ENDPOINT)
-            if eds is not None and changed and eds_refs(changed) & eds.sub.names:
-                eds.force = True
+        if type_url is TypeUrl.CLUSTER and TypeUrl.ENDPOINT in self.types:
+            self._clusters_changed(
+                [b for n, b in view.items() if (old := st.sent.get(n)) is None or old.version != b.version])
         nonce = self._next_nonce()
         payload = wire.sotw_response(type_url, version, nonce, (b.sotw_entry for b in view.values()),
                                      self.control_plane)
         st.sent = view
         st.force = False
-        st.pending = nonce
-        status = st.status
-        status.sent_version = version
-        status.sent_nonce = nonce
-        status.sent_at = self.clock()
-        status.sent_count = len(view)
-        status.responses += 1
-        status.resource_versions = {n: b.version for n, b in view.items()}
-        return [Outgoing(type_url, payload, nonce, version, len(view))]
+        return self._record_sent(type_url, st, nonce, payload, version, len(view),
+                                 {n: b.version for n, b in view.items()})

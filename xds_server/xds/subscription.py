@@ -19,30 +19,44 @@ V = TypeVar("V")
 
 
 _EMPTY: frozenset[str] = frozenset()
-# One frozenset per distinct set of names in use, shared by every stream subscribed to it:
-# thousands of Envoys of a mesh (or of a namespace, with a `./*` Sidecar) subscribe to the very
-# same EDS names, and one private set each was ~32 KB per proxy at 1,000 services. Keyed by the
-# set's (cached) hash and held weakly: a set nobody uses is dropped; two different sets with the
-# same hash are simply not shared.
-SHARED_NAMES: weakref.WeakValueDictionary[int, frozenset[str]] = weakref.WeakValueDictionary()
 
 
-def _shared(names: frozenset[str]) -> frozenset[str]:
-    if not names:
-        return _EMPTY
-    key = hash(names)
-    shared = SHARED_NAMES.get(key)
-    if shared is None:
-        SHARED_NAMES[key] = names
-    elif shared == names:
-        return shared
-    return names
+class NameSets:
+    """One frozenset per distinct set of names in use, shared by every stream subscribed to it.
+
+    Thousands of Envoys of a mesh (or of a namespace, with a `./*` Sidecar) subscribe to the very
+    same EDS names, and one private set each was ~32 KB per proxy at 1,000 services. Keyed by the
+    set's (cached) hash and held weakly: a set nobody uses is dropped; two different sets with the
+    same hash are simply not shared. One per server (app.py builds it and hands it to the streams).
+    """
+
+    __slots__ = ("_sets",)
+
+    def __init__(self) -> None:
+        self._sets: weakref.WeakValueDictionary[int, frozenset[str]] = weakref.WeakValueDictionary()
+
+    def share(self, names: frozenset[str]) -> frozenset[str]:
+        """The shared set equal to `names` (which becomes the shared one if none is held yet)."""
+        if not names:
+            return _EMPTY
+        key = hash(names)
+        shared = self._sets.get(key)
+        if shared is None:
+            self._sets[key] = names
+        elif shared == names:
+            return shared
+        return names
+
+    def __len__(self) -> int:
+        """Distinct sets currently shared."""
+        return len(self._sets)
 
 
 class Subscription:
-    __slots__ = ("_legacy", "names", "wildcard")
+    __slots__ = ("_legacy", "_sets", "names", "wildcard")
 
-    def __init__(self, allows_wildcard: bool) -> None:
+    def __init__(self, allows_wildcard: bool, name_sets: NameSets) -> None:
+        self._sets = name_sets
         self.names: frozenset[str] = _EMPTY  # shared with every stream subscribed to the same names
         self.wildcard = False
         # Legacy wildcard is only possible until the first explicit name.
@@ -63,7 +77,7 @@ class Subscription:
             added.add(WILDCARD)
         changed = bool(added) or requested != self.names or wildcard != self.wildcard
         if requested != self.names:
-            self.names = _shared(frozenset(requested))
+            self.names = self._sets.share(frozenset(requested))
         self.wildcard = wildcard
         return added, changed
 
@@ -101,7 +115,7 @@ class Subscription:
                 names = names - gone
             removed |= gone
         if names is not self.names:
-            self.names = _shared(names)
+            self.names = self._sets.share(names)
         # A name both subscribed and unsubscribed in one request: unsubscribe wins
         added -= removed
         return added, removed
