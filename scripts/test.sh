@@ -9,4 +9,5 @@ if [ "$(id -u)" = 0 ] && ! command -v iptables >/dev/null 2>&1; then
 fi
 ./scripts/setup.sh
 .venv/bin/ruff check .
+.venv/bin/mypy xds_server
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -32,7 +32,7 @@ class Memo:
     def pinned(self, name: str, factory: Callable[[], T]) -> T:
         """Long-lived state under `name`, made by `factory` on first use; never rotated."""
         try:
-            return self._pinned[name]  # type: ignore[no-any-return]
+            return self._pinned[name]
         except KeyError:
             value = self._pinned[name] = factory()
             return value

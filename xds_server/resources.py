@@ -346,7 +346,7 @@ class ProxySnapshot:
         """Refs that do not resolve, as 'cds:NAME -> eds:REF' (empty when consistent)."""
         found = self._dangling
         if found is None:
-            out = []
+            out: list[str] = []
             for parent, child in REFERENCED_TYPE.items():
                 children, parents = self.get(child), self.get(parent)
                 if isinstance(parents, ResourceMap):

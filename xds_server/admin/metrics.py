@@ -215,7 +215,7 @@ class Metrics(PushObserver):
     def _loop_histogram(self, name: str, documentation: str, buckets: tuple[float, ...],
                         labelnames: tuple[str, ...] = ()) -> LoopHistogram:
         histogram = LoopHistogram(name, documentation, buckets, labelnames)
-        self.registry.register(histogram)  # type: ignore[arg-type]
+        self.registry.register(histogram)
         return histogram
 
     # ------------------------------------------------------------------ store listeners

@@ -59,8 +59,8 @@ class AdminServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        sockets = site._server.sockets if site._server else []
-        return sockets[0].getsockname()[1] if sockets else port
+        addresses = self._runner.addresses  # the bound (host, port, ...) of each socket
+        return int(addresses[0][1]) if addresses else port
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -451,7 +451,7 @@ def _get(doc: dict[str, Any], path: Iterable[str]) -> Any:
 
 
 def _describe(doc: dict[str, Any]) -> str:
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    meta: dict[str, Any] = doc["metadata"] if isinstance(doc.get("metadata"), dict) else {}
     ns = meta.get("namespace")
     return f"{doc.get('kind')}/{ns + '/' if ns else ''}{meta.get('name', '')}"
 

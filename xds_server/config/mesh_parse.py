@@ -94,16 +94,16 @@ def mesh_from_mapping(doc: Mapping[str, Any], meta: ObjectMeta, report: Report, 
 
 
 # ---------------------------------------------------------------- field readers
-def _root_namespace(doc, key, path, report, values, ignored) -> None:  # type: ignore[no-untyped-def]
+def _root_namespace(doc, key, path, report, values, ignored) -> None:
     value = report.string(doc, key, "")
     if value and report.check(path, k8s_label_error(value)):
         values["root_namespace"] = value
 
 
-def _mode_reader(field: str, allowed: tuple[str, ...]):  # type: ignore[no-untyped-def]
+def _mode_reader(field: str, allowed: tuple[str, ...]):
     """allowed[0] is the enum's zero value (REGISTRY_ONLY, PASSTHROUGH), what `{}` means."""
 
-    def read(doc, key, path, report, values, ignored) -> None:  # type: ignore[no-untyped-def]
+    def read(doc, key, path, report, values, ignored) -> None:
         policy = doc[key]
         if not isinstance(policy, Mapping):
             report.error(path, f"expected an object, got {type_name(policy)}")
@@ -121,8 +121,8 @@ def _mode_reader(field: str, allowed: tuple[str, ...]):  # type: ignore[no-untyp
     return read
 
 
-def _duration_reader(field: str, zero_ok: bool, max_s: float | None = None):  # type: ignore[no-untyped-def]
-    def read(doc, key, path, report, values, ignored) -> None:  # type: ignore[no-untyped-def]
+def _duration_reader(field: str, zero_ok: bool, max_s: float | None = None):
+    def read(doc, key, path, report, values, ignored) -> None:
         text = doc[key]
         ns = parse_duration_ns(text) if isinstance(text, str) else None
         if ns is None:
@@ -139,7 +139,7 @@ def _duration_reader(field: str, zero_ok: bool, max_s: float | None = None):  # 
     return read
 
 
-def _export_to(doc, key, path, report, values, ignored) -> None:  # type: ignore[no-untyped-def]
+def _export_to(doc, key, path, report, values, ignored) -> None:
     entries = report.strings(doc, key, "")
     ok = True
     for i, entry in enumerate(entries):
@@ -150,7 +150,7 @@ def _export_to(doc, key, path, report, values, ignored) -> None:  # type: ignore
         values["default_service_export_to"] = tuple(entries)
 
 
-def _trust_domain(doc, key, path, report, values, ignored) -> None:  # type: ignore[no-untyped-def]
+def _trust_domain(doc, key, path, report, values, ignored) -> None:
     value = doc[key]
     if not isinstance(value, str) or not value:
         report.error(path, f"expected a non-empty string, got {value!r}")

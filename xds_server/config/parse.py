@@ -81,7 +81,7 @@ def _parse_istio(
     spec = message_from_dict({} if spec_doc is None else spec_doc, spec_cls, "spec", report)
     if meta is None or spec is None or report.failed:
         return None, report.problems
-    obj = model(meta=meta, spec=spec, api_version=api_version)  # type: ignore[arg-type]
+    obj = model(meta=meta, spec=spec, api_version=api_version)
     problems = report.problems + validate(obj, where)
     return (None if any(not p.warning for p in problems) else obj), problems
 

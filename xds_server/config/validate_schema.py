@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -89,7 +89,7 @@ def _fill(msg: Message, data: Any, path: str, report: Report) -> None:
     if not isinstance(data, Mapping):
         report.error(path, f"expected an object, got {type_name(data)}")
         return
-    by_name = _fields_by_name(msg.DESCRIPTOR)
+    by_name = _fields_by_name(cast(Descriptor, msg.DESCRIPTOR))  # the upb class has the same API
     for key, value in data.items():
         if not isinstance(key, str):
             report.error(path, f"field names must be strings, got {type_name(key)} {key!r}")
@@ -128,8 +128,10 @@ def _set_field(msg: Message, field: FieldDescriptor, value: Any, here: str, repo
         if not isinstance(value, Mapping):
             raise _Invalid(f"expected an object, got {type_name(value)}")
         target = getattr(msg, field.name)
-        key_field = field.message_type.fields_by_name["key"]
-        value_field = field.message_type.fields_by_name["value"]
+        entry = field.message_type
+        assert entry is not None  # a map's entry message (_is_map)
+        key_field = entry.fields_by_name["key"]
+        value_field = entry.fields_by_name["value"]
         for k, v in value.items():
             entry_path = f"{here}[{k}]"
             if key_field.type == _F.TYPE_STRING and not isinstance(k, str):
@@ -205,11 +207,13 @@ def _scalar(field: FieldDescriptor, value: Any) -> Any:
             raise _Invalid(f"expected a boolean, got {type_name(value)}")
         return value
     if kind == _F.TYPE_ENUM:
-        names = [v.name for v in field.enum_type.values]
-        if not isinstance(value, str) or value not in field.enum_type.values_by_name:
+        enum = field.enum_type
+        assert enum is not None  # every enum field has its type
+        names = [v.name for v in enum.values]
+        if not isinstance(value, str) or value not in enum.values_by_name:
             shown = repr(value) if isinstance(value, str) else type_name(value)
             raise _Invalid(f"unknown value {shown} (one of {', '.join(names)})")
-        return field.enum_type.values_by_name[value].number
+        return enum.values_by_name[value].number
     if kind in _RANGES:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _Invalid(f"expected an integer, got {type_name(value)}")

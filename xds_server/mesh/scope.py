@@ -193,15 +193,16 @@ def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, m
     if not entries:
         entries = (pb.IstioEgressListener(hosts=DEFAULT_HOSTS),)
     egress = tuple(_egress_listener(i, e, registry, namespace) for i, e in enumerate(entries))
-    watched: set[str] | None = set()
+    watched: set[str] = set()
+    every_namespace = False
     for entry in entries:
         only = HostImports.parse(entry.hosts, namespace).namespaces()
         if only is None:
-            watched = None
+            every_namespace = True
             break
         watched |= only
     return Scope(namespace, sidecar, egress, _union(egress), _policy(view, spec), origin=origin,
-                 watched=None if watched is None else frozenset(watched))
+                 watched=None if every_namespace else frozenset(watched))
 
 
 def _egress_listener(index: int, entry: pb.IstioEgressListener, registry: ServiceRegistry,

@@ -11,6 +11,8 @@ istiod's clusterWrapper does, and packed once at the end (`finish_http_options`)
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import protocol_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
@@ -18,7 +20,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_
 from xds_server._proto import istio_config_pb2 as pb
 from xds_server.translate import envoy
 
-HttpOptions = hpo_pb2.HttpProtocolOptions
+HttpOptions: TypeAlias = hpo_pb2.HttpProtocolOptions
 
 
 def pool_for_port(sidecar_spec: pb.Sidecar | None, port: int) -> pb.ConnectionPoolSettings | None:

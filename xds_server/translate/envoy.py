@@ -161,7 +161,7 @@ def http_connection_manager(
         assert route_config is not None
         config.route_config.CopyFrom(route_config)
     if forward_client_cert is not None:
-        config.forward_client_cert_details = forward_client_cert  # type: ignore[assignment]
+        config.forward_client_cert_details = forward_client_cert
     return listener_components_pb2.Filter(name=HCM, typed_config=pack(config))
 
 

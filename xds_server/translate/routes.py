@@ -161,7 +161,7 @@ def route_spec(scope: Scope, traits: ProxyTraits, route_name: str) -> RouteSpec 
 
 def _virtual_hosts(per_port: dict[int, list[tuple[ServiceModel, int]]], listener_port: int,
                    proxy_domain: str) -> list[VirtualHostSpec]:
-    known_fqdn = set()
+    known_fqdn: set[str] = set()
     for entries in per_port.values():
         for svc, port in entries:
             known_fqdn.update((names.virtual_host(svc.hostname, port), svc.hostname))
