@@ -83,7 +83,11 @@ class Subscription:
 
     def delta_update(self, subscribe: Iterable[str], unsubscribe: Iterable[str],
                      first: bool) -> tuple[set[str], set[str]]:
-        """Apply a delta request; return (added, removed) explicit names ("*" included)."""
+        """Apply a delta request; return (subscribed, unsubscribed) explicit names ("*" included).
+
+        Every name the request subscribes counts, also one already subscribed: the client may have
+        dropped it, and the server must send it again (xds_protocol.rst, "Subscribing to Resources").
+        """
         # Interned: thousands of streams subscribe to the same names; they share one copy of each.
         sub, unsub = set(map(sys.intern, subscribe)), set(unsubscribe)
         if first and self._legacy and not sub:
@@ -99,10 +103,9 @@ class Subscription:
             self.wildcard = True
         names = self.names
         if sub:  # set algebra: an Envoy subscribes to a thousand EDS names at once
-            new = sub - names
-            if new:
-                added |= new
-                names = names | new
+            added |= sub
+            if not sub <= names:
+                names = names | sub
         if WILDCARD in unsub:
             unsub.discard(WILDCARD)
             if self.wildcard:
