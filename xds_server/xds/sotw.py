@@ -35,6 +35,12 @@ def _view_version(snapshot: ProxySnapshot, type_url: TypeUrl, view: Mapping[str,
     return h.hexdigest()
 
 
+def _view(st: TypeState, resources: Mapping[str, Built]) -> Mapping[str, Built]:
+    """What a response of this type holds: the snapshot's own mapping under a pure wildcard (so its
+    version is the snapshot's), else the subscribed resources that exist."""
+    return resources if st.sub.wildcard and not st.sub.names else st.sub.select(resources)
+
+
 class SotwState(TypeState):
     __slots__ = ("force", "sent")
 
@@ -76,8 +82,7 @@ class SotwMachine(MachineBase[SotwState]):
         return SotwState(type_url, self.name_sets)
 
     def _would_send(self, type_url: TypeUrl, st: SotwState, snapshot: ProxySnapshot) -> bool:
-        view = st.sub.select(snapshot.get(type_url)) if not st.sub.wildcard else snapshot.get(type_url)
-        return _view_version(snapshot, type_url, view) != st.status.sent_version
+        return _view_version(snapshot, type_url, _view(st, snapshot.get(type_url))) != st.status.sent_version
 
     def _resend_endpoints(self, eds: SotwState, clusters: Sequence[Built]) -> None:
         if eds_refs(clusters) & eds.sub.names:
@@ -85,8 +90,7 @@ class SotwMachine(MachineBase[SotwState]):
 
     def _respond(self, type_url: TypeUrl, st: SotwState, snapshot: ProxySnapshot, *,
                  initial: bool = False, force: bool = False) -> list[Outgoing]:
-        resources = snapshot.get(type_url)
-        view: Mapping[str, Built] = resources if st.sub.wildcard and not st.sub.names else st.sub.select(resources)
+        view = _view(st, snapshot.get(type_url))
         if type_url is TypeUrl.CLUSTER and st.sent:
             removed = st.sent.keys() - view.keys()
             if removed and self._routes_will_change(snapshot):

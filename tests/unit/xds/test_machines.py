@@ -312,6 +312,11 @@ SOTW: list[Any] = [
                         Ask(LDS, reply="ack"),
                         Push(world(A, B, EA, EB, L1, L2, R1))),
                  id="a client naming its listeners gets exactly those; other listeners changing push nothing"),
+    pytest.param(BASE, (Ask(CDS, expect=(Sent(CDS, ("a", "b")),)), Ask(CDS, reply="ack"),
+                        Ask(LDS, ("*", "l1"), expect=(Sent(LDS, ("l1",)),)), Ask(LDS, reply="ack"),
+                        Ask(RDS, ("r1",), expect=(Sent(RDS, ("r1",)),)), Ask(RDS, reply="ack"),
+                        Push(B_REMOVED, expect=(Sent(CDS, ("a",)),))),
+                 id="with no listener or route change in flight a removed cluster goes at once (wildcard plus names)"),
 ]
 
 # ------------------------------------------------------------------ incremental
