@@ -2,7 +2,8 @@
 
 Rules (Envoy's xds_protocol.rst, "ACK/NACK and resource type instance version"; what both variants share
 is in machine.py):
-- a NACK (error_detail set) is recorded and never answered; the same content is not resent;
+- a NACK (error_detail set) is recorded and answered only for names it adds; the same content is
+  not resent;
 - a request echoing a stale nonce is ignored (counted);
 - an ACK gets no response unless it adds names, or EDS must be re-sent after a CDS change;
 - LDS/CDS responses carry the full state, EDS/RDS the subscribed names that exist;
