@@ -74,8 +74,5 @@ class Memo:
         self._previous = self._current
         self._current = {}
 
-    def __len__(self) -> int:
-        return len(self._current) + len(self._previous)
-
 
 _MISSING = object()

@@ -34,11 +34,12 @@ class Read(Enum):
     WATCHED = "watched"  # a namespace whose Services and ServiceEntries its egress hosts can import
 
 
-OWN_SIDE = frozenset({Read.NAMESPACE, Read.POD, Read.ANY_POD})
 ANY_NAMESPACE = "*"  # Dependency(WATCHED, "*"): a `*/` egress host watches every namespace
 
 
 class Dependency(NamedTuple):
+    """One read: `Dependency(Read.IMPORTED, "shop")`, `Dependency(Read.POD, "shop/web-1")`."""
+
     read: Read
     at: str
 
@@ -48,7 +49,7 @@ def pod_key(namespace: str, name: str) -> str:
 
 
 # A rule: (changed object, mesh root namespace) -> the reads it touches; None: every proxy.
-Rule = Callable[[ObjectRef, str], "tuple[Dependency, ...] | None"]
+Rule = Callable[[ObjectRef, str], tuple[Dependency, ...] | None]
 
 _ANY_POD = Dependency(Read.ANY_POD, "")
 _WATCHED_ANYWHERE = Dependency(Read.WATCHED, ANY_NAMESPACE)
@@ -141,6 +142,7 @@ class ProxyDependencies:
 
     def __init__(self) -> None:
         self._records: dict[str, Generated] = {}
+        self._own: dict[str, tuple[Dependency, ...]] = {}  # proxy key -> its own-side reads
         self._proxies: dict[Dependency, set[str]] = {}  # own-side read -> proxy keys
         self._scopes: dict[Dependency, set[ScopeDependencies]] = {}  # scope read -> scopes
         self._members: dict[ScopeDependencies, set[str]] = {}  # scope -> proxy keys
@@ -159,7 +161,7 @@ class ProxyDependencies:
         old = self._records.get(key)
         self._records[key] = result
         if old is not None:
-            if old.depends_on == result.depends_on:
+            if old.depends_on is result.depends_on or old.depends_on == result.depends_on:
                 return
             self._unlink(key, old.depends_on)
         self._link(key, result.depends_on)
@@ -203,7 +205,7 @@ class ProxyDependencies:
         if changes is None:
             return Previous(result, valid_at, own_side_changed=True)
         hits = self._hits(changes, view.mesh.root_namespace)
-        changed = hits is None or any(d in hits for d in own_reads(result.depends_on))
+        changed = hits is None or any(d in hits for d in self._own[key])
         return Previous(result, valid_at, own_side_changed=changed)
 
     def _hits(self, changes: ChangeSet, root_namespace: str) -> frozenset[Dependency] | None:
@@ -222,7 +224,8 @@ class ProxyDependencies:
         if depends is None:
             self._anything.add(key)
             return
-        for dep in own_reads(depends):
+        own = self._own[key] = own_reads(depends)
+        for dep in own:
             _add(self._proxies, dep, key)
         scope = depends.outbound
         members = self._members.get(scope)
@@ -236,7 +239,7 @@ class ProxyDependencies:
         if depends is None:
             self._anything.discard(key)
             return
-        for dep in own_reads(depends):
+        for dep in self._own.pop(key, ()):
             _discard(self._proxies, dep, key)
         scope = depends.outbound
         members = self._members.get(scope)

@@ -238,13 +238,14 @@ def _build_parts(view: StoreView, proxy: Proxy, memo: Memo) -> _ProxyParts:
                        tuple(inbound.listeners))
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Generated:
     """One proxy's snapshot, what it read, and what it was made from (for the next generation).
 
     `depends_on` None: the result may depend on anything, so every push asks again (a stand-in
     for the translator in tests returns just a snapshot). The other fields are the translator's
-    own, carried over by `generate` and opaque to everyone else.
+    own, carried over by `generate` and opaque to everyone else. Never changed once made (not
+    frozen only because one is made per visited proxy and push, and frozen init costs 3x).
     """
 
     snapshot: ProxySnapshot
@@ -255,14 +256,14 @@ class Generated:
     plan: _Plan | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Previous:
     """A proxy's last result, and what the push stage knows about the changes since.
 
     `valid_at`: no change between `result.generation` and this generation reached the proxy, so
     the result is exact there too. `own_side_changed`: a change after `valid_at` touched what the
     proxy's own side read (its Pod, its namespace's Services, ServiceEntries and Sidecars), so its
-    workload, Sidecar choice and inbound config are looked up again.
+    workload, Sidecar choice and inbound config are looked up again. Never changed once made.
     """
 
     result: Generated
