@@ -28,7 +28,7 @@ from xds_server.xds.cache import SnapshotCache
 log = logging.getLogger("xds_server.push")
 
 # (view, proxy, translation cache, the proxy's last result) -> its snapshot and what it read.
-Generate = Callable[[StoreView, Proxy, Memo, "Previous | None"], Generated]
+Generate = Callable[[StoreView, Proxy, Memo, Previous | None], Generated]
 YIELD_EVERY = 16
 
 
