@@ -21,6 +21,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "xds_server"
 FORBIDDEN: dict[str, frozenset[str]] = {
     # Config objects as written (parse, validate): the bottom, every stage reads them.
     "config": frozenset({"store", "mesh", "translate", "push", "xds", "sources", "admin", "commands"}),
+    # The store holds config objects and indexes them by what they are, not by what they mean.
+    "store": frozenset({"mesh", "translate", "push", "xds", "sources", "admin", "commands"}),
     # The mesh model (services, scopes, workloads): what translation reasons about, not how it is served.
     "mesh": frozenset({"translate", "push", "xds", "sources"}),
     # Pure translation: no push decisions, no transport, no sources.
