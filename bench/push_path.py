@@ -30,11 +30,12 @@ from xds_server.admin.metrics import Metrics
 from xds_server.config import ObjectRef
 from xds_server.mesh.proxy import proxy_from_node
 from xds_server.push.collector import Collector
+from xds_server.push.dependencies import ProxyDependencies
 from xds_server.push.planner import Planner
 from xds_server.resources import TypeUrl
 from xds_server.sources.files import load_file
 from xds_server.store import Store
-from xds_server.translate import forget, generate, reached
+from xds_server.translate import generate
 from xds_server.xds.delta import DeltaMachine
 from xds_server.xds.services import Connection
 from xds_server.xds.subscription import NameSets
@@ -94,7 +95,7 @@ async def run(proxies: int, services: int, sidecars: bool, rounds: int, profile:
         path = os.path.join(mesh_dir, name)
         store.replace(path, load_file(path).objects)
     metrics = Metrics(store)
-    planner = Planner(store, generate, observer=metrics, reached=reached, forget=forget)
+    planner = Planner(store, generate, ProxyDependencies(), observer=metrics)
     collector = Collector()
     t = time.perf_counter()
     streams = [Stream(n, identity, planner, metrics) for n, identity in enumerate(identities)]

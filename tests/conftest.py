@@ -10,6 +10,7 @@ from tests.support.resources import snapshot
 from xds_server.app import App
 from xds_server.resources import ProxySnapshot
 from xds_server.settings import Settings
+from xds_server.translate import Generated
 
 
 class World:
@@ -20,8 +21,9 @@ class World:
         self.per_proxy: dict[str, ProxySnapshot] = {}
         self.app: App | None = None
 
-    def generate(self, view: Any, proxy: Any, memo: Any) -> ProxySnapshot:
-        return self.per_proxy.get(proxy.key, self.default)
+    def generate(self, view: Any, proxy: Any, memo: Any, previous: Any) -> Generated:
+        # No dependencies reported: every push asks again.
+        return Generated(self.per_proxy.get(proxy.key, self.default))
 
     async def publish(self, snap: ProxySnapshot, proxy_key: str | None = None) -> None:
         if proxy_key is None:

@@ -20,6 +20,7 @@ from xds_server import translate
 from xds_server.admin.metrics import Metrics
 from xds_server.authz import store_authorizer
 from xds_server.push.debounce import Debouncer
+from xds_server.push.dependencies import ProxyDependencies
 from xds_server.push.planner import Generate, Planner
 from xds_server.settings import Settings
 from xds_server.store import Store
@@ -71,10 +72,9 @@ class App:
         self.metrics = Metrics(self.store)  # this App's own registry: several Apps never collide
         self.store.subscribe(self.metrics.store_changed)
         self.store.subscribe_reports(self.metrics.problems_reported)
-        # The translator's own generate knows which proxies a change reaches; a stand-in (tests) does not.
-        own = generate is translate.generate
-        self.planner = Planner(self.store, generate, observer=self.metrics,
-                               reached=translate.reached if own else None, forget=translate.forget if own else None)
+        # generate reports what each snapshot read; the planner's dependency index turns that into
+        # which proxies a change reaches (a stand-in's result that reports nothing: every push).
+        self.planner = Planner(self.store, generate, ProxyDependencies(), observer=self.metrics)
         self.cache = self.planner.cache
         self.debouncer = Debouncer(self.metrics.guard_push(self.planner.push), settings.debounce_quiet,
                                    settings.debounce_max)
@@ -254,6 +254,3 @@ class App:
         self._tasks.clear()
         if self.admin is not None:
             await self.admin.stop()
-
-    async def wait_stopped(self) -> None:
-        await self._stop.wait()

@@ -2,8 +2,8 @@
 
 Keys hold everything an output depends on (config objects are frozen and hash by value or
 identity), so a changed input simply misses. Entries unused for one whole round are dropped:
-the planner calls `rotate()` once per push round. `pinned` state is never rotated: what the
-translator must keep about proxies that a push did not visit (see generator.ProxyIndex).
+the planner calls `rotate()` once per push round. `keep` stores a builder's latest result for
+good, for builders that carry it over to a later generation however many rounds later.
 """
 
 from __future__ import annotations
@@ -22,20 +22,7 @@ class Memo:
         self.hits = 0
         self.misses = 0
         self._recorders: list[list[Any]] = []
-        self._pinned: dict[str, Any] = {}
-
-    def pin(self, name: str, value: T) -> T:
-        """Replace the long-lived state under `name`."""
-        self._pinned[name] = value
-        return value
-
-    def pinned(self, name: str, factory: Callable[[], T]) -> T:
-        """Long-lived state under `name`, made by `factory` on first use; never rotated."""
-        try:
-            return self._pinned[name]
-        except KeyError:
-            value = self._pinned[name] = factory()
-            return value
+        self._kept: dict[Hashable, Any] = {}
 
     def get(self, key: Hashable, build: Callable[..., T], *args: Any) -> T:
         try:
@@ -61,6 +48,14 @@ class Memo:
     def put(self, key: Hashable, value: Any) -> None:
         self._current[key] = value
 
+    def keep(self, key: Hashable, value: Any) -> None:
+        """Store `value` under `key` until replaced: never rotated, one value per key."""
+        self._kept[key] = value
+
+    def kept(self, key: Hashable) -> Any:
+        """The value last kept under `key` (None if none)."""
+        return self._kept.get(key)
+
     @contextmanager
     def recording(self) -> Iterator[list[Any]]:
         """Collect what builders `note` while the block runs (what a result read from the store)."""
@@ -78,9 +73,6 @@ class Memo:
     def rotate(self) -> None:
         self._previous = self._current
         self._current = {}
-
-    def __len__(self) -> int:
-        return len(self._current) + len(self._previous)
 
 
 _MISSING = object()

@@ -21,7 +21,7 @@ import pytest
 from tests.support.admin_http import admin_get
 from tests.support.ads_client import AdsClient
 from tests.support.envoy import LocalEnvoy, free_port
-from tests.support.resources import eds_cluster, endpoints, snapshot
+from tests.support.resources import eds_cluster, endpoints, snapshot, stand_in
 from xds_server.app import App
 from xds_server.commands.bootstrap import build_bootstrap
 from xds_server.settings import Settings
@@ -36,7 +36,7 @@ def replica(name: str, xds_port: int = 0) -> App:
     """An App whose every proxy gets one cluster named after the replica."""
     snap = snapshot(eds_cluster(name), endpoints(name, ("127.0.0.1", 1)))
     return App(Settings(xds_host="127.0.0.1", xds_port=xds_port, admin_port=0, drain_seconds=DRAIN), sources=[],
-               generate=lambda view, proxy, memo: snap)
+               generate=stand_in(lambda proxy: snap))
 
 
 def two_endpoint_bootstrap(ports: list[int], sotw: bool) -> dict:
@@ -173,7 +173,7 @@ async def test_serve_drains_and_exits_0_on_sigterm_with_json_logs() -> None:
 async def test_max_connection_age_makes_envoy_reconnect_and_resync() -> None:
     snap = snapshot(eds_cluster("a"), endpoints("a", ("127.0.0.1", 1)))
     app = App(Settings(xds_host="127.0.0.1", xds_port=0, admin_port=0, drain_seconds=0, max_connection_age=1.0),
-              sources=[], generate=lambda view, proxy, memo: snap)
+              sources=[], generate=stand_in(lambda proxy: snap))
     envoy: LocalEnvoy | None = None
     try:
         await app.start()

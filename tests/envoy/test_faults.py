@@ -20,7 +20,7 @@ import pytest
 from tests.integration.test_admission import GatedSource
 from tests.support.backend import http_backend
 from tests.support.envoy import LocalEnvoy, free_port
-from tests.support.resources import eds_cluster, endpoints, http_listener, route, snapshot
+from tests.support.resources import eds_cluster, endpoints, http_listener, route, snapshot, stand_in
 from xds_server.app import App
 from xds_server.commands.bootstrap import build_bootstrap
 from xds_server.resources import ProxySnapshot, TypeUrl
@@ -33,7 +33,7 @@ CDS, LDS = TypeUrl.CLUSTER.value, TypeUrl.LISTENER.value
 
 def app_on(port: int, snap: ProxySnapshot, sources: list[Any] | None = None, **settings: Any) -> App:
     return App(Settings(xds_host="127.0.0.1", xds_port=port, admin_port=0, drain_seconds=0, **settings),
-               sources=sources or [], generate=lambda view, proxy, memo: snap)
+               sources=sources or [], generate=stand_in(lambda proxy: snap))
 
 
 class RequestLoop:

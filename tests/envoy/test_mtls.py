@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.certs import SERVER_NAME, TestCA
 from tests.support.envoy import LocalEnvoy
-from tests.support.resources import eds_cluster, endpoints, snapshot
+from tests.support.resources import eds_cluster, endpoints, snapshot, stand_in
 from xds_server.app import App
 from xds_server.config import ObjectMeta, Pod
 from xds_server.settings import Settings
@@ -43,7 +43,7 @@ async def mtls_app(tmp_path: Path):
     server = ca.server()
     snap = snapshot(eds_cluster("a"), endpoints("a", ("127.0.0.1", 1)))
     app = App(Settings(xds_host="127.0.0.1", xds_port=0, admin_port=0, drain_seconds=0, tls_cert=server.cert_path,
-                       tls_key=server.key_path, client_ca=ca.path), sources=[], generate=lambda v, p, m: snap)
+                       tls_key=server.key_path, client_ca=ca.path), sources=[], generate=stand_in(lambda proxy: snap))
     app.store.upsert("test", Pod(ObjectMeta("web-1", "default"), ips=("10.0.0.5",), ready=True,
                                  service_account="web"))
     await app.start()

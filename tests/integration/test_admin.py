@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import World
 from tests.support.admin_http import admin_get, admin_json, metric, value
 from tests.support.ads_client import AdsClient, node, until
-from tests.support.resources import eds_cluster, endpoints, http_listener, route, snapshot
+from tests.support.resources import eds_cluster, endpoints, http_listener, route, snapshot, stand_in
 from xds_server.admin.debug import redact
 from xds_server.app import App
 from xds_server.config.parse import parse
@@ -87,7 +87,7 @@ class SlowSource:
 async def test_readyz_is_503_until_sources_sync_and_streams_are_refused_meanwhile() -> None:
     source = SlowSource()
     app = App(Settings(xds_host="127.0.0.1", xds_port=0, admin_port=0), sources=[source],
-              generate=lambda view, proxy, memo: snapshot())
+              generate=stand_in(lambda proxy: snapshot()))
     await app.start()
     client = AdsClient(f"127.0.0.1:{app.xds_port}")
     try:
@@ -112,7 +112,7 @@ async def test_readyz_is_503_until_sources_sync_and_streams_are_refused_meanwhil
 
 async def test_each_app_has_its_own_registry(world: World, sotw: AdsClient) -> None:
     other = App(Settings(xds_host="127.0.0.1", xds_port=0, admin_port=0), sources=[],
-                generate=lambda view, proxy, memo: snapshot())
+                generate=stand_in(lambda proxy: snapshot()))
     await other.start()
     try:
         await cds_acked(world, sotw)

@@ -22,7 +22,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 
 from tests.support.admin_http import admin_get
 from tests.support.ads_client import AdsClient, node, until
-from tests.support.resources import eds_cluster, endpoints, snapshot
+from tests.support.resources import eds_cluster, endpoints, snapshot, stand_in
 from xds_server.app import App
 from xds_server.resources import Built, ProxySnapshot, TypeUrl
 from xds_server.settings import Settings
@@ -40,7 +40,7 @@ def counter(app: App, name: str, **labels: str) -> float:
 async def started(snap: ProxySnapshot | None = None, sources: list[Any] | None = None, **settings: Any) -> App:
     snap = snap or snapshot(eds_cluster("a"), endpoints("a", ("127.0.0.1", 1)))
     app = App(Settings(**{"xds_host": "127.0.0.1", "xds_port": 0, "admin_port": 0, "drain_seconds": 0, **settings}),
-              sources=sources or [], generate=lambda view, proxy, memo: snap)
+              sources=sources or [], generate=stand_in(lambda proxy: snap))
     await app.start()
     return app
 
@@ -246,7 +246,7 @@ async def test_a_stream_that_stops_reading_never_delays_the_others(apps: list[Ap
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     current = {"snap": big_snapshot(0)}
     app = App(Settings(xds_host="127.0.0.1", xds_port=0, admin_port=0, drain_seconds=0, send_timeout=2.0),
-              sources=[], generate=lambda view, proxy, memo: current["snap"])
+              sources=[], generate=stand_in(lambda proxy: current["snap"]))
     apps.append(app)
     await app.start()
     target = f"127.0.0.1:{app.xds_port}"

@@ -60,7 +60,7 @@ def error_problems(store: Store) -> int:
 def translate_all(store: Store) -> None:
     view, memo = store.view(), Memo()
     for proxy in PROXIES:
-        snap = generate(view, proxy, memo)
+        snap = generate(view, proxy, memo).snapshot
         assert snap.dangling() == [], (proxy.node_id, snap.dangling())
 
 

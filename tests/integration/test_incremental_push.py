@@ -115,6 +115,7 @@ async def test_domain_suffix_names_kubernetes_hosts() -> None:
     from xds_server.translate import Memo, generate, proxy_from_node
 
     view = a.store.view()
-    snap = generate(view, proxy_from_node("sidecar~10.1.0.1~c.a~a.svc.corp.internal", {"NAMESPACE": "a"}), Memo())
+    proxy = proxy_from_node("sidecar~10.1.0.1~c.a~a.svc.corp.internal", {"NAMESPACE": "a"})
+    snap = generate(view, proxy, Memo()).snapshot
     assert "outbound|80||web.a.svc.corp.internal" in snap.get(CDS)
     assert not [n for n in snap.get(CDS) if "cluster.local" in n]

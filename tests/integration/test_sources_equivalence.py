@@ -51,7 +51,7 @@ async def test_files_and_kubernetes_give_identical_envoy_resources(case: Case) -
 
     def render(store: Store) -> dict[str, dict[str, bytes]]:
         view = store.view()
-        snap = generate(view, proxy_for(view, case.proxy, case.metadata), Memo())
+        snap = generate(view, proxy_for(view, case.proxy, case.metadata), Memo()).snapshot
         return {t.value: {n: b.payload for n, b in snap.get(t).items()} for t in PUSH_ORDER}
 
     from_files, from_kube = render(file_store), render(kube_store)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -11,7 +13,12 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2
 
+from xds_server.memo import Memo
+from xds_server.mesh.proxy import Proxy
+from xds_server.push.planner import Generate
 from xds_server.resources import Built, ProxySnapshot, TypeUrl
+from xds_server.store import StoreView
+from xds_server.translate import Generated, Previous
 
 
 def _ads() -> config_source_pb2.ConfigSource:
@@ -78,3 +85,12 @@ def snapshot(*builts: Built) -> ProxySnapshot:
     return ProxySnapshot(out)
 
 
+
+
+def stand_in(snapshot_for: Callable[[Proxy], ProxySnapshot]) -> Generate:
+    """The translator replaced by snapshots the test makes; they report no dependencies, so every push asks again."""
+
+    def generate(view: StoreView, proxy: Proxy, memo: Memo, previous: Previous | None) -> Generated:
+        return Generated(snapshot_for(proxy))
+
+    return generate

@@ -2,7 +2,7 @@
 translation gives.
 
 A store is changed at random (Pods, Services, Sidecars, ServiceEntries in two namespaces) and
-pushed through a Planner with the translator's `reached`/`forget`; proxies connect, leave and
+pushed through a Planner with its dependency index (push/dependencies.py); proxies connect, leave and
 reconnect with a new node object between pushes. After every push each connected proxy's cached
 snapshot must hold the same resources as one translated from scratch, and a Pod-only change must
 not have visited proxies that import nothing of its namespace.
@@ -24,11 +24,11 @@ from tests.unit.translate.test_incremental_generation import (
     sidecar,
 )
 from xds_server.config import Kind, ObjectRef
+from xds_server.push.dependencies import ProxyDependencies
 from xds_server.push.planner import Planner
 from xds_server.store import Store
 from xds_server.store.view import ChangeSet
-from xds_server.translate import Memo, forget, generate, proxy_from_node, reached
-from xds_server.translate.generator import ProxyIndex, proxy_index
+from xds_server.translate import Memo, generate, proxy_from_node
 
 
 def _node(i: int, ns: str, j: int):  # type: ignore[no-untyped-def]
@@ -48,7 +48,7 @@ async def test_reached_proxies_only_and_every_snapshot_equals_a_fresh_one(seed: 
     for ns in NAMESPACES:
         store.replace(f"svc/{ns}/web", [service("web", ns)])
         store.replace(f"pod/{ns}/p1", [pod("p1", ns, "web", f"10.0.{NAMESPACES.index(ns)}.1")])
-    planner = Planner(store, generate, reached=reached, forget=forget)
+    planner = Planner(store, generate, ProxyDependencies())
     wakers: dict[str, object] = {}
     entries = {}
     for proxy in _nodes():
@@ -74,7 +74,7 @@ async def test_reached_proxies_only_and_every_snapshot_equals_a_fresh_one(seed: 
         view = store.view()
         assert planner.visited <= len(entries)
         for key, (entry, _) in entries.items():
-            fresh = generate(view, entry.proxy, Memo())
+            fresh = generate(view, entry.proxy, Memo()).snapshot
             assert contents(entry.snapshot) == contents(fresh), (seed, n, key)
 
 
@@ -85,7 +85,7 @@ async def test_a_pod_change_visits_only_the_proxies_that_import_its_namespace() 
         store.replace(f"sidecar/{ns}", [sidecar(ns, '"./*"')])
         for j in (1, 2):
             store.replace(f"pod/{ns}/p{j}", [pod(f"p{j}", ns, "web", f"10.0.{NAMESPACES.index(ns)}.{j}")])
-    planner = Planner(store, generate, reached=reached, forget=forget)
+    planner = Planner(store, generate, ProxyDependencies())
     proxies = [_node(i, ns, j) for i, ns in enumerate(NAMESPACES) for j in (1, 2)]
     entries = {p.key: planner.cache.attach(p, lambda: None) for p in proxies}
     await planner.push(frozenset())  # the first push visits everyone
@@ -98,7 +98,7 @@ async def test_a_pod_change_visits_only_the_proxies_that_import_its_namespace() 
     changed = {k for k, e in entries.items() if e.snapshot is not before[k]}
     assert changed == {p.key for p in proxies if p.namespace == "a"}
     for p in proxies:
-        assert contents(entries[p.key].snapshot) == contents(generate(store.view(), p, Memo()))
+        assert contents(entries[p.key].snapshot) == contents(generate(store.view(), p, Memo()).snapshot)
 
     # Many pushes elsewhere later, namespace b's proxies still carry their work over.
     for k in range(20):
@@ -109,7 +109,7 @@ async def test_a_pod_change_visits_only_the_proxies_that_import_its_namespace() 
     await planner.push(frozenset())
     assert planner.visited == 2
     for p in proxies:
-        assert contents(entries[p.key].snapshot) == contents(generate(store.view(), p, Memo()))
+        assert contents(entries[p.key].snapshot) == contents(generate(store.view(), p, Memo()).snapshot)
 
     # A Sidecar change reaches the proxies of its namespace only.
     store.replace("sidecar/b", [sidecar("b", '"*/*"')])
@@ -128,7 +128,7 @@ async def test_a_pod_change_visits_only_the_proxies_that_import_its_namespace() 
     await planner.push(frozenset())
     assert planner.visited == 2
     for p in proxies:
-        assert contents(entries[p.key].snapshot) == contents(generate(store.view(), p, Memo()))
+        assert contents(entries[p.key].snapshot) == contents(generate(store.view(), p, Memo()).snapshot)
 
     # A Service of a reaches a's proxies even when their egress imports nothing of a (inbound side).
     store.replace("sidecar/a", [sidecar("a", '"b/*"')])
@@ -137,29 +137,29 @@ async def test_a_pod_change_visits_only_the_proxies_that_import_its_namespace() 
     await planner.push(frozenset())
     assert planner.visited == 2
     for p in proxies:
-        assert contents(entries[p.key].snapshot) == contents(generate(store.view(), p, Memo()))
+        assert contents(entries[p.key].snapshot) == contents(generate(store.view(), p, Memo()).snapshot)
 
 
 async def test_a_disconnected_proxy_is_forgotten() -> None:
     store = Store()
     store.replace("svc/a/web", [service("web", "a")])
     store.replace("pod/a/p1", [pod("p1", "a", "web", "10.0.0.1")])
-    planner = Planner(store, generate, reached=reached, forget=forget)
+    planner = Planner(store, generate, ProxyDependencies())
     proxy = _node(0, "a", 1)
     wake = lambda: None  # noqa: E731
     entry = planner.cache.attach(proxy, wake)
-    index = proxy_index(planner.memo)
-    assert proxy.key in index.records
+    index = planner.dependencies
+    assert proxy.key in index
     assert index.reached(ChangeSet(0, [ObjectRef(Kind.POD, "a", "other")]), ROOT) == {proxy.key}
     assert index.reached(ChangeSet(0, [ObjectRef(Kind.SERVICE, "z", "other")]), ROOT) == {proxy.key}  # */*
     planner.cache.detach(entry, wake)
-    assert proxy.key not in index.records
+    assert proxy.key not in index
     assert index.reached(ChangeSet(0, [ObjectRef(Kind.POD, "a", "other")]), ROOT) == set()
     assert index.reached(ChangeSet(0, [ObjectRef(Kind.SERVICE, "z", "other")]), ROOT) == set()
 
 
 def test_what_reaches_everyone() -> None:
-    index = ProxyIndex()
+    index = ProxyDependencies()
     assert index.reached(ChangeSet(0, [ObjectRef(Kind.NAMESPACE, "", "a")]), ROOT) is None
     assert index.reached(ChangeSet(0, [ObjectRef(Kind.MESH_CONFIG, ROOT, "istio")]), ROOT) is None
     assert index.reached(ChangeSet(0, [ObjectRef(Kind.SIDECAR, ROOT, "default")]), ROOT) is None

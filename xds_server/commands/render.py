@@ -84,7 +84,7 @@ def render_snapshot(config: str | Iterable[ConfigObject], proxy: Proxy | str,
     view = StoreView.build(1, objects)
     if isinstance(proxy, str):
         proxy = proxy_for(view, proxy, metadata)
-    return generate(view, proxy, memo if memo is not None else Memo())
+    return generate(view, proxy, memo if memo is not None else Memo()).snapshot
 
 
 # ------------------------------------------------------------------ output
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         metadata = parse_metadata(args.metadata)
         objects = load_objects(args.config_dir, args.mesh_config)
         view = StoreView.build(1, objects)
-        snapshot = generate(view, proxy_for(view, args.proxy, metadata), Memo())
+        snapshot = generate(view, proxy_for(view, args.proxy, metadata), Memo()).snapshot
     except (RenderError, BootstrapError) as e:
         print(f"xds-server render: {e}", file=sys.stderr)
         return 2

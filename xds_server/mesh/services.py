@@ -301,14 +301,14 @@ _REGISTRY_KINDS = frozenset({Kind.SERVICE, Kind.SERVICE_ENTRY, Kind.MESH_CONFIG}
 
 
 def _build_registry(view: StoreView, memo: Memo, domain_suffix: str) -> ServiceRegistry:
-    # The last registry and the generation it was made for, pinned: a push that visits no proxy
-    # must not make the next one rebuild it (a new registry means new scopes for everyone).
-    pinned: dict[str, tuple[ServiceRegistry, object, int]] = memo.pinned("registry-last", dict)
-    held = pinned.get(domain_suffix)
+    # The last registry and the generation it was made for, kept for good: a push that visits no
+    # proxy must not make the next one rebuild it (a new registry means new scopes for everyone).
+    key = ("registry-last", domain_suffix)
+    held: tuple[ServiceRegistry, object, int] | None = memo.kept(key)
     if held is not None and held[1] is view.lineage:
         changes = view.changes_since(held[2])
         if changes is not None and not changes.kinds() & _REGISTRY_KINDS:
-            pinned[domain_suffix] = (held[0], view.lineage, view.generation)
+            memo.keep(key, (held[0], view.lineage, view.generation))
             return held[0]
     models: list[ServiceModel] = []
     for svc in view.services:
@@ -325,7 +325,7 @@ def _build_registry(view: StoreView, memo: Memo, domain_suffix: str) -> ServiceR
         registry = last
     else:
         registry = ServiceRegistry(models, export)
-    pinned[domain_suffix] = (registry, view.lineage, view.generation)
+    memo.keep(key, (registry, view.lineage, view.generation))
     return registry
 
 

@@ -1,11 +1,12 @@
 """Turn a store generation into every connected proxy's snapshot.
 
-Per push: one StoreView, one memo round; the translator says which proxies the changes since the
-last push can reach (`Reached`; without it, every proxy), each of those gets its snapshot
-generated (shared parts come from the memo, so they are built once), checked for consistency,
-and handed to the cache, which wakes only the streams whose snapshot changed. Proxies the change
-cannot reach are not visited at all. The loop yields between proxies so that streams keep being
-served during a large push.
+Per push: one StoreView, one memo round; the dependency index (push/dependencies.py) says which
+proxies the changes since the last push can reach, each of those gets its snapshot generated
+(shared parts come from the memo, so they are built once; the proxy's last result lets the
+translator carry over what the changes left valid), checked for consistency, and handed to the
+cache, which wakes only the streams whose snapshot changed. Proxies the change cannot reach are
+not visited at all. The loop yields between proxies so that streams keep being served during a
+large push.
 """
 
 from __future__ import annotations
@@ -14,20 +15,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from xds_server.config import ObjectRef
+from xds_server.memo import Memo
+from xds_server.mesh.proxy import Proxy
+from xds_server.push.dependencies import ProxyDependencies
 from xds_server.resources import ProxySnapshot
 from xds_server.store import Store, StoreView
-from xds_server.translate import Memo
+from xds_server.translate.generator import Generated, Previous
 from xds_server.xds.cache import SnapshotCache
 
 log = logging.getLogger("xds_server.push")
 
-Generate = Callable[[StoreView, Any, Memo], ProxySnapshot]
-# (view, generation of the last complete push, memo) -> keys of the proxies to visit, None for all.
-Reached = Callable[[StoreView, int, Memo], "set[str] | None"]
-Forget = Callable[[str, Memo], None]
+# (view, proxy, translation cache, the proxy's last result) -> its snapshot and what it read.
+Generate = Callable[[StoreView, Proxy, Memo, Previous | None], Generated]
 YIELD_EVERY = 16
 
 
@@ -45,13 +46,13 @@ class PushObserver:
 
 
 class Planner:
-    def __init__(self, store: Store, generate: Generate, observer: PushObserver | None = None, *,
-                 reached: Reached | None = None, forget: Forget | None = None) -> None:
+    def __init__(self, store: Store, generate: Generate, dependencies: ProxyDependencies,
+                 observer: PushObserver | None = None) -> None:
         self.store = store
         self._generate = generate
-        self._reached = reached
-        self.memo = Memo()
-        self.cache = SnapshotCache(self.build, None if forget is None else lambda key: forget(key, self.memo))
+        self.dependencies = dependencies
+        self.memo = Memo()  # the translation cache, one round per push
+        self.cache = SnapshotCache(self.build, dependencies.forget)
         # Generation of the last push that visited every proxy it had to (None: none yet, or the
         # last one failed part way): the next push asks what changed since then.
         self._settled: int | None = None
@@ -61,9 +62,12 @@ class Planner:
         self.rejected: dict[str, list[str]] = {}  # proxy key -> problems of its last rejected snapshot
         self.after_push: Callable[[], None] | None = None  # e.g. Collector.busy (serve sets it)
 
-    def build(self, proxy: Any, view: StoreView | None = None) -> ProxySnapshot:
+    def build(self, proxy: Proxy, view: StoreView | None = None) -> ProxySnapshot:
         """Snapshot for one proxy on `view` (default: the current generation, as on first connect)."""
-        snapshot = self._generate(view if view is not None else self.store.view(), proxy, self.memo)
+        view = view if view is not None else self.store.view()
+        result = self._generate(view, proxy, self.memo, self.dependencies.previous(proxy.key, view))
+        self.dependencies.put(proxy.key, result)
+        snapshot = result.snapshot
         dangling = snapshot.dangling()
         if dangling:
             previous = self.cache.get(proxy.key)
@@ -86,9 +90,11 @@ class Planner:
         # One generation for the whole push: changes arriving meanwhile are the next push's.
         view = self.store.view()
         since, self._settled = self._settled, None
-        if since is not None and self._reached is not None:
-            keys = self._reached(view, since, self.memo)
+        changes = view.changes_since(since) if since is not None else None
+        if since is not None and changes is not None:
+            keys = self.dependencies.reached(changes, view.mesh.root_namespace)
             if keys is not None:
+                self.dependencies.settle(since)
                 keys |= self.cache.stale
                 entries = [e for e in (self.cache.entry(k) for k in keys) if e is not None]
         self.cache.stale.clear()

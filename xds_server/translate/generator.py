@@ -1,22 +1,21 @@
-"""generate(view, proxy, memo) -> ProxySnapshot: the translator's single entry point.
+"""generate(view, proxy, memo, previous) -> Generated: the translator's single entry point.
 
-1. Resolve the proxy to its workload and the Sidecar that applies (workload.py).
-2. Get the shared Scope of (namespace, Sidecar) for this store generation (scope.py).
+1. Resolve the proxy to its workload and the Sidecar that applies (mesh/workload.py).
+2. Get the shared Scope of (namespace, Sidecar) for this store generation (mesh/scope.py).
 3. Get the shared outbound resources of (Scope, proxy traits): every proxy with the same scope
-   and traits receives the very same dicts of Builts (DESIGN principle 2).
+   and traits receives the very same dicts of Builts (built once, serialized once).
 4. Add the pod-specific inbound parts (inbound.py) and the fixed clusters.
 
-Across generations, each proxy's last snapshot and what it was made from is kept (ProxyIndex):
-`reached(view, since)` tells the planner which proxies a change can touch at all (a Pod change:
-those importing its namespace), and for those, work that the change leaves valid is carried
-over (own parts, scope, outbound plan; a Pod change replaces one EDS mapping in the last snapshot).
+The result says what the snapshot read (`Dependencies`, for the push stage to index) and keeps
+what it was made from. Given that last result, and whether a change since touched the proxy's own
+side (the push stage decides, push/dependencies.py), work the change leaves valid is carried over:
+own parts, scope, outbound plan; a Pod change replaces one EDS mapping in the last snapshot.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 from xds_server.config import IstioSidecar, Kind, ObjectRef
 from xds_server.memo import Memo
@@ -25,8 +24,9 @@ from xds_server.mesh.scope import ProxyTraits, Scope, scope_for
 from xds_server.mesh.services import Endpoint, Port, ServiceModel, endpoints_of
 from xds_server.mesh.workload import Workload, sidecar_for, workload_of
 from xds_server.resources import Built, ProxySnapshot, ResourceMap, TypeUrl
-from xds_server.store.view import ChangeSet, StoreView
+from xds_server.store.view import StoreView
 from xds_server.translate import clusters, endpoints, envoy, listeners_outbound, routes
+from xds_server.translate.dependencies import Dependencies, ScopeDependencies
 from xds_server.translate.inbound import build_inbound
 
 Resources = ResourceMap
@@ -84,10 +84,6 @@ def traits_of(workload: Workload) -> ProxyTraits:
     )
 
 
-def build_outbound(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> Outbound:
-    return _plan(view, scope, traits, memo).outbound
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class _Plan:
     """The outbound resources of one (scope, traits) at one generation, and what they read.
@@ -113,17 +109,19 @@ class _Plan:
 _EdsInput = tuple[ServiceModel, Port, str, tuple[Endpoint, ...]]  # service, port, cluster name, endpoints
 
 
-def _plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, hint: _Plan | None = None) -> _Plan:
-    return memo.get(("outbound", view, scope, traits), _build_plan, view, scope, traits, memo, hint)
+def _plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, hint: _Plan | None = None,
+          hint_valid_at: int = -1) -> _Plan:
+    return memo.get(("outbound", view, scope, traits), _build_plan, view, scope, traits, memo, hint, hint_valid_at)
 
 
-def _build_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, hint: _Plan | None) -> _Plan:
+def _build_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, hint: _Plan | None,
+                hint_valid_at: int) -> _Plan:
     key = ("outbound-plan", scope, traits)
     last: _Plan | None = memo.recall(key)
     since = last.generation if last is not None else -1
     if hint is not None and hint.scope is scope and hint.traits == traits:
-        # A live proxy's plan: valid up to the generation every unvisited proxy is settled at.
-        hinted = max(hint.generation, proxy_index(memo).settled)
+        # A live proxy's plan: valid up to the generation the push stage vouches for.
+        hinted = max(hint.generation, hint_valid_at)
         if last is None or hinted > since:
             last, since = hint, hinted
     plan = _carry_over(view, last, since, memo) if last is not None else None
@@ -190,12 +188,12 @@ def _carry_over(view: StoreView, last: _Plan, since: int, memo: Memo) -> _Plan |
 
 
 def _plan_for(view: StoreView, scope: Scope, traits: ProxyTraits, self_ip: str, memo: Memo,
-              hint: _Plan | None = None) -> _Plan:
+              hint: _Plan | None = None, hint_valid_at: int = -1) -> _Plan:
     """The shared outbound plan; a proxy that is itself a headless endpoint gets its own variant."""
-    plan = _plan(view, scope, traits, memo, hint)
+    plan = _plan(view, scope, traits, memo, hint, hint_valid_at)
     if self_ip and self_ip in plan.headless_ips:
         own = replace(traits, self_ip=self_ip)
-        return _plan(view, scope, own, memo, hint)
+        return _plan(view, scope, own, memo, hint, hint_valid_at)
     return plan
 
 
@@ -218,12 +216,6 @@ def _successor(snapshot: ProxySnapshot, endpoints: Resources, routes: Resources)
     return snapshot.replacing({TypeUrl.ENDPOINT: endpoints, TypeUrl.ROUTE: routes})
 
 
-def scope_of(view: StoreView, proxy: Proxy, memo: Memo) -> tuple[Workload, IstioSidecar | None, Scope]:
-    workload = workload_of(view, proxy)
-    sidecar = sidecar_for(view, workload)
-    return workload, sidecar, scope_for(view, proxy.namespace, sidecar, memo)
-
-
 @dataclass(slots=True, eq=False)
 class _ProxyParts:
     """What one proxy's snapshot takes from its own pod and namespace."""
@@ -236,35 +228,6 @@ class _ProxyParts:
     inbound_clusters: tuple[Built, ...]
     inbound_listeners: tuple[Built, ...]
 
-    @property
-    def pod_ref(self) -> ObjectRef:
-        return ObjectRef(Kind.POD, self.proxy.namespace, self.proxy.pod_name)
-
-
-def _touches(changes: ChangeSet, parts: _ProxyParts, root_namespace: str) -> bool:
-    """Could these changes alter the proxy's workload, Sidecar choice or inbound config?
-
-    Those read: its Pod (by name; by IP when the name finds none), the Services and
-    ServiceEntries of its namespace, the Sidecars of its namespace and the root namespace, and
-    the MeshConfig. Anything else (another kind, a Namespace) counts as touching.
-    """
-    ns = parts.proxy.namespace
-    for kind, namespaces in changes.by_kind.items():
-        if kind == Kind.POD:
-            if not parts.by_name:
-                return True
-            if ns in namespaces and parts.pod_ref in changes.refs:
-                return True
-        elif kind in (Kind.SERVICE, Kind.SERVICE_ENTRY):
-            if ns in namespaces:
-                return True
-        elif kind == Kind.SIDECAR:
-            if ns in namespaces or root_namespace in namespaces:
-                return True
-        else:
-            return True
-    return False
-
 
 def _build_parts(view: StoreView, proxy: Proxy, memo: Memo) -> _ProxyParts:
     workload = workload_of(view, proxy)
@@ -276,183 +239,70 @@ def _build_parts(view: StoreView, proxy: Proxy, memo: Memo) -> _ProxyParts:
 
 
 @dataclass(slots=True, eq=False)
-class _Generated:
-    """A proxy's last snapshot and what it was made from (istiod's ProxyNeedsPush, by data)."""
+class Generated:
+    """One proxy's snapshot, what it read, and what it was made from (for the next generation).
 
-    generation: int
-    parts: _ProxyParts
-    scope: Scope
-    plan: _Plan
+    `depends_on` None: the result may depend on anything, so every push asks again (a stand-in
+    for the translator in tests returns just a snapshot). The other fields are the translator's
+    own, carried over by `generate` and opaque to everyone else. Never changed once made (not
+    frozen only because one is made per visited proxy and push, and frozen init costs 3x).
+    """
+
     snapshot: ProxySnapshot
-
-
-class ProxyIndex:
-    """Every proxy's last `_Generated`, and which proxies a change can reach.
-
-    Every other proxy keeps its snapshot without being visited (DESIGN principle 6: cost follows
-    what a proxy sees). A change reaches, by kind (the rules of `_touches` and of scopes):
-    - a Pod: proxies whose scope imports a service of its namespace, whose own Pod it is, or that
-      were not found by Pod name;
-    - a Service or ServiceEntry: proxies whose scope's egress hosts can import from its namespace,
-      and the proxies of that namespace (their inbound side);
-    - a Sidecar: the proxies of its namespace (every proxy for the root namespace's);
-    - anything else (MeshConfig, Namespace): every proxy.
-    Records are pinned in the memo (a proxy no change reached for many pushes keeps its record)
-    and dropped when the proxy disconnects (`forget`).
-
-    `settled`: the planner visited every proxy a change reached up to this generation, so a
-    record is valid at its own generation or at `settled`, whichever is later.
-    """
-
-    def __init__(self, lineage: object = None) -> None:
-        self.lineage = lineage  # the store whose views the records were made from
-        self.records: dict[str, _Generated] = {}
-        self._members: dict[Scope, set[str]] = {}  # scope -> proxy keys (proxies of one scope share imports)
-        self._importers: dict[str, set[Scope]] = {}  # namespace -> scopes importing a service of it
-        self._watchers: dict[str, set[Scope]] = {}  # namespace -> scopes that could import from it
-        self._watch_all: set[Scope] = set()  # scopes that could import from any namespace
-        self._residents: dict[str, set[str]] = {}  # namespace -> proxy keys of that namespace
-        self._by_pod: dict[ObjectRef, set[str]] = {}
-        self._unnamed: set[str] = set()
-        self.settled = -1
-
-    def put(self, key: str, record: _Generated) -> None:
-        old = self.records.get(key)
-        self.records[key] = record
-        if old is not None:
-            if old.scope is record.scope and old.parts is record.parts:
-                return
-            self._unlink(key, old)
-        self._link(key, record)
-
-    def forget(self, key: str) -> None:
-        old = self.records.pop(key, None)
-        if old is not None:
-            self._unlink(key, old)
-
-    def reached(self, changes: ChangeSet, root_namespace: str) -> set[str] | None:
-        """Keys of the proxies these changes can reach; None: every proxy."""
-        kinds = changes.kinds()
-        if kinds - _INDEXED_KINDS:
-            return None
-        sidecars = changes.namespaces(Kind.SIDECAR)
-        if root_namespace in sidecars:
-            return None  # the root namespace's Sidecar is every namespace's default
-        out: set[str] = set(self._unnamed) if Kind.POD in kinds else set()
-        scopes: set[Scope] = set()
-        for ns in changes.namespaces(Kind.POD):
-            scopes.update(self._importers.get(ns, ()))
-        services = changes.namespaces(Kind.SERVICE) | changes.namespaces(Kind.SERVICE_ENTRY)
-        if services:
-            scopes.update(self._watch_all)
-        for ns in services:
-            scopes.update(self._watchers.get(ns, ()))
-        for ns in services | sidecars:
-            out.update(self._residents.get(ns, ()))
-        for scope in scopes:
-            out.update(self._members[scope])
-        if Kind.POD in kinds:
-            for ref in changes.refs:
-                keys = self._by_pod.get(ref)
-                if keys:
-                    out.update(keys)
-        return out
-
-    def _link(self, key: str, record: _Generated) -> None:
-        scope = record.scope
-        members = self._members.get(scope)
-        if members is None:
-            members = self._members[scope] = set()
-            for ns in scope.namespaces:
-                self._importers.setdefault(ns, set()).add(scope)
-            if scope.watched is None:
-                self._watch_all.add(scope)
-            else:
-                for ns in scope.watched:
-                    self._watchers.setdefault(ns, set()).add(scope)
-        members.add(key)
-        self._residents.setdefault(record.parts.proxy.namespace, set()).add(key)
-        if record.parts.by_name:
-            self._by_pod.setdefault(record.parts.pod_ref, set()).add(key)
-        else:
-            self._unnamed.add(key)
-
-    def _unlink(self, key: str, record: _Generated) -> None:
-        scope = record.scope
-        members = self._members.get(scope)
-        if members is not None:
-            members.discard(key)
-            if not members:
-                del self._members[scope]
-                for ns in scope.namespaces:
-                    _discard(self._importers, ns, scope)
-                self._watch_all.discard(scope)
-                for ns in scope.watched or ():
-                    _discard(self._watchers, ns, scope)
-        _discard(self._residents, record.parts.proxy.namespace, key)
-        if record.parts.by_name:
-            _discard(self._by_pod, record.parts.pod_ref, key)
-        else:
-            self._unnamed.discard(key)
-
-
-_INDEXED_KINDS = frozenset({Kind.POD, Kind.SERVICE, Kind.SERVICE_ENTRY, Kind.SIDECAR})
-
-
-def _discard(index: dict[Any, set[Any]], at: Any, item: Any) -> None:
-    found = index.get(at)
-    if found is not None:
-        found.discard(item)
-        if not found:
-            del index[at]
-
-
-def proxy_index(memo: Memo) -> ProxyIndex:
-    return memo.pinned("proxy-index", ProxyIndex)
-
-
-def reached(view: StoreView, since: int, memo: Memo) -> set[str] | None:
-    """Keys of the proxies whose snapshot may differ between generation `since` and `view` (None: any).
-
-    The caller promises to generate every returned proxy for `view`, and that every proxy was
-    generated, or left out by this function, for generation `since`.
-    """
-    changes = view.changes_since(since)
-    index = proxy_index(memo)
-    if changes is None or index.lineage is not view.lineage:
-        return None
-    found = index.reached(changes, view.mesh.root_namespace)
-    if found is not None:
-        index.settled = max(index.settled, since)
-    return found
-
-
-def forget(key: str, memo: Memo) -> None:
-    """The proxy disconnected: drop its record."""
-    proxy_index(memo).forget(key)
-
-
-def generate(view: StoreView, proxy: Proxy, memo: Memo) -> ProxySnapshot:
-    index = proxy_index(memo)
-    if index.lineage is not view.lineage:  # another store's views (generations do not compare): start over
-        index = memo.pin("proxy-index", ProxyIndex(view.lineage))
-    last = index.records.get(proxy.key)
-    if last is not None and last.parts.proxy is not proxy:
-        last = None  # a new connection's node: start over
+    depends_on: Dependencies | None = None
+    generation: int = -1
     parts: _ProxyParts | None = None
-    if last is not None:
-        changes = view.changes_since(max(last.generation, index.settled))
-        if changes is not None and not _touches(changes, last.parts, view.mesh.root_namespace):
+    scope: Scope | None = None
+    plan: _Plan | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Previous:
+    """A proxy's last result, and what the push stage knows about the changes since.
+
+    `valid_at`: no change between `result.generation` and this generation reached the proxy, so
+    the result is exact there too. `own_side_changed`: a change after `valid_at` touched what the
+    proxy's own side read (its Pod, its namespace's Services, ServiceEntries and Sidecars), so its
+    workload, Sidecar choice and inbound config are looked up again. Never changed once made.
+    """
+
+    result: Generated
+    valid_at: int
+    own_side_changed: bool
+
+
+def _scope_dependencies(scope: Scope) -> ScopeDependencies:
+    return ScopeDependencies(scope.namespaces, scope.watched)
+
+
+def _dependencies(parts: _ProxyParts, scope: Scope, memo: Memo) -> Dependencies:
+    proxy = parts.proxy
+    pod = ObjectRef(Kind.POD, proxy.namespace, proxy.pod_name) if parts.by_name else None
+    outbound = memo.get(("depends-on", scope), _scope_dependencies, scope)
+    return Dependencies(proxy.namespace, pod, outbound)
+
+
+def generate(view: StoreView, proxy: Proxy, memo: Memo, previous: Previous | None = None) -> Generated:
+    """The proxy's snapshot for `view`; with `previous`, carrying over what the changes since left valid."""
+    last = previous.result if previous is not None else None
+    if last is not None and (last.parts is None or last.parts.proxy is not proxy):
+        last = None  # a new connection's node, or not the translator's own result: start over
+    parts: _ProxyParts | None = None
+    valid_at = -1
+    if last is not None and previous is not None:
+        valid_at = previous.valid_at
+        if not previous.own_side_changed:
             parts = last.parts  # its own side cannot have changed
     if parts is None:
         parts = _build_parts(view, proxy, memo)
     scope = scope_for(view, proxy.namespace, parts.sidecar, memo, last.scope if last is not None else None)
     self_ip = parts.workload.ips[0] if parts.workload.ips else ""
-    plan = _plan_for(view, scope, parts.traits, self_ip, memo, last.plan if last is not None else None)
+    plan = _plan_for(view, scope, parts.traits, self_ip, memo, last.plan if last is not None else None, valid_at)
     outbound = plan.outbound
     ic, il = parts.inbound_clusters, parts.inbound_listeners
     snapshot: ProxySnapshot | None = None
-    if last is not None and ic == last.parts.inbound_clusters and il == last.parts.inbound_listeners:
+    if (last is not None and last.parts is not None and last.plan is not None
+            and ic == last.parts.inbound_clusters and il == last.parts.inbound_listeners):
         before = last.plan.outbound
         if outbound is before:
             snapshot = last.snapshot
@@ -464,19 +314,8 @@ def generate(view: StoreView, proxy: Proxy, memo: Memo) -> ProxySnapshot:
     if snapshot is None:
         # Builts are shared objects, so proxies with equal inbound parts share one snapshot too.
         snapshot = memo.get(("snapshot", outbound, ic, il), _snapshot, outbound, ic, il, memo)
-    if last is not None and last.parts is parts and last.scope is scope and last.snapshot is snapshot:
-        last.generation = view.generation
-        last.plan = plan
+    if last is not None and last.depends_on is not None and last.parts is parts and last.scope is scope:
+        depends_on = last.depends_on
     else:
-        index.put(proxy.key, _Generated(view.generation, parts, scope, plan, snapshot))
-    return snapshot
-
-
-def route_for_name(view: StoreView, proxy: Proxy, name: str, memo: Memo) -> Built:
-    """Any RDS name Envoy asks for: the scope's route, or istiod's empty answer for unknown names.
-
-    generate() already holds every route its listeners reference; this answers names outside it
-    (a listener from an older push, a hand-written bootstrap) so that no request goes unanswered.
-    """
-    workload, _, scope = scope_of(view, proxy, memo)
-    return routes.outbound_route(scope, traits_of(workload), name, memo)
+        depends_on = _dependencies(parts, scope, memo)
+    return Generated(snapshot, depends_on, view.generation, parts, scope, plan)

@@ -135,7 +135,7 @@ def hosts(scope: Scope) -> list[str]:
 
 
 def snap(view: StoreView, p: Any = None, memo: Memo | None = None) -> ProxySnapshot:
-    return generate(view, p or proxy(), memo if memo is not None else Memo())
+    return generate(view, p or proxy(), memo if memo is not None else Memo()).snapshot
 
 
 def names(s: ProxySnapshot, type_url: TypeUrl) -> list[str]:

@@ -1,11 +1,11 @@
 """Work carried over from the previous generation gives exactly what a fresh translation gives.
 
-The generator keeps scopes, outbound plans and each proxy's own parts across generations and
-re-reads only what a change can touch (Pods of one namespace: endpoints there; a proxy's own Pod,
-its namespace's Services and Sidecars: its inbound side). A store is changed at random, step by
-step; after every step each proxy's snapshot from the long-lived memo (rotated like the planner
-does; a proxy sometimes skips a generation) must hold the same resources as one translated from
-scratch.
+Given a proxy's last result, the generator carries scopes, outbound plans and the proxy's own
+parts over and re-reads only what a change can touch (Pods of one namespace: endpoints there; a
+proxy's own Pod, its namespace's Services and Sidecars: its inbound side, as the push stage's
+dependency index says). A store is changed at random, step by step; after every step each proxy's
+snapshot from the long-lived memo (rotated like the planner does) and its last result (a proxy
+sometimes skips a generation) must hold the same resources as one translated from scratch.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from xds_server.config.parse import parse
+from xds_server.push.dependencies import ProxyDependencies
 from xds_server.resources import PUSH_ORDER
 from xds_server.store import Store
 from xds_server.translate import Memo, generate, proxy_from_node
@@ -110,6 +111,7 @@ def test_carried_over_translation_equals_a_fresh_one(seed: int) -> None:
         store.replace(f"svc/{ns}/web", [service("web", ns)])
         store.replace(f"pod/{ns}/p1", [pod("p1", ns, "web", f"10.0.{NAMESPACES.index(ns)}.1")])
     memo = Memo()
+    last = ProxyDependencies()
     for n in range(60):
         _step(rng, store, n)
         memo.rotate()
@@ -117,6 +119,37 @@ def test_carried_over_translation_equals_a_fresh_one(seed: int) -> None:
         for proxy in PROXIES:
             if rng.random() < 0.2:
                 continue  # not translated at this generation: the next time spans several (or a rotated memo)
-            kept = generate(view, proxy, memo)
+            kept = generate(view, proxy, memo, last.previous(proxy.key, view))
+            last.put(proxy.key, kept)
             fresh = generate(view, proxy, Memo())
-            assert contents(kept) == contents(fresh), (seed, n, proxy.node_id)
+            assert contents(kept.snapshot) == contents(fresh.snapshot), (seed, n, proxy.node_id)
+
+
+def test_own_parts_are_carried_over_unless_a_change_touches_them() -> None:
+    store = Store()
+    for ns in NAMESPACES:
+        store.replace(f"svc/{ns}/web", [service("web", ns)])
+        store.replace(f"pod/{ns}/p1", [pod("p1", ns, "web", f"10.0.{NAMESPACES.index(ns)}.1")])
+    proxy = PROXIES[0]  # p1.a
+    last = ProxyDependencies()
+    memo = Memo()
+    first = generate(store.view(), proxy, memo)
+    assert first.depends_on is not None and first.depends_on.pod is not None
+    last.put(proxy.key, first)
+
+    store.replace("pod/b/w", [pod("w", "b", "web", "10.1.0.9")])  # an endpoint elsewhere: own side untouched
+    view = store.view()
+    previous = last.previous(proxy.key, view)
+    assert previous is not None and not previous.own_side_changed
+    second = generate(view, proxy, memo, previous)
+    assert second.parts is first.parts
+    assert second.depends_on is first.depends_on
+    last.put(proxy.key, second)
+
+    store.replace("pod/a/p1", [pod("p1", "a", "web", "10.0.0.1", ready=False)])  # its own Pod
+    view = store.view()
+    previous = last.previous(proxy.key, view)
+    assert previous is not None and previous.own_side_changed
+    third = generate(view, proxy, memo, previous)
+    assert third.parts is not second.parts
+    assert contents(third.snapshot) == contents(generate(view, proxy, Memo()).snapshot)

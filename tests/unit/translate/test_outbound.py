@@ -268,6 +268,10 @@ def test_unknown_route_names_get_an_empty_route() -> None:
     assert built.name == "not-a-route"
     numeric = outbound_route(scope_of(view, proxy()), ProxyTraits(), "7777", Memo())
     assert numeric.refs == () and numeric.name == "7777"
+    from envoy.config.route.v3 import route_pb2
+
+    hosts = route_pb2.RouteConfiguration.FromString(numeric.payload).virtual_hosts
+    assert [v.name for v in hosts] == ["allow_any"]  # no service on 7777: catch-all only
 
 
 # ------------------------------------------------------------------ sharing and incremental rebuilds
@@ -338,21 +342,6 @@ def test_dot_star_sidecar_only_builds_its_namespace_services(monkeypatch: pytest
     assert sorted(set(calls)) == [f"m{i}.mine.svc.cluster.local" for i in range(3)]
     assert len(s.get(TypeUrl.LISTENER)) == 3  # 0.0.0.0_9080, virtualOutbound, virtualInbound
     assert rnames.port_route(9080) in s.get(TypeUrl.ROUTE)
-
-
-def test_any_route_name_is_answered_for_a_proxy() -> None:
-    from xds_server.translate.generator import route_for_name
-
-    view = view_of(svc("reviews"))
-    memo = Memo()
-    s = snap(view, proxy(), memo)
-    assert route_for_name(view, proxy(), "9080", memo) is s.get(TypeUrl.ROUTE)["9080"]
-    empty = route_for_name(view, proxy(), "bogus", memo)
-    assert empty.name == "bogus" and not empty.refs
-    from envoy.config.route.v3 import route_pb2
-
-    numeric = route_pb2.RouteConfiguration.FromString(route_for_name(view, proxy(), "7777", memo).payload)
-    assert [v.name for v in numeric.virtual_hosts] == ["allow_any"]  # no service on 7777: catch-all only
 
 
 def test_service_entry_with_two_addresses_gets_a_listener_per_address_and_one_cluster() -> None:

@@ -1,0 +1,252 @@
+"""Which proxies a change can reach: the push planner's dependency index.
+
+`generate` reports what each proxy's snapshot read (translate.dependencies.Dependencies); this
+module indexes those reads and holds ONE rule per config kind (`RULES`) saying which reads a
+changed object of that kind touches. It is istiod's SidecarScope.DependsOnConfig
+(pilot/pkg/model/sidecar.go) and ConfigAffectsProxy (pilot/pkg/xds/proxy_dependencies.go) turned
+around: instead of asking every proxy whether it depends on each change, the index answers which
+proxies hold a touched read. A kind without a rule (MeshConfig, Namespace) reaches every proxy,
+as a kind unknown to the SidecarScope does in istiod.
+
+A new config kind adds its rule to `RULES`; if proxies read it through something not listed in
+`Read` yet (a host, a named object), it adds that read too, and `generate` reports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from enum import Enum
+from typing import NamedTuple, TypeVar
+
+from xds_server.config import Kind, ObjectRef
+from xds_server.store.view import ChangeSet, StoreView
+from xds_server.translate.dependencies import Dependencies, ScopeDependencies
+from xds_server.translate.generator import Generated, Previous
+
+
+class Read(Enum):
+    """One kind of thing a proxy's snapshot reads, named by `Dependency.at`."""
+
+    NAMESPACE = "namespace"  # its own namespace (Services, ServiceEntries and Sidecars there): own side
+    POD = "pod"  # its own Pod, found by name ("namespace/name"): own side
+    ANY_POD = "any pod"  # no Pod found by name: any Pod may become its own (own side)
+    IMPORTED = "imported"  # a namespace whose services its scope imports: their endpoints
+    WATCHED = "watched"  # a namespace whose Services and ServiceEntries its egress hosts can import
+
+
+ANY_NAMESPACE = "*"  # Dependency(WATCHED, "*"): a `*/` egress host watches every namespace
+
+
+class Dependency(NamedTuple):
+    """One read: `Dependency(Read.IMPORTED, "shop")`, `Dependency(Read.POD, "shop/web-1")`."""
+
+    read: Read
+    at: str
+
+
+def pod_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+# A rule: (changed object, mesh root namespace) -> the reads it touches; None: every proxy.
+Rule = Callable[[ObjectRef, str], tuple[Dependency, ...] | None]
+
+_ANY_POD = Dependency(Read.ANY_POD, "")
+_WATCHED_ANYWHERE = Dependency(Read.WATCHED, ANY_NAMESPACE)
+
+
+def _pod(ref: ObjectRef, root_namespace: str) -> tuple[Dependency, ...]:
+    """A Pod is an endpoint of the services of its namespace, and some proxy's own workload."""
+    return (Dependency(Read.IMPORTED, ref.namespace), Dependency(Read.POD, pod_key(ref.namespace, ref.name)),
+            _ANY_POD)
+
+
+def _service(ref: ObjectRef, root_namespace: str) -> tuple[Dependency, ...]:
+    """A Service or ServiceEntry: what scopes able to import from its namespace import (whatever its
+    exportTo says now: it may have said otherwise before), and the inbound side of its namespace's proxies."""
+    return (Dependency(Read.WATCHED, ref.namespace), _WATCHED_ANYWHERE, Dependency(Read.NAMESPACE, ref.namespace))
+
+
+def _sidecar(ref: ObjectRef, root_namespace: str) -> tuple[Dependency, ...] | None:
+    """Which Sidecar applies to the proxies of its namespace; the root namespace's is every namespace's default."""
+    if ref.namespace == root_namespace:
+        return None
+    return (Dependency(Read.NAMESPACE, ref.namespace),)
+
+
+RULES: Mapping[str, Rule] = {
+    Kind.POD: _pod,
+    Kind.SERVICE: _service,
+    Kind.SERVICE_ENTRY: _service,
+    Kind.SIDECAR: _sidecar,
+}
+
+
+def touched(changes: ChangeSet, root_namespace: str) -> frozenset[Dependency] | None:
+    """Every read these changes touch; None when one of them reaches every proxy."""
+    out: set[Dependency] = set()
+    for ref in changes.refs:
+        rule = RULES.get(ref.kind)
+        hit = rule(ref, root_namespace) if rule is not None else None
+        if hit is None:
+            return None
+        out.update(hit)
+    return frozenset(out)
+
+
+def own_reads(depends_on: Dependencies) -> tuple[Dependency, ...]:
+    """The reads of a proxy's own side: its workload, the Sidecar that applies, its inbound config."""
+    pod = depends_on.pod
+    found = _ANY_POD if pod is None else Dependency(Read.POD, pod_key(pod.namespace, pod.name))
+    return (Dependency(Read.NAMESPACE, depends_on.namespace), found)
+
+
+def scope_reads(scope: ScopeDependencies) -> tuple[Dependency, ...]:
+    """The reads of a scope's outbound config, shared by every proxy of that scope."""
+    imported = tuple(Dependency(Read.IMPORTED, ns) for ns in scope.imports)
+    if scope.watched is None:
+        return (*imported, _WATCHED_ANYWHERE)
+    return (*imported, *(Dependency(Read.WATCHED, ns) for ns in scope.watched))
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V", bound=Hashable)
+
+
+def _add(index: dict[K, set[V]], at: K, item: V) -> None:
+    found = index.get(at)
+    if found is None:
+        index[at] = {item}
+    else:
+        found.add(item)
+
+
+def _discard(index: dict[K, set[V]], at: K, item: V) -> None:
+    found = index.get(at)
+    if found is not None:
+        found.discard(item)
+        if not found:
+            del index[at]
+
+
+class ProxyDependencies:
+    """Every connected proxy's last result, indexed by what it read.
+
+    Own-side reads are indexed per proxy; scope reads per distinct `ScopeDependencies` (every
+    proxy of one scope shares them, so a `*/*` mesh of N proxies and M namespaces holds M entries
+    per scope, not N x M).
+
+    `settled`: the planner visited every proxy a change reached up to this generation, so a
+    record is exact at its own generation or at `settled`, whichever is later.
+    """
+
+    def __init__(self) -> None:
+        self._records: dict[str, Generated] = {}
+        self._own: dict[str, tuple[Dependency, ...]] = {}  # proxy key -> its own-side reads
+        self._proxies: dict[Dependency, set[str]] = {}  # own-side read -> proxy keys
+        self._scopes: dict[Dependency, set[ScopeDependencies]] = {}  # scope read -> scopes
+        self._members: dict[ScopeDependencies, set[str]] = {}  # scope -> proxy keys
+        self._anything: set[str] = set()  # results that may depend on anything (depends_on None)
+        self._touched: dict[tuple[ChangeSet, str], frozenset[Dependency] | None] = {}
+        self.settled = -1
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._records
+
+    def put(self, key: str, result: Generated) -> None:
+        """Record a proxy's latest result (what its next generation may carry over)."""
+        old = self._records.get(key)
+        self._records[key] = result
+        if old is not None:
+            if old.depends_on is result.depends_on or old.depends_on == result.depends_on:
+                return
+            self._unlink(key, old.depends_on)
+        self._link(key, result.depends_on)
+
+    def forget(self, key: str) -> None:
+        """The proxy disconnected: drop its record."""
+        old = self._records.pop(key, None)
+        if old is not None:
+            self._unlink(key, old.depends_on)
+
+    def settle(self, generation: int) -> None:
+        """Every proxy a change up to `generation` reached has been visited."""
+        self.settled = max(self.settled, generation)
+        self._touched.clear()
+
+    def reached(self, changes: ChangeSet, root_namespace: str) -> set[str] | None:
+        """Keys of the proxies these changes can reach; None: every proxy."""
+        hits = self._hits(changes, root_namespace)
+        if hits is None:
+            return None
+        out = set(self._anything)
+        scopes: set[ScopeDependencies] = set()
+        for dep in hits:
+            keys = self._proxies.get(dep)
+            if keys:
+                out.update(keys)
+            found = self._scopes.get(dep)
+            if found:
+                scopes.update(found)
+        for scope in scopes:
+            out.update(self._members[scope])
+        return out
+
+    def previous(self, key: str, view: StoreView) -> Previous | None:
+        """The proxy's last result with what the push stage knows of the changes since (for `generate`)."""
+        result = self._records.get(key)
+        if result is None or result.depends_on is None:
+            return None
+        valid_at = max(result.generation, self.settled)
+        changes = view.changes_since(valid_at)
+        if changes is None:
+            return Previous(result, valid_at, own_side_changed=True)
+        hits = self._hits(changes, view.mesh.root_namespace)
+        changed = hits is None or any(d in hits for d in self._own[key])
+        return Previous(result, valid_at, own_side_changed=changed)
+
+    def _hits(self, changes: ChangeSet, root_namespace: str) -> frozenset[Dependency] | None:
+        # Most proxies of one push ask about the same change set (since `settled`): once each.
+        cache_key = (changes, root_namespace)
+        try:
+            return self._touched[cache_key]
+        except KeyError:
+            pass
+        if len(self._touched) > 16:
+            self._touched.clear()
+        hits = self._touched[cache_key] = touched(changes, root_namespace)
+        return hits
+
+    def _link(self, key: str, depends: Dependencies | None) -> None:
+        if depends is None:
+            self._anything.add(key)
+            return
+        own = self._own[key] = own_reads(depends)
+        for dep in own:
+            _add(self._proxies, dep, key)
+        scope = depends.outbound
+        members = self._members.get(scope)
+        if members is None:
+            members = self._members[scope] = set()
+            for dep in scope_reads(scope):
+                _add(self._scopes, dep, scope)
+        members.add(key)
+
+    def _unlink(self, key: str, depends: Dependencies | None) -> None:
+        if depends is None:
+            self._anything.discard(key)
+            return
+        for dep in self._own.pop(key, ()):
+            _discard(self._proxies, dep, key)
+        scope = depends.outbound
+        members = self._members.get(scope)
+        if members is not None:
+            members.discard(key)
+            if not members:
+                del self._members[scope]
+                for dep in scope_reads(scope):
+                    _discard(self._scopes, dep, scope)
+
