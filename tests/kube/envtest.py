@@ -85,9 +85,9 @@ def _stop_process(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
     """SIGTERM, then SIGKILL after `grace` seconds; always reaped."""
     if proc is None or proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
     try:
-        proc.wait(grace)
+        proc.wait(grace or None)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -107,6 +107,7 @@ class EnvTest:
         self._etcd: subprocess.Popen[bytes] | None = None
         self._apiserver: subprocess.Popen[bytes] | None = None
         self._ssl: ssl.SSLContext | None = None
+        self._crds: dict[str, list[str]] = {}  # kustomization -> CRD names, as installed
         ca = TestCA(self.dir / "pki", "envtest-ca")
         self.ca_file = Path(ca.path)
         serving = ca.issue("apiserver", dns=("localhost", "kubernetes", "kubernetes.default",
@@ -178,16 +179,17 @@ class EnvTest:
         self._wait_for(lambda: self._get_ok("/readyz"), 60, "kube-apiserver /readyz", self._apiserver,
                        self.dir / "kube-apiserver.log")
 
-    def stop_apiserver(self) -> None:
-        # With watches open the apiserver can take its full shutdown delay: SIGKILL after 10 s.
-        _stop_process(self._apiserver, 10)
+    def stop_apiserver(self, *, crash: bool = False) -> None:
+        """SIGTERM (with watches open a graceful stop can take ~10 s, then SIGKILL), or SIGKILL at
+        once when `crash`."""
+        _stop_process(self._apiserver, 0 if crash else 10)
         self._apiserver = None
 
-    def restart_apiserver(self, *, compact: bool = False) -> None:
+    def restart_apiserver(self, *, compact: bool = False, crash: bool = False) -> None:
         """Stop the apiserver (open watches drop) and start it again on the same port; etcd keeps
         the data. With `compact`, etcd's history is compacted while it is down, so its fresh watch
         cache cannot serve an older resourceVersion either: resuming from one answers 410 Gone."""
-        self.stop_apiserver()
+        self.stop_apiserver(crash=crash)
         if compact:
             self.compact_etcd()
         self.start_apiserver()
@@ -204,8 +206,9 @@ class EnvTest:
 
     # ------------------------------------------------------------ credentials
     def kubeconfig(self, token: str | None = None, path: str | os.PathLike[str] | None = None,
-                   namespace: str | None = None) -> Path:
-        """A kubeconfig for this apiserver with `token` (the admin token by default)."""
+                   namespace: str | None = None, server: str | None = None) -> Path:
+        """A kubeconfig for this apiserver (or `server`, e.g. a relay in front of it) with `token`
+        (the admin token by default)."""
         if path is None:
             fd, name = tempfile.mkstemp(prefix="kubeconfig-", suffix=".yaml", dir=self.dir)
             os.close(fd)
@@ -216,7 +219,7 @@ class EnvTest:
         doc = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "envtest", "cluster": {"server": self.url,
+            "clusters": [{"name": "envtest", "cluster": {"server": server or self.url,
                                                           "certificate-authority": str(self.ca_file)}}],
             "users": [{"name": "user", "user": {"token": token or self.admin_token}}],
             "contexts": [{"name": "envtest", "context": context}],
@@ -249,14 +252,53 @@ class EnvTest:
             raise EnvTestError(f"kubectl {' '.join(args)}: exit {proc.returncode}: {proc.stderr.strip()}")
         return proc
 
+    def install_crds(self, kustomization: str | os.PathLike[str]) -> list[str]:
+        """`kubectl apply -k` a directory of CRDs and wait until each is Established; returns
+        their names. Applied once per session unless `delete_crd`/`patch_crd` changed one."""
+        key = os.fspath(kustomization)
+        if key in self._crds:
+            return self._crds[key]
+        out = self.kubectl("apply", "--server-side", "--force-conflicts", "-k", os.fspath(kustomization),
+                           "-o", "name").stdout
+        names = [line.split("/", 1)[1] for line in out.split() if line.startswith("customresourcedefinition")]
+
+        def established() -> bool:
+            for name in names:
+                crd = self.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+                conditions = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", ())}
+                if conditions.get("Established") != "True":
+                    return False
+            return True
+
+        self._wait_for(established, 30, f"CRDs {names} established")
+        self._crds[key] = names
+        return names
+
+    def patch_crd(self, name: str, patch: Any, content_type: str = "application/json-patch+json") -> dict[str, Any]:
+        """Patch a CRD (e.g. stop serving a version); a JSON patch unless told otherwise."""
+        self._crds.clear()
+        return self.request("PATCH", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", patch,
+                            content_type=content_type)
+
+    def delete_crd(self, name: str) -> None:
+        """Delete a CRD (and with it every object of its kind) and wait until it is gone."""
+        self._crds.clear()
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+        try:
+            self.request("DELETE", path)
+        except ApiError as e:
+            if e.status != 404:
+                raise
+        self._wait_for(lambda: not self._get_ok(path), 30, f"CRD {name} deleted")
+
     # ------------------------------------------------------------ the API (admin)
-    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
+    def request(self, method: str, path: str, body: Any = None, *,
                 content_type: str = "application/json", token: str | None = None,
                 timeout: float = 30) -> dict[str, Any]:
         payload = self.request_raw(method, path, body, content_type=content_type, token=token, timeout=timeout)
         return json.loads(payload) if payload else {}
 
-    def request_raw(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
+    def request_raw(self, method: str, path: str, body: Any = None, *,
                     content_type: str = "application/json", token: str | None = None,
                     timeout: float = 30) -> bytes:
         data = json.dumps(body).encode() if body is not None else None
@@ -411,6 +453,10 @@ class EnvTest:
             self._ssl = ssl.create_default_context(cafile=str(self.ca_file))
         return self._ssl
 
+    def exists(self, path: str) -> bool:
+        """GET `path` as admin answers 2xx."""
+        return self._get_ok(path)
+
     def _get_ok(self, path: str) -> bool:
         try:
             self.request_raw("GET", path, timeout=2)
@@ -448,7 +494,9 @@ def _plural(kind: str) -> str:
     if kind in _CORE_PLURALS:
         return _CORE_PLURALS[kind]
     lower = kind.lower()
-    return lower + ("es" if lower.endswith(("s", "x")) else "ies" if lower.endswith("y") else "s")
+    if lower.endswith("y"):
+        return lower[:-1] + "ies"
+    return lower + ("es" if lower.endswith(("s", "x")) else "s")
 
 
 def collection_path(obj: Mapping[str, Any]) -> str:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.kube.envtest import EnvTest, missing_assets
+
+ISTIO_CRDS = Path(__file__).resolve().parents[2] / "deploy" / "crds"
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +38,12 @@ def kube_namespace(kube_api: EnvTest) -> Iterator[str]:
         yield name
     finally:
         kube_api.delete_namespace(name)
+
+
+@pytest.fixture
+def istio_crds(kube_api: EnvTest) -> list[str]:
+    """The Istio CRDs of deploy/crds, installed (again, if a test removed or changed one)."""
+    return kube_api.install_crds(ISTIO_CRDS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

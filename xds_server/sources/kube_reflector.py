@@ -266,6 +266,8 @@ class Reflector:
         self._response: urllib3.HTTPResponse | None = None
         self._synced = False
         self._gone_streak = 0  # 410s since the last watch that delivered something
+        self.lists = 0  # complete lists delivered (the first one and every relist)
+        self.watches = 0  # watch requests the server accepted
         self._last_trouble = ""  # to log a recurring problem once, then at debug
         self._thread = threading.Thread(target=self._run, name=f"reflector {target.origin}", daemon=True)
 
@@ -363,6 +365,7 @@ class Reflector:
                 self._version = version
                 self.state.api_version = spec.api_version(version)
             ops = self.state.listed(items, rv)
+            self.lists += 1
             self._trouble_over()
             if not self._gone_streak:  # a relist forced by repeated 410s is no sign of health
                 self._backoff.reset()
@@ -414,6 +417,7 @@ class Reflector:
             timeout_seconds=seconds,
             _request_timeout=(settings.connect_timeout, seconds + settings.request_timeout),
         ) as response:
+            self.watches += 1
             for line in _lines(response):
                 event = json.loads(line)
                 type_, obj = event.get("type"), event.get("object")

@@ -124,6 +124,11 @@ class KubernetesSource:
         """The resourceVersion each reflector would resume from (for tests and /debug)."""
         return {r.target.origin: r.state.resource_version for r in self._reflectors}
 
+    @property
+    def request_counts(self) -> dict[str, tuple[int, int]]:
+        """(lists, watches) each reflector has made so far (for tests and /debug)."""
+        return {r.target.origin: (r.lists, r.watches) for r in self._reflectors}
+
     async def run(self, sink: ConfigSink, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         configuration = await asyncio.to_thread(load_client_configuration, self._kubeconfig, self._context)
@@ -148,6 +153,10 @@ class KubernetesSource:
 
         def deliver(ops: list[Op]) -> None:  # on a reflector thread
             loop.call_soon_threadsafe(apply, ops)
+
+        # The reflectors retry with backoff and jitter themselves: urllib3's own immediate retries
+        # (three by default) would only hammer a restarting apiserver and log a warning each.
+        configuration.retries = False
 
         def make_client() -> ApiClient:
             client = ApiClient(configuration)
