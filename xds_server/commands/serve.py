@@ -61,6 +61,20 @@ def check(settings: Settings) -> str | None:
     return None
 
 
+def check_kubernetes(settings: Settings) -> str | None:
+    """A message when the Kubernetes client cannot be configured (a bad kubeconfig, or in-cluster
+    without a pod's environment): an exit 2 now rather than a server that never becomes ready."""
+    if not settings.kubernetes:
+        return None
+    from xds_server.sources.kubernetes import KubeConfigError, load_client_configuration
+
+    try:
+        load_client_configuration(settings.kubeconfig)
+    except KubeConfigError as e:
+        return str(e)
+    return None
+
+
 async def serve(settings: Settings) -> int:
     app = App(settings)
     try:
@@ -88,7 +102,7 @@ async def serve(settings: Settings) -> int:
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     settings = settings_from_args(args)
-    problem = check(settings)
+    problem = check(settings) or check_kubernetes(settings)
     if problem:
         print(f"xds-server serve: {problem}", file=sys.stderr)
         return 2

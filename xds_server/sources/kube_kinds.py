@@ -15,6 +15,10 @@ from typing import Any
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 
 ISTIO_GROUP = "networking.istio.io"
+# What the service account needs on every watched kind (deploy/rbac.yaml, checked against a real
+# API server by tests/kube/test_deploy.py): the reflectors list and watch; get reads nothing a
+# list does not, and is what `kubectl get` and client-go informers conventionally come with.
+READ_VERBS = ("get", "list", "watch")
 MESH_CONFIGMAP = "istio"  # ConfigMap `istio`, key `mesh`, in the root namespace
 
 
@@ -81,6 +85,13 @@ class WatchTarget:
         if self.namespace is not None:
             return custom.list_namespaced_custom_object(spec.group, version, self.namespace, spec.plural, **params)
         return custom.list_cluster_custom_object(spec.group, version, spec.plural, **params)
+
+
+def required_permissions(namespaces: Sequence[str] = (), root_namespace: str = "istio-system") -> dict[
+    tuple[str, str], tuple[str, ...]
+]:
+    """(API group, plural) -> verbs, for everything the source watches."""
+    return {(t.spec.group, t.spec.plural): READ_VERBS for t in watch_targets(namespaces, root_namespace)}
 
 
 def watch_targets(namespaces: Sequence[str], root_namespace: str) -> list[WatchTarget]:

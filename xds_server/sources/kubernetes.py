@@ -17,8 +17,10 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+import yaml
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration
+from kubernetes.config.incluster_config import SERVICE_HOST_ENV_NAME, SERVICE_PORT_ENV_NAME, InClusterConfigLoader
 
 from xds_server.config import ConfigObject, ObjectRef, Problem
 from xds_server.sources.kube_kinds import watch_targets
@@ -36,6 +38,10 @@ from xds_server.sources.kube_reflector import (
 log = logging.getLogger(__name__)
 
 USER_AGENT = "xds-server"
+# Where the kubelet mounts a pod's service-account token, CA and namespace; the variable points
+# elsewhere (tests, or a token mounted at another path).
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SERVICE_ACCOUNT_DIR_ENV = "XDS_SERVER_SERVICE_ACCOUNT_DIR"
 
 
 class ConfigSink(Protocol):
@@ -67,12 +73,34 @@ def load_client_configuration(kubeconfig: str | os.PathLike[str] | None, context
                 persist_config=False,
             )
         else:
-            # Also installs a hook that re-reads the rotated service-account token.
-            kube_config.load_incluster_config(client_configuration=configuration)
-    except (kube_config.ConfigException, OSError, ValueError) as e:
+            load_in_cluster(configuration)
+    except (kube_config.ConfigException, OSError, ValueError, yaml.YAMLError, TypeError, AttributeError,
+            KeyError) as e:  # the loader lets malformed YAML and wrong shapes through as they come
         where = f"kubeconfig {os.fspath(kubeconfig)}" if kubeconfig is not None else "in-cluster config"
         raise KubeConfigError(f"cannot load {where}: {e}") from e
     return configuration
+
+
+def load_in_cluster(configuration: Configuration) -> None:
+    """What a pod gets: the API server's address from KUBERNETES_SERVICE_HOST/PORT, the
+    service-account token and CA from SERVICE_ACCOUNT_DIR (or $XDS_SERVER_SERVICE_ACCOUNT_DIR).
+    The official loader also installs a hook that re-reads the token file as the kubelet rotates
+    it (bound tokens expire; client-go re-reads it the same way)."""
+    directory = os.environ.get(SERVICE_ACCOUNT_DIR_ENV) or SERVICE_ACCOUNT_DIR
+    if not os.environ.get(SERVICE_HOST_ENV_NAME) or not os.environ.get(SERVICE_PORT_ENV_NAME):
+        raise kube_config.ConfigException(
+            f"{SERVICE_HOST_ENV_NAME} and {SERVICE_PORT_ENV_NAME} are not set: not running in a pod "
+            "(outside a cluster, give --kubeconfig PATH)")
+    for name in ("token", "ca.crt"):
+        if not os.path.isfile(os.path.join(directory, name)):
+            raise kube_config.ConfigException(
+                f"no service-account {name} in {directory} (is the token mounted? "
+                f"automountServiceAccountToken must not be false; {SERVICE_ACCOUNT_DIR_ENV} names another directory)")
+    InClusterConfigLoader(
+        token_filename=os.path.join(directory, "token"),
+        cert_filename=os.path.join(directory, "ca.crt"),
+        try_refresh_token=True,
+    ).load_and_set(configuration)
 
 
 class KubernetesSource:
