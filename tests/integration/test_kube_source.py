@@ -51,6 +51,8 @@ async def test_watches_ask_for_bookmarks_from_the_lists_resource_version(
     async with running(kubeconfig) as r:
         assert r.names("Pod") == {"Pod/default/web"}
         for plural in ("pods", "services", "namespaces", "sidecars", "serviceentries"):
+            # Ready means listed: each watch follows its list at once, but maybe not yet.
+            await eventually(lambda plural=plural: apiserver.requests_for(plural, watch=True), f"{plural} watched")
             watch = apiserver.requests_for(plural, watch=True)[0]
             assert watch.query["allowWatchBookmarks"] == "true"
             assert watch.query["resourceVersion"] == listed_at
