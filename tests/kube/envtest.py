@@ -265,7 +265,8 @@ class EnvTest:
         def established() -> bool:
             for name in names:
                 crd = self.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-                conditions = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", ())}
+                # A CRD just created has `conditions: null` until its controller gets to it.
+                conditions = {c["type"]: c["status"] for c in (crd.get("status") or {}).get("conditions") or ()}
                 if conditions.get("Established") != "True":
                     return False
             return True
