@@ -1,9 +1,8 @@
-"""The envtest fixture itself: a real apiserver with RBAC, tokens, Pod status written by hand,
-and the two faults the Kubernetes source tests rely on (restart, compaction -> 410)."""
+"""The envtest fixture itself: a real apiserver with RBAC, tokens, Pod status written by hand.
+Its faults (restart, compaction -> 410) are proven where they are used, in test_kube_source.py."""
 
 from __future__ import annotations
 
-import json
 import ssl
 import urllib.error
 import urllib.request
@@ -51,20 +50,3 @@ def test_unauthenticated_requests_are_refused(kube_api: EnvTest) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(kube_api.url + "/api/v1/pods", context=context, timeout=5)
     assert refused.value.code in (401, 403)
-
-
-def test_compaction_while_down_makes_an_old_resource_version_gone(kube_api: EnvTest, kube_namespace: str) -> None:
-    old = kube_api.create(pod(kube_namespace, "a"))["metadata"]["resourceVersion"]
-    kube_api.create(pod(kube_namespace, "b"))
-    kube_api.restart_apiserver(compact=True)
-    watch = f"/api/v1/namespaces/{kube_namespace}/pods?watch=1&resourceVersion={old}&timeoutSeconds=1"
-    try:
-        lines = kube_api.request_raw("GET", watch).splitlines()
-        events = [json.loads(line) for line in lines if line.strip()]
-        assert events and events[0]["type"] == "ERROR" and events[0]["object"]["code"] == 410, events
-    except ApiError as e:  # a server may also answer the watch itself with 410
-        assert e.status == 410
-    # The data is all there after the restart.
-    listed = kube_api.request("GET", f"/api/v1/namespaces/{kube_namespace}/pods")["items"]
-    names = [p["metadata"]["name"] for p in listed]
-    assert names == ["a", "b"]
