@@ -1,10 +1,10 @@
 """A real kube-apiserver + etcd for tests, started the way controller-runtime's envtest does.
 
 The binaries come from `KUBEBUILDER_ASSETS` (a directory holding `etcd` and `kube-apiserver`, as
-`setup-envtest use -p path` prints; `scripts/test.sh` points it at `../shared/kube/bin` when that
-exists). Each process listens on a free loopback port; the apiserver serves a certificate of a
-throwaway CA, accepts one admin token (`--token-auth-file`, group system:masters), signs
-service-account tokens with a throwaway key (so TokenRequest works), and authorizes with RBAC.
+`setup-envtest use -p path` prints; `scripts/test.sh` sets it for CI's checkout). Each process
+listens on a free loopback port; the apiserver serves a certificate of a throwaway CA, accepts
+one admin token (`--token-auth-file`, group system:masters), signs service-account tokens with
+a throwaway key (so TokenRequest works), and authorizes with RBAC.
 
 There is no controller-manager, scheduler or kubelet: Pods stay Pending unless a test writes
 their status (`set_pod_status`), no EndpointSlices appear, ServiceAccounts must be created by hand
