@@ -4,6 +4,12 @@ Skips cleanly (one reason per test) unless we are root with `ip netns`, iptables
 Envoy binary. `e2e_run` (session) owns the name prefix and crash cleanup; `mesh` (module) is a
 node namespace with bridge and DNS; `xds_mesh` (module) adds a running `xds-server serve`;
 `pod` (function) makes pods that are removed when the test ends.
+
+`xds_mesh` takes its config from `--config-dir` by default. A module that sets
+`MESH_SOURCES = ("files", "kubernetes")` runs its tests through both sources: with "kubernetes"
+the mesh is a `KubeMesh`, whose objects and pods come from a real kube-apiserver (`kube_cluster`)
+and whose server runs with `serve --kubeconfig`. `E2E_MESH_SOURCES=files,kubernetes` does that for
+every module that uses `xds_mesh` (a longer, local run).
 """
 
 from __future__ import annotations
@@ -17,10 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from e2e.harness import Mesh, Pod, Run, envoy_binary
+from e2e.harness.kubemesh import KubeCluster, KubeMesh
+from e2e.harness.mesh import VIP_NET
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 
 @functools.cache
@@ -78,10 +88,54 @@ def mesh(e2e_run: Run) -> Iterator[Mesh]:
         m.close()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "xds_mesh" not in metafunc.fixturenames:
+        return
+    forced = os.environ.get("E2E_MESH_SOURCES")
+    sources = tuple(forced.split(",")) if forced else getattr(metafunc.module, "MESH_SOURCES", ("files",))
+    if tuple(sources) != ("files",):
+        metafunc.parametrize("xds_mesh", sources, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> Iterator[KubeCluster]:
+    """A kube-apiserver of the e2e's own, for KubeMesh: its service range is the meshes' VIP range
+    (198.19.0.0/16), the CRDs of deploy/crds and the ServiceAccount and RBAC of deploy/ are
+    installed, and the xds-server replicas use that ServiceAccount's token, as in a cluster.
+    Skipped with the reason without KUBEBUILDER_ASSETS (a failure under CI)."""
+    from tests.kube.envtest import EnvTest, missing_assets
+
+    reason = missing_assets()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    with EnvTest(apiserver_args=(f"--service-cluster-ip-range={VIP_NET}",)) as env:
+        crds = []
+        for path in sorted((ROOT / "deploy" / "crds").glob("*.yaml")):
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc and doc.get("kind") == "CustomResourceDefinition":
+                    crds.append(env.apply(doc))
+        for name in ("namespace.yaml", "rbac.yaml"):
+            for doc in yaml.safe_load_all((ROOT / "deploy" / name).read_text()):
+                if doc:
+                    env.apply(doc)
+
+        def established(crd: dict[str, object]) -> bool:
+            status = env.get(crd).get("status") or {}
+            return any(c.get("type") == "Established" and c.get("status") == "True"
+                       for c in status.get("conditions") or [])
+
+        env.wait_for(lambda: all(established(c) for c in crds), timeout=30, what="CRDs established")
+        yield KubeCluster(env.url, str(env.ca_file), env.admin_token,
+                          server_token=env.token_for("xds-system", "xds-server"))
+
+
 @pytest.fixture(scope="module")
-def xds_mesh(e2e_run: Run) -> Iterator[Mesh]:
+def xds_mesh(request: pytest.FixtureRequest, e2e_run: Run) -> Iterator[Mesh]:
     """A mesh whose pods' sidecars talk to a real `xds-server serve` on the node."""
-    m = Mesh(e2e_run)
+    source = getattr(request, "param", "files")
+    m = KubeMesh(e2e_run, request.getfixturevalue("kube_cluster")) if source == "kubernetes" else Mesh(e2e_run)
     try:
         m.start_server()
         yield m
@@ -114,3 +168,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for value in getattr(item, "funcargs", {}).values():
             if isinstance(value, Mesh):
                 report.sections.append((f"e2e {value.node.name}", value.debug_dump()))
+
+
+@pytest.fixture(scope="module")
+def kube_mesh(e2e_run: Run, kube_cluster: KubeCluster) -> Iterator[KubeMesh]:
+    """A KubeMesh without a server yet (the test starts its replicas)."""
+    m = KubeMesh(e2e_run, kube_cluster)
+    try:
+        yield m
+    finally:
+        m.close()

@@ -12,6 +12,8 @@ import pytest
 
 from e2e.harness import Envoy, Mesh, Pod, wait_for
 
+MESH_SOURCES = ("files", "kubernetes")  # the Kubernetes source too: objects and pods from an API server
+
 B = "b.default.svc.cluster.local"
 C = "c.other.svc.cluster.local"
 
@@ -35,8 +37,9 @@ def world(xds_mesh: Mesh) -> World:
     return World(xds_mesh, a, envoy)
 
 
-def outbound_hosts(envoy: Envoy) -> set[str]:
-    return {name.split("|")[3] for name in envoy.clusters() if name.startswith("outbound|")}
+def outbound_hosts(world: World) -> set[str]:
+    hosts = {name.split("|")[3] for name in world.envoy.clusters() if name.startswith("outbound|")}
+    return hosts - world.mesh.platform_hosts
 
 
 def use_sidecar(world: World, hosts: list[str] | None, expect: set[str]) -> None:
@@ -49,9 +52,9 @@ def use_sidecar(world: World, hosts: list[str] | None, expect: set[str]) -> None
             "metadata": {"name": "a", "namespace": "default"},
             "spec": {"workloadSelector": {"labels": {"app": "a"}}, "egress": [{"hosts": hosts}]},
         })
-    wait_for(lambda: outbound_hosts(world.envoy) == expect, timeout=15,
+    wait_for(lambda: outbound_hosts(world) == expect, timeout=15,
              what=f"a's outbound clusters == {sorted(expect)}",
-             describe=lambda: f"have {sorted(outbound_hosts(world.envoy))}")
+             describe=lambda: f"have {sorted(outbound_hosts(world))}")
     for host in expect:
         wait_for(lambda h=host: world.envoy.endpoints().get(f"outbound|8080||{h}"), timeout=15,
                  what=f"endpoints for {host}")

@@ -8,6 +8,8 @@ import pytest
 
 from e2e.harness import Mesh, Pod
 
+MESH_SOURCES = ("files", "kubernetes")  # the Kubernetes source too: objects and pods from an API server
+
 MYSQL_HOST = "mysql.e2e.example"
 
 

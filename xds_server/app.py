@@ -59,8 +59,11 @@ def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.server.max_pending_requests_hard_limit", 100_000),
     ]
     if settings.max_connection_age > 0:
+        # As istiod's MAX_CONNECTION_AGE (grpc-go's MaxConnectionAge): gRPC core itself adds +-10 %
+        # jitter to the age, sends GOAWAY, and closes the connection after the grace; the stream
+        # of an xDS client never finishes by itself, so the grace is when Envoy reconnects.
         opts.append(("grpc.max_connection_age_ms", int(settings.max_connection_age * 1000)))
-        opts.append(("grpc.max_connection_age_grace_ms", 10_000))
+        opts.append(("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace * 1000)))
     return opts
 
 

@@ -46,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--drain-seconds", type=float, default=5.0, metavar="SECONDS",
                        help="graceful drain on SIGTERM (default 5)")
     serve.add_argument("--max-connection-age", type=float, default=0.0, metavar="SECONDS",
-                       help="close xDS connections after this age to rebalance replicas (0: never)")
+                       help="close xDS connections after this age (+-10 %% jitter) to rebalance replicas (0: never)")
+    serve.add_argument("--max-connection-age-grace", type=float, default=10.0, metavar="SECONDS",
+                       help="after --max-connection-age, close the connection this long after its GOAWAY; "
+                            "Envoy then reconnects to any replica (default 10, as istiod)")
     serve.add_argument("--max-new-streams-per-second", type=float, default=200.0, metavar="N",
                        help="admit at most N new xDS streams per second (plus --new-stream-burst); beyond it "
                             "streams wait up to --max-admission-wait, then are refused with RESOURCE_EXHAUSTED and "

@@ -24,6 +24,7 @@ class Settings:
     debounce_max: float = 1.0
     drain_seconds: float = 5.0
     max_connection_age: float = 0.0
+    max_connection_age_grace: float = 10.0  # istiod's MaxServerConnectionAgeGrace default
     send_timeout: float = 60.0
     max_receive_bytes: int = 32 * 1024 * 1024
     # Admission (reference/xds-protocol.md §11): new xDS streams per second, with a burst; a stream

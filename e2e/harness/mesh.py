@@ -46,6 +46,10 @@ class Service:
 
 
 class Mesh:
+    source = "files"  # where the server reads config: `--config-dir` (KubeMesh: "kubernetes")
+    # Services every cluster of this kind has on its own, which tests comparing whole sets ignore.
+    platform_hosts: frozenset[str] = frozenset()
+
     def __init__(self, run: Run) -> None:
         self.run = run
         self.pods: dict[str, Pod] = {}

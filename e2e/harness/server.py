@@ -17,14 +17,19 @@ XDS_SERVER = [sys.executable, "-m", "xds_server"]
 
 
 class XdsServer:
-    def __init__(self, node: Netns, config_dir: Path, xds_address: str, admin_address: str,
-                 extra_args: list[str] | None = None) -> None:
+    def __init__(self, node: Netns, config_dir: Path | None, xds_address: str, admin_address: str,
+                 extra_args: list[str] | None = None, *, source_args: list[str] | None = None,
+                 name: str = "xds-server") -> None:
+        """`source_args` replace `--config-dir DIR` (e.g. `--kubeconfig PATH`)."""
         self.node = node
         self.config_dir = config_dir
         self.xds_address = xds_address
         self.admin_address = admin_address
-        self.proc: Proc = node.spawn("xds-server", [
-            *XDS_SERVER, "serve", "--config-dir", str(config_dir),
+        if source_args is None:
+            assert config_dir is not None
+            source_args = ["--config-dir", str(config_dir)]
+        self.proc: Proc = node.spawn(name, [
+            *XDS_SERVER, "serve", *source_args,
             "--xds-address", xds_address, "--admin-address", admin_address,
             "--debounce-quiet", "0.05", "--debounce-max", "0.5", "--drain-seconds", "0",
             *(extra_args or []),

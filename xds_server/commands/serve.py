@@ -30,6 +30,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca,
         debounce_quiet=args.debounce_quiet, debounce_max=args.debounce_max,
         drain_seconds=args.drain_seconds, max_connection_age=args.max_connection_age,
+        max_connection_age_grace=args.max_connection_age_grace,
         max_new_streams_per_second=args.max_new_streams_per_second, new_stream_burst=args.new_stream_burst,
         max_admission_wait=args.max_admission_wait,
         max_receive_bytes=args.max_receive_bytes, send_timeout=args.send_timeout,
@@ -55,6 +56,8 @@ def check(settings: Settings) -> str | None:
         return "--max-new-streams-per-second and --max-admission-wait must be >= 0 and --new-stream-burst >= 1"
     if settings.max_receive_bytes < 64 * 1024:
         return "--max-receive-bytes: at least 65536 (Envoy's node message alone is ~60 kB)"
+    if settings.max_connection_age < 0 or settings.max_connection_age_grace < 0:
+        return "--max-connection-age and --max-connection-age-grace must be >= 0"
     if min(settings.send_timeout, settings.keepalive_interval, settings.keepalive_timeout,
            settings.keepalive_min_client_ping) <= 0:
         return "--send-timeout and the keepalive flags must be > 0"
