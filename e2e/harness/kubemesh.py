@@ -229,6 +229,12 @@ class KubeMesh(Mesh):
         self.server = self.servers[0]
         return srv
 
+    def kill_replica(self, index: int) -> None:
+        """SIGKILL replica `index`: no drain, no GOAWAY; its connections just break."""
+        proc = self.servers[index].proc
+        proc.popen.kill()
+        proc.popen.wait(10)
+
     def apply(self, name: str, *docs: dict[str, Any] | str) -> Path:
         objs: list[dict[str, Any]] = []
         for d in docs:
