@@ -127,7 +127,7 @@ class Envoy:
 
     def route_configs(self) -> dict[str, dict[str, Any]]:
         sec = self._section("RoutesConfigDump")
-        out = {s["route_config"]["name"]: s["route_config"] for s in sec.get("static_route_configs", [])}
+        out = {s["route_config"].get("name", ""): s["route_config"] for s in sec.get("static_route_configs", [])}
         for d in sec.get("dynamic_route_configs", []):
             out[d["route_config"]["name"]] = d["route_config"]
         return out

@@ -141,14 +141,15 @@ class Kubelet:
             bootstrap = edit_bootstrap(bootstrap)
         envoy = pod.start_envoy(bootstrap, wait=wait)
         if wait:
-            self.wait_ready(pod, ref)
+            wait_for(lambda: self.probe(pod, ref), timeout=20, what=f"{ref.namespace}/{ref.name} readiness probe")
         return envoy
 
-    def wait_ready(self, pod: Pod, ref: Ref, timeout: float = 20.0) -> None:
-        """The injected readiness probe (GET pod-ip:15021/healthz/ready from the node), then Ready."""
-        wait_for(lambda: self._probe(f"http://{pod.ip}:{READY_PORT}/healthz/ready"), timeout=timeout,
-                 what=f"{ref.namespace}/{ref.name} readiness probe")
+    def probe(self, pod: Pod, ref: Ref) -> bool:
+        """The injected readiness probe (GET pod-ip:15021/healthz/ready from the node); Ready on success."""
+        if not self._probe(f"http://{pod.ip}:{READY_PORT}/healthz/ready"):
+            return False
         self.api.patch_status(ref, pod_status(pod.ip, ready=True))
+        return True
 
 
 class Controllers:
@@ -161,6 +162,7 @@ class Controllers:
         self._add_pod = add_pod
         self._remove_pod = remove_pod
         self.running: dict[str, Pod] = {}  # uid -> pod started for a Deployment's Pod
+        self.probing: dict[str, tuple[Pod, Ref]] = {}  # uid -> started, not Ready yet
         self.errors: list[str] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -237,6 +239,16 @@ class Controllers:
                 self._terminate(p)
             elif not deletion and meta["uid"] not in self.running:
                 self._start(p)
+        # Pods start without waiting for their Envoys (several start at once); each pass probes.
+        for uid, (pod, ref) in list(self.probing.items()):
+            if uid not in self.running:
+                del self.probing[uid]
+            elif pod.envoy is not None and not pod.envoy.proc.alive():
+                del self.probing[uid]
+                self.say(f"{ref.namespace}/{ref.name}: envoy exited:\n{pod.envoy.proc.log_tail(10)}")
+            elif self.kubelet.probe(pod, ref):
+                del self.probing[uid]
+                self.say(f"{ref.namespace}/{ref.name} is Ready")
         for uid in set(self.running) - seen:  # deleted at once (grace 0): stop what still runs
             self.say(f"pod {self.running[uid].fqdn_id} is gone: stopping it")
             self._remove_pod(self.running.pop(uid))
@@ -277,7 +289,10 @@ class Controllers:
         self.say(f"starting pod {meta['namespace']}/{meta['name']}")
         pod = self._add_pod(meta["name"], meta["namespace"], dict(meta.get("labels") or {}))
         self.running[meta["uid"]] = pod
-        self.kubelet.run(pod, {**p, "kind": "Pod", "apiVersion": "v1"})
+        obj = {**p, "kind": "Pod", "apiVersion": "v1"}
+        if self.kubelet.run(pod, obj, wait=False) is not None:
+            self.probing[meta["uid"]] = (pod, Ref.of(obj))
+            self._wake.set()  # probe again soon, not only at the next event
 
     def _terminate(self, p: dict[str, Any]) -> None:
         meta = p["metadata"]

@@ -197,7 +197,7 @@ class Mesh:
     def rejected_updates(self) -> dict[str, dict[str, int]]:
         """NACKed xDS updates per pod, for every pod running an Envoy; {} when all is accepted."""
         out = {}
-        for key, pod in self.pods.items():
+        for key, pod in list(self.pods.items()):  # a snapshot: KubeMesh's controllers add pods too
             if pod.envoy is not None and pod.envoy.proc.alive():
                 rejected = pod.envoy.rejected_updates()
                 if rejected:
@@ -210,7 +210,7 @@ class Mesh:
         parts = [f"=== mesh {self.node.name} (workdir {self.workdir})"]
         if self.server:
             parts.append(f"[xds-server]\n{self.server.proc.log_tail(60)}")
-        parts += [pod.debug_dump() for pod in self.pods.values()]
+        parts += [pod.debug_dump() for pod in list(self.pods.values())]
         return "\n".join(parts)
 
     def close(self) -> None:
