@@ -169,6 +169,21 @@ def test_pdb_selects_the_server() -> None:
     assert deployment["spec"]["replicas"] > pdb["spec"]["maxUnavailable"]
 
 
+def test_replicas_spread_over_nodes_and_rebalance() -> None:
+    """docs/deploy.md (replicas): two or more replicas, never fewer than all during a rollout, spread
+    over nodes, and --max-connection-age so that Envoys spread again after one restarts."""
+    (deployment,) = by_kind("Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] >= 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    assert [(c["topologyKey"], c["labelSelector"]) for c in pod["topologySpreadConstraints"]] == [
+        ("kubernetes.io/hostname", spec["selector"])]
+    args = pod["containers"][0]["args"]
+    assert float(args[args.index("--max-connection-age") + 1]) > 0
+    assert pod["terminationGracePeriodSeconds"] > float(args[args.index("--drain-seconds") + 1])
+
+
 # ------------------------------------------------------------------ CRDs
 
 
