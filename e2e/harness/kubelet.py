@@ -22,7 +22,6 @@ woken by watches on Pods and Deployments and level-based (every pass compares th
 from __future__ import annotations
 
 import json
-import logging
 import re
 import secrets
 import threading
@@ -43,8 +42,6 @@ NODE_NAME = "e2e-node"
 HTTP_APP_IMAGE = "e2e/http"
 PROXY_CONTAINER, INIT_CONTAINER = "istio-proxy", "istio-init"
 READY_PORT = 15021
-
-log = logging.getLogger("e2e.kubelet")
 
 
 def expand(text: str, env: dict[str, str]) -> str:
