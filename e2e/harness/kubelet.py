@@ -77,14 +77,25 @@ def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
 
 
+def proxy_container(pod: dict[str, Any]) -> dict[str, Any] | None:
+    return next((c for c in containers(pod) if c.get("name") == PROXY_CONTAINER), None)
+
+
 def proxy_bootstrap(pod: dict[str, Any]) -> dict[str, Any] | None:
     """The injected Envoy's bootstrap (its `--config-yaml`, expanded), or None without a sidecar."""
-    for c in containers(pod):
-        if c.get("name") == PROXY_CONTAINER:
-            env = downward_env(c, pod)
-            args = [expand(a, env) for a in c.get("args") or []]
-            return yaml.safe_load(args[args.index("--config-yaml") + 1])
-    return None
+    c = proxy_container(pod)
+    if c is None:
+        return None
+    env = downward_env(c, pod)
+    args = [expand(a, env) for a in c.get("args") or []]
+    return yaml.safe_load(args[args.index("--config-yaml") + 1])
+
+
+def readiness_url(pod: dict[str, Any], ip: str) -> str:
+    """The sidecar container's own readinessProbe (httpGet), as the kubelet would call it."""
+    c = proxy_container(pod) or {}
+    get = (c.get("readinessProbe") or {}).get("httpGet") or {}
+    return f"http://{ip}:{get.get('port', READY_PORT)}{get.get('path', '/healthz/ready')}"
 
 
 def init_script(pod: dict[str, Any]) -> list[str] | None:
@@ -115,6 +126,7 @@ class Kubelet:
     def __init__(self, api: KubeApi, node_probe: Callable[[str], bool]) -> None:
         self.api = api
         self._probe = node_probe  # GET url from the node namespace -> 200?
+        self._probe_urls: dict[Ref, str] = {}
 
     def run(self, pod: Pod, obj: dict[str, Any], *, wait: bool = True,
             edit_bootstrap: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Envoy | None:
@@ -137,13 +149,14 @@ class Kubelet:
         if edit_bootstrap:
             bootstrap = edit_bootstrap(bootstrap)
         envoy = pod.start_envoy(bootstrap, wait=wait)
+        self._probe_urls[ref] = readiness_url(obj, pod.ip)
         if wait:
             wait_for(lambda: self.probe(pod, ref), timeout=20, what=f"{ref.namespace}/{ref.name} readiness probe")
         return envoy
 
     def probe(self, pod: Pod, ref: Ref) -> bool:
         """The injected readiness probe (GET pod-ip:15021/healthz/ready from the node); Ready on success."""
-        if not self._probe(f"http://{pod.ip}:{READY_PORT}/healthz/ready"):
+        if not self._probe(self._probe_urls[ref]):
             return False
         self.api.patch_status(ref, pod_status(pod.ip, ready=True))
         return True
