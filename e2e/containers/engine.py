@@ -83,11 +83,8 @@ class Engine:
         return done.returncode == 0
 
     def build(self, context: Path, tag: str, containerfile: Path | None = None,
-              build_args: dict[str, str] | None = None, labels: dict[str, str] | None = None,
-              host_ca: bool = True, timeout: float = 900) -> None:
+              build_args: dict[str, str] | None = None, host_ca: bool = True, timeout: float = 900) -> None:
         argv = ["build", "--tag", tag, "--network", "host"]
-        for key, value in (labels or {}).items():
-            argv += ["--label", f"{key}={value}"]
         if containerfile is not None:
             argv += ["--file", str(containerfile)]
         for key, value in (build_args or {}).items():

@@ -120,6 +120,7 @@ def main() -> int:
     problems: list[str] = []
     summary: dict[str, Any] = {}
     started = time.monotonic()
+    exit_code = EXIT_FAILED
     try:
         with machine_lock():
             if (why := port_problem(admin)) is not None:
@@ -131,11 +132,14 @@ def main() -> int:
             problems = run_all(engine, phases, compose, image, server_service, admin, sidecars, summary)
     except RunError as e:
         problems.append(str(e))
+    except SystemExit as e:  # a signal, after the teardown in run_all()
+        problems.append(f"interrupted (exit code {e.code}); everything it had started was removed")
+        exit_code = int(e.code or EXIT_FAILED)
     summary = {"ok": not problems, "problems": problems, "timings_s": {**phases.timings,
                "total": round(time.monotonic() - started, 1)}, **summary}
     log("\n".join(["== FAILED:", *problems]) if problems else "== all checks passed")
     print(json.dumps(summary), flush=True)
-    return EXIT_FAILED if problems else 0
+    return exit_code if problems else 0
 
 
 def run_all(engine: Engine, phases: Phases, compose: dict[str, Any], image: str, server_service: str,
