@@ -25,6 +25,15 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "deploy.md"
 CALL_TIMEOUT = 30.0  # an Envoy may still be taking its first config, or a change be on its way
 
+# The Dockerfile keeps only the bytecode of the Kubernetes client's generated api/ and models/:
+# they must still import and work (serve --kubernetes needs them; the compose mesh does not).
+_KUBERNETES_CLIENT = (
+    "from kubernetes import client, config, watch; import xds_server.sources.kubernetes; "
+    "pod = client.ApiClient().sanitize_for_serialization(client.V1Pod(metadata=client.V1ObjectMeta(name='p'))); "
+    "assert pod == {'metadata': {'name': 'p'}}, pod; "
+    "assert client.CoreV1Api(client.ApiClient()).list_namespaced_pod; print('ok')"
+)
+
 _EXPECTATIONS = (
     "import json; from xds_server.commands.demo import DEMO_CALLS; "
     "print(json.dumps([[c.curl, c.status, list(c.contains)] for c in DEMO_CALLS]))"
@@ -167,6 +176,9 @@ def check_image(engine: Engine, image: str) -> tuple[list[str], dict[str, Any]]:
     if done.stdout.strip() != f"xds-server {version}":
         problems.append(f"`xds-server --version` in {image}: {done.stdout.strip() or done.stderr.strip()!r}, "
                         f"expected 'xds-server {version}'")
+    client = engine.run_image(image, "-c", _KUBERNETES_CLIENT, entrypoint="python")
+    if client.stdout.strip() != "ok":
+        problems.append(f"the Kubernetes client in {image} does not work: {client.stderr.strip()[-800:]}")
     labels = json.loads(engine.image_labels(image) or "null") or {}
     for key in ("title", "description", "version", "licenses", "base.name"):
         if not labels.get(f"org.opencontainers.image.{key}"):

@@ -117,9 +117,11 @@ class Engine:
     def run_flags(self) -> list[str]:
         return []
 
-    def run_image(self, image: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run_image(self, image: str, *args: str, entrypoint: str | None = None,
+                  timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """A one-off container of IMAGE with ARGS as its command, no network."""
-        return self.engine("run", "--rm", "--network", "none", *self.run_flags(), image, *args,
+        override = ["--entrypoint", entrypoint] if entrypoint else []
+        return self.engine("run", "--rm", "--network", "none", *self.run_flags(), *override, image, *args,
                            timeout=timeout, check=False)
 
     # ---------------------------------------------------------------- compose

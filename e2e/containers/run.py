@@ -21,6 +21,7 @@ import socket
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -145,6 +146,9 @@ def main() -> int:
 def run_all(engine: Engine, phases: Phases, compose: dict[str, Any], image: str, server_service: str,
             admin: str, sidecars: int, summary: dict[str, Any]) -> list[str]:
     problems: list[str] = []
+    if engine.states():  # left by a run that was killed (this project name is the compose file's)
+        log("== removing what an interrupted run left")
+        engine.teardown()
     host = HostState.snapshot() if isinstance(engine, Podman) else None
     workdir = Path(tempfile.mkdtemp(prefix="xds-server-containers-", dir="/var/tmp"))
     try:
@@ -159,8 +163,6 @@ def run_all(engine: Engine, phases: Phases, compose: dict[str, Any], image: str,
             problems += image_problems
         project = copy_project(workdir, compose)
         engine.project_dir = project
-        if engine.states():  # left by an interrupted run: this project name is the compose file's
-            engine.teardown()
         with phases.phase("compose up"):
             engine.compose_up()
             server = engine.container_id(server_service)
@@ -176,6 +178,9 @@ def run_all(engine: Engine, phases: Phases, compose: dict[str, Any], image: str,
             problems += checks.check_config_change(engine, project / "xds_server" / "commands" / "demo_mesh")
     except RunError as e:
         problems.append(str(e))
+    except Exception as e:  # a bug here must still end in a teardown and a summary
+        log(traceback.format_exc())
+        problems.append(f"unexpected {type(e).__name__}: {e}")
     finally:
         if problems and engine.project_dir != ROOT:
             log("== logs of the compose services\n" + engine.logs())
