@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -182,15 +182,29 @@ def run_all(engine: Engine, phases: Phases, compose: dict[str, Any], image: str,
         log(traceback.format_exc())
         problems.append(f"unexpected {type(e).__name__}: {e}")
     finally:
-        if problems and engine.project_dir != ROOT:
-            log("== logs of the compose services\n" + engine.logs())
-        with phases.phase("teardown"):
-            leftovers = engine.teardown()
-            if host is not None:
-                leftovers += host.restore()
-            shutil.rmtree(workdir, ignore_errors=True)
-        problems += [f"teardown: {p}" for p in leftovers]
+        problems += teardown(engine, host, workdir, phases, show_logs=bool(problems))
     return problems
+
+
+def teardown(engine: Engine, host: HostState | None, workdir: Path, phases: Phases, show_logs: bool) -> list[str]:
+    """Every step runs even when one before it fails; what could not be undone is returned."""
+    leftovers: list[str] = []
+    with phases.phase("teardown"):
+        if show_logs and engine.project_dir != ROOT:
+            try:
+                log("== logs of the compose services\n" + engine.logs())
+            except RunError as e:
+                log(f"  no logs: {e}")
+        undo: list[tuple[str, Callable[[], list[str]]]] = [("containers", engine.teardown)]
+        if host is not None:
+            undo.append(("host", host.restore))
+        for name, step in undo:
+            try:
+                leftovers += step()
+            except Exception as e:  # keep tearing down; report it
+                leftovers.append(f"{name}: {type(e).__name__}: {e}")
+        shutil.rmtree(workdir, ignore_errors=True)
+    return [f"teardown: {p}" for p in leftovers]
 
 
 if __name__ == "__main__":
