@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -300,9 +301,61 @@ def test_documented_build_and_run_commands_match_the_dockerfile_and_manifests() 
     assert argv[-1] == build[0]
 
 
+def _labels() -> dict[str, str]:
+    (label,) = instruction("LABEL")
+    return dict(pair.split("=", 1) for pair in shlex.split(label))
+
+
+def test_image_labels_are_the_oci_ones_with_the_package_version() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    labels = _labels()
+    assert labels["org.opencontainers.image.title"] == project["name"]
+    assert labels["org.opencontainers.image.version"] == project["version"]
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
+    assert labels["org.opencontainers.image.base.name"] == "${PYTHON_IMAGE}"
+    assert all(key.startswith("org.opencontainers.image.") for key in labels)
+    # the image checks its own entry point and `--version` at build time
+    assert "/opt/xds-server/bin/xds-server --version" in " ".join(instruction("RUN", stage=0))
+
+
+def test_version_flag_prints_the_package_version() -> None:
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    done = subprocess.run([sys.executable, "-m", "xds_server", "--version"], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert (done.returncode, done.stdout) == (0, f"xds-server {version}\n"), done.stderr
+
+
+def test_the_image_may_drop_the_asyncio_kubernetes_client() -> None:
+    """The Dockerfile deletes kubernetes/aio from the venv: nothing of xds-server may import it."""
+    assert "rm -rf kubernetes/aio" in " ".join(instruction("RUN", stage=0))
+    users = [str(p.relative_to(ROOT)) for p in (ROOT / "xds_server").rglob("*.py")
+             if re.search(r"kubernetes\.aio|from kubernetes import .*\baio\b", p.read_text())]
+    assert users == []
+
+
+def test_every_image_the_files_name_has_a_stand_in() -> None:
+    from e2e.containers import standins
+
+    bases = standins.dockerfile_base_images(ROOT / "Dockerfile")
+    pulled, built = standins.compose_images(ROOT / "docker-compose.yml")
+    assert bases == ["python:3.11-slim-bookworm"]
+    assert built == [inject.DEFAULT_INIT_IMAGE]
+    assert sorted(standins.standin_for(ref) for ref in bases + pulled) == ["curl", "envoy", "python"]
+    assert standins.qualified("python:3.11-slim-bookworm") == "docker.io/library/python:3.11-slim-bookworm"
+    assert standins.qualified("envoyproxy/envoy:v1.40.0") == "docker.io/envoyproxy/envoy:v1.40.0"
+    assert standins.qualified("quay.io/a/b:1") == "quay.io/a/b:1"
+
+
+def test_docs_run_the_containers_script_as_written() -> None:
+    assert "e2e/containers/run.sh" in DOCS
+    for call in DEMO_CALLS:  # the script runs exactly the documented commands
+        assert f"docker compose exec client {call.curl}" in DOCS
+
+
 # ------------------------------------------------------------------ e2e/kind and shell scripts
 
-SCRIPTS = sorted([*ROOT.glob("e2e/kind/*.sh"), *ROOT.glob("compose/*.sh")])
+SCRIPTS = sorted([*ROOT.glob("e2e/kind/*.sh"), *ROOT.glob("compose/*.sh"), *ROOT.glob("e2e/containers/*.sh"),
+                  *ROOT.glob("e2e/containers/standins/*/*.sh")])
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
