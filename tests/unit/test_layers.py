@@ -29,8 +29,9 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "translate": frozenset({"push", "xds", "sources", "grpc"}),
     # Sources feed the store; they know nothing of what is made of it.
     "sources": frozenset({"translate", "push", "xds"}),
-    # The transport serves snapshots; it does not know how they are made.
-    "xds": frozenset({"translate", "push", "mesh"}),
+    # The transport serves snapshots of resources (resources.py) to any proxy-like object (xds/proxy.py);
+    # it does not know how they are made, nor what a config object or the store is.
+    "xds": frozenset({"config", "store", "mesh", "translate", "push", "sources", "admin", "commands"}),
 }
 
 # (importing module, imported module) pairs tolerated for now, each with the reason. None today.
