@@ -15,7 +15,7 @@ A new config kind adds its rule to `RULES`; if proxies read it through something
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from enum import Enum
+from enum import StrEnum
 from typing import NamedTuple, TypeVar
 
 from xds_server.config import Kind, ObjectRef
@@ -24,8 +24,12 @@ from xds_server.translate.dependencies import Dependencies, ScopeDependencies
 from xds_server.translate.generator import Generated, Previous
 
 
-class Read(Enum):
-    """One kind of thing a proxy's snapshot reads, named by `Dependency.at`."""
+class Read(StrEnum):
+    """One kind of thing a proxy's snapshot reads, named by `Dependency.at`.
+
+    A StrEnum: hashed as its string in C, where a plain Enum's hash is a Python call (the index
+    hashes a few of these per visited proxy and push).
+    """
 
     NAMESPACE = "namespace"  # its own namespace (Services, ServiceEntries and Sidecars there): own side
     POD = "pod"  # its own Pod, found by name ("namespace/name"): own side
@@ -205,7 +209,7 @@ class ProxyDependencies:
         if changes is None:
             return Previous(result, valid_at, own_side_changed=True)
         hits = self._hits(changes, view.mesh.root_namespace)
-        changed = hits is None or any(d in hits for d in self._own[key])
+        changed = hits is None or not hits.isdisjoint(self._own[key])
         return Previous(result, valid_at, own_side_changed=changed)
 
     def _hits(self, changes: ChangeSet, root_namespace: str) -> frozenset[Dependency] | None:
