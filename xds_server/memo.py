@@ -26,10 +26,11 @@ class Memo:
 
     def get(self, key: Hashable, build: Callable[..., T], *args: Any) -> T:
         try:
-            return self._current[key]
+            found: T = self._current[key]
+            return found
         except KeyError:
             pass
-        value = self._previous.get(key, _MISSING)
+        value: T = self._previous.get(key, _MISSING)
         if value is _MISSING:
             self.misses += 1
             value = build(*args)
