@@ -113,11 +113,6 @@ def virtual_host(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def inbound_route(port: int) -> str:
-    """Inline route of an inbound HTTP chain: `inbound|8080||`."""
-    return inbound_cluster(port)
-
-
 def inbound_virtual_host(service_port: int) -> str:
     return f"{INBOUND}|http|{service_port}"
 

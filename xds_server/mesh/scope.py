@@ -143,10 +143,6 @@ class Scope:
             self._by_host.update((s.hostname, s) for s in self.services)
         return self._by_host.get(hostname)
 
-    @property
-    def hostnames(self) -> frozenset[str]:
-        return frozenset(s.hostname for s in self.services)
-
     @cached_property
     def namespaces(self) -> frozenset[str]:
         """Namespaces of the imported services: a Pod elsewhere changes nothing here."""

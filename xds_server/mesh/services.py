@@ -240,13 +240,6 @@ class ServiceRegistry:
             out[svc.namespace].append(svc)
         return out
 
-    @cached_property
-    def by_hostname(self) -> dict[str, list[ServiceModel]]:
-        out: dict[str, list[ServiceModel]] = defaultdict(list)
-        for svc in self.services:
-            out[svc.hostname].append(svc)
-        return out
-
     def _group(self, svc: ServiceModel, namespace: str) -> int | None:
         """0: private to namespace, 1: exported to it by name, 2: public; None: invisible."""
         export = svc.export_to or self.default_export_to

@@ -20,7 +20,6 @@ from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
-from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
@@ -179,11 +178,6 @@ def tls_inspector() -> listener_components_pb2.ListenerFilter:
 def original_dst() -> listener_components_pb2.ListenerFilter:
     return listener_components_pb2.ListenerFilter(name=ORIGINAL_DST,
                                                   typed_config=pack(original_dst_pb2.OriginalDst()))
-
-
-def original_src() -> listener_components_pb2.ListenerFilter:
-    return listener_components_pb2.ListenerFilter(name=ORIGINAL_SRC,
-                                                  typed_config=pack(original_src_pb2.OriginalSrc()))
 
 
 def filter_chain_match(
