@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from xds_server.config.address import is_unix
+
 # Fixed clusters (cluster_builder.go).
 BLACKHOLE_CLUSTER = "BlackHoleCluster"
 PASSTHROUGH_CLUSTER = "PassthroughCluster"
@@ -34,8 +36,6 @@ VIRTUAL_INBOUND_CATCHALL_HTTP_CHAIN = "virtualInbound-catchall-http"
 # Catch-all virtual hosts (§7.4).
 ALLOW_ANY_VHOST = "allow_any"
 BLOCK_ALL_VHOST = "block_all"
-
-UNIX_PREFIX = "unix://"
 
 OUTBOUND = "outbound"
 INBOUND = "inbound"
@@ -72,14 +72,6 @@ def parse_cluster(name: str) -> ClusterName | None:
 def listener(bind: str, port: int) -> str:
     """`0.0.0.0_9080`, `10.96.0.5_3306`, `unix:///var/run/a.sock_0` (primary bind + port)."""
     return f"{bind}_{port}"
-
-
-def is_unix(bind: str) -> bool:
-    return bind.startswith(UNIX_PREFIX)
-
-
-def unix_path(bind: str) -> str:
-    return bind[len(UNIX_PREFIX):]
 
 
 def outbound_http_stat_prefix(bind: str, port: int) -> str:

@@ -181,7 +181,7 @@ def _plain_address(text: str) -> str:
 def from_service_entry(se: IstioServiceEntry) -> list[ServiceModel]:
     """One model per host; all of the entry's addresses are that host's VIPs."""
     spec, meta = se.spec, se.meta
-    ports = tuple(Port(p.name, p.number, protocol.parse(p.protocol), p.target_port or None) for p in spec.ports)
+    ports = tuple(Port(p.name, p.number, p.protocol, p.target_port or None) for p in se.ports)
     endpoints = tuple(
         StaticEndpoint(e.address, tuple(sorted(e.ports.items())), e.weight) for e in spec.endpoints
     )

@@ -126,17 +126,17 @@ def _service_entry_targets(se: IstioServiceEntry, labels: Mapping[str, str], ips
             return
         # A selected pod: the SE port maps to the container port of the same name, if any.
         by_name = {cp.name: cp.port for cp in ports if cp.name}
-        port_of = {p.number: by_name.get(p.name) or p.target_port or p.number for p in spec.ports}
+        port_of = {p.number: by_name.get(p.name) or p.target_port or p.number for p in se.ports}
     else:
         mine = [ep for ep in spec.endpoints if ep.address in ips]
         if not mine:
             return
         ep = mine[0]
-        port_of = {p.number: ep.ports.get(p.name) or p.target_port or p.number for p in spec.ports}
+        port_of = {p.number: ep.ports.get(p.name) or p.target_port or p.number for p in se.ports}
     for host in spec.hosts:
         seen: set[tuple[int, Protocol]] = set()
-        for p in spec.ports:
-            proto = protocol.parse(p.protocol)
+        for p in se.ports:
+            proto = p.protocol
             key = (port_of[p.number], proto)
             if key in seen:
                 continue
