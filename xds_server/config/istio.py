@@ -43,7 +43,7 @@ class SidecarIngress:
 
     port: SidecarPort
     bind: str = ""  # an IP; "" = the instance IP (or the wildcard)
-    capture_mode: CaptureMode.ValueType = CaptureMode.DEFAULT
+    capture_mode: CaptureMode = CaptureMode.DEFAULT
     default_endpoint: Endpoint = ORIGINAL_DST_ENDPOINT
     tls: ServerTls | None = None
     connection_pool: ConnectionPool | None = None
@@ -64,7 +64,7 @@ class SidecarEgress:
 
     port: SidecarPort | None  # None: the portless catch-all
     bind: str = ""  # an IP, `unix:///path`, or ""
-    capture_mode: CaptureMode.ValueType = CaptureMode.DEFAULT
+    capture_mode: CaptureMode = CaptureMode.DEFAULT
     hosts: tuple[str, ...] = ()
 
     @classmethod

@@ -94,7 +94,7 @@ class ConnectionPool:
 class ServerTls:
     """Istio `ServerTLSSettings` as a Sidecar ingress listener's `tls` (the fields a sidecar may use)."""
 
-    mode: TLSMode.ValueType = pb.ServerTLSSettings.PASSTHROUGH
+    mode: TLSMode = pb.ServerTLSSettings.PASSTHROUGH
     server_certificate: str = ""
     private_key: str = ""
     ca_certificates: str = ""
@@ -103,8 +103,8 @@ class ServerTls:
     credential_names: tuple[str, ...] = ()
     verify_certificate_spki: tuple[str, ...] = ()
     verify_certificate_hash: tuple[str, ...] = ()
-    min_protocol_version: TLSProtocol.ValueType = pb.ServerTLSSettings.TLS_AUTO
-    max_protocol_version: TLSProtocol.ValueType = pb.ServerTLSSettings.TLS_AUTO
+    min_protocol_version: TLSProtocol = pb.ServerTLSSettings.TLS_AUTO
+    max_protocol_version: TLSProtocol = pb.ServerTLSSettings.TLS_AUTO
     cipher_suites: tuple[str, ...] = ()
 
     @classmethod

@@ -186,21 +186,16 @@ def from_service_entry(se: IstioServiceEntry) -> list[ServiceModel]:
         StaticEndpoint(e.address, tuple(sorted(e.ports.items())), e.weight) for e in spec.endpoints
     )
     selector = (FrozenDict(spec.workload_selector.labels) if spec.HasField("workload_selector") else None)
-    common = {
-        "namespace": meta.namespace,
-        "name": meta.name,
-        "registry": Registry.EXTERNAL,
-        "ports": ports,
-        "resolution": _SE_RESOLUTION.get(spec.resolution, Resolution.PASSTHROUGH),
-        "addresses": tuple(_plain_address(a) for a in spec.addresses),
-        "export_to": _export_to(spec.export_to),
-        "mesh_external": spec.location == pb.ServiceEntry.MESH_EXTERNAL,
-        "creation": meta.creation_timestamp,
-        "selector": selector,
-        "static_endpoints": endpoints,
-        "logical_dns": meta.annotations.get(CONNECT_STRATEGY_ANNOTATION) == "RACE_FIRST_TCP_CONNECT",
-    }
-    return [ServiceModel(hostname=h, **common) for h in spec.hosts]  # type: ignore[arg-type]
+    resolution = _SE_RESOLUTION.get(spec.resolution, Resolution.PASSTHROUGH)
+    addresses = tuple(_plain_address(a) for a in spec.addresses)
+    export_to = _export_to(spec.export_to)
+    mesh_external = spec.location == pb.ServiceEntry.MESH_EXTERNAL
+    logical_dns = meta.annotations.get(CONNECT_STRATEGY_ANNOTATION) == "RACE_FIRST_TCP_CONNECT"
+    return [ServiceModel(hostname=h, namespace=meta.namespace, name=meta.name, registry=Registry.EXTERNAL,
+                         ports=ports, resolution=resolution, addresses=addresses, export_to=export_to,
+                         mesh_external=mesh_external, creation=meta.creation_timestamp, selector=selector,
+                         static_endpoints=endpoints, logical_dns=logical_dns)
+            for h in spec.hosts]
 
 
 def _mergeable(a: ServiceModel, b: ServiceModel) -> bool:

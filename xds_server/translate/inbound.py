@@ -169,7 +169,7 @@ def _service_cluster_specs(ctx: _Context) -> list[InboundClusterSpec]:
 
 
 # ------------------------------------------------------------------ Sidecar ingress
-def _bind_to_port(mode: CaptureMode.ValueType, proxy: Proxy) -> bool:
+def _bind_to_port(mode: CaptureMode, proxy: Proxy) -> bool:
     """`getBindToPort`: DEFAULT follows the proxy (binds only without capture); else explicit."""
     if mode == CaptureMode.DEFAULT:
         return proxy.interception_mode == NONE_MODE

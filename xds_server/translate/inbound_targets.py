@@ -82,7 +82,9 @@ def _container_ports(workload: Workload) -> tuple[ContainerPort, ...]:
 def _selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
     # An empty selector is no selector: Kubernetes drops `selector: {}`, and selector-less
     # Services only have hand-written Endpoints (not modelled here).
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())  # type: ignore[union-attr]
+    if not selector:
+        return False
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def _kube_targets(svc: Service, labels: Mapping[str, str], ports: Sequence[ContainerPort],
