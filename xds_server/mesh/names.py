@@ -33,7 +33,7 @@ VIRTUAL_INBOUND_BLACKHOLE_CHAIN = "virtualInbound-blackhole"
 VIRTUAL_INBOUND_PASSTHROUGH_CHAIN = "virtualInbound"
 VIRTUAL_INBOUND_CATCHALL_HTTP_CHAIN = "virtualInbound-catchall-http"
 
-# Catch-all virtual hosts (§7.4).
+# Catch-all virtual hosts, last in every non-sniffed outbound route (istiod's `httproute.go`).
 ALLOW_ANY_VHOST = "allow_any"
 BLOCK_ALL_VHOST = "block_all"
 

@@ -1,4 +1,4 @@
-"""Istio ConnectionPoolSettings -> Envoy cluster fields (§12, `cluster_traffic_policy.go` applyConnectionPool).
+"""Istio ConnectionPoolSettings -> Envoy cluster fields (istiod's `cluster_traffic_policy.go` applyConnectionPool).
 
 Inbound clusters take, in precedence, the Sidecar ingress entry's `connectionPool` for that port,
 else the Sidecar's `inboundConnectionPool`, else nothing (istiod's DestinationRule and mesh

@@ -2,7 +2,7 @@
 
 Everything here returns a fresh protobuf message; callers memoise the resources they assemble
 from them (see memo.py). Istio-only filters (istio.metadata_exchange, istio.stats, istio.alpn)
-are deliberately absent: the targets are upstream Envoy builds (§15).
+are deliberately absent: the targets are upstream Envoy builds, which do not have them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The inbound side of a sidecar: inbound clusters, virtualInbound and Sidecar ingress listeners.
 
-`build_inbound` is pure and the only entry point. Which ports get inbound config (§10.1, §11):
+`build_inbound` is pure and the only entry point. Which ports get inbound config (istiod's
+`listener_inbound.go` buildInboundChainConfigs, `cluster.go` buildInboundClusters):
 
 * Sidecar without `ingress` (or no Sidecar): one chain and one cluster per target port of the
   workload's service targets; nothing at all when INTERCEPTION_MODE is NONE.
@@ -107,7 +108,8 @@ class _Context:
     def cluster_spec(self, port: int, proto: protocol.Protocol, endpoint: str, endpoint_port: int,
                      services: tuple[tuple[str, str, str], ...]) -> InboundClusterSpec:
         # Loopback upstreams are never captured by iptables; everything else must come from
-        # 127.0.0.6 (::6) so that the pod's own rules let it through (§16).
+        # 127.0.0.6 (::6) so that the pod's own rules let it through (istio-iptables returns
+        # traffic from that source without redirecting it).
         bind = "" if endpoint in LOOPBACKS else self.passthrough_bind
         return InboundClusterSpec(port=port, protocol=proto, endpoint=endpoint, endpoint_port=endpoint_port,
                                   upstream_bind=bind, pool=self.pool(port),

@@ -1,10 +1,12 @@
-"""Inbound clusters `inbound|<port>||` (§10.3, §11.2; `cluster_builder.go` buildInboundCluster).
+"""Inbound clusters `inbound|<port>||` (istiod's `cluster.go` buildInboundClustersFromServiceInstances
+and buildInboundClustersFromSidecar, `cluster_builder.go` buildInboundCluster).
 
 A cluster is fully described by an `InboundClusterSpec`, which is also its memo key: pods that
 serve the same port the same way share one Built.
 
 * no endpoint: ORIGINAL_DST back to the address the client dialled, bound to 127.0.0.6 (::6) so
-  istio-iptables does not capture it again (§16);
+  istio-iptables does not capture it again (its ISTIO_OUTPUT chain returns traffic from
+  127.0.0.6: `tools/istio-iptables/pkg/capture/run.go`);
 * an endpoint (127.0.0.1:P, [::1]:P, the instance IP, a unix socket): STATIC. Only loopback
   endpoints go without the 127.0.0.6 source bind, as in istiod (Envoy ignores it for pipes).
 """

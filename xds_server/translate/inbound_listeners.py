@@ -1,9 +1,10 @@
-"""Inbound listeners: `virtualInbound` (15006) and real `<bind>_<port>` ingress listeners (§10.2, §11.1).
+"""Inbound listeners: `virtualInbound` (15006) and real `<bind>_<port>` Sidecar ingress listeners.
 
 Mirrors `listener_inbound.go`: each arriving port gets a `ChainConfig`, which becomes one or two
 filter chains (HTTP -> HCM with an inline route, TCP -> tcp_proxy, auto -> both, TLS-terminated
 -> one `{transport_protocol: tls}` chain). Chains go into virtualInbound unless the config binds
-its own port. Plaintext only (the DISABLE column of §10.2): no mTLS chains, no Istio-only filters.
+its own port. Plaintext only (what istiod builds for PeerAuthentication DISABLE): no mTLS chains,
+no Istio-only filters.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Service targets: which (service, port) pairs a workload serves, and on which pod port (§1.3).
+"""Service targets: which (service, port) pairs a workload serves, and on which pod port.
 
 istiod computes these on connect (`model/context.go` SetServiceTargets) from every registry:
 
@@ -11,7 +11,8 @@ istiod computes these on connect (`model/context.go` SetServiceTargets) from eve
   whose STATIC endpoints carry one of the proxy's IPs.
 
 Targets are sorted oldest service first (then by hostname): whoever is first owns a target port
-when several services share it, and its protocol is the port's protocol (§10.1).
+when several services share it, and its protocol is the port's protocol (istiod's
+`listener_inbound.go` buildInboundChainConfigs).
 """
 
 from __future__ import annotations

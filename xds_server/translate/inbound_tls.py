@@ -1,4 +1,4 @@
-"""Sidecar ingress `tls` -> DownstreamTlsContext (§11.3; `listener.go` BuildListenerTLSContext).
+"""Sidecar ingress `tls` -> DownstreamTlsContext (istiod's `listener.go` BuildListenerTLSContext).
 
 Project decision: ingress TLS works from the Sidecar alone (istiod also wants
 ENABLE_TLS_ON_SIDECAR_INGRESS and a PeerAuthentication DISABLE for the port), and certificates are

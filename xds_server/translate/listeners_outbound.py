@@ -1,4 +1,5 @@
-"""LDS, outbound side: virtualOutbound (§5) and the per-port listeners of a Scope (§6, §8).
+"""LDS, outbound side: virtualOutbound (15001) and the per-port listeners of a Scope, Sidecar egress
+listeners with an explicit port, bind or captureMode included.
 
 The algorithm is istiod's buildSidecarOutboundListeners / buildSidecarOutboundListener
 (pilot/pkg/networking/core/listener.go, tls.go): for each egress listener in order, for each
