@@ -98,3 +98,19 @@ def test_service_entry_ports_carry_their_protocol() -> None:
                                             {"number": 9, "name": "x"}]}, pb.ServiceEntry()))
     assert [(p.number, p.protocol, p.name, p.target_port) for p in se.ports] == [
         (80, Protocol.HTTP, "h", 8080), (9, Protocol.UNSUPPORTED, "x", 0)]
+
+
+def test_command_line_addresses_use_the_same_splitter() -> None:
+    from xds_server.cli import build_parser
+    from xds_server.commands.bootstrap import BootstrapError, build_bootstrap
+
+    args = build_parser().parse_args(["serve", "--xds-address", "[::1]:15010", "--admin-address", ":0"])
+    assert args.xds_address == ("::1", 15010) and args.admin_address == ("0.0.0.0", 0)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--xds-address", "::1:15010"])  # ambiguous: needs brackets
+    node = "sidecar~10.0.0.1~a.ns~ns.svc.cluster.local"
+    cluster = next(c for c in build_bootstrap(node, "[fd00::1]:15010")["static_resources"]["clusters"])
+    address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert address["socket_address"] == {"address": "fd00::1", "port_value": 15010}
+    with pytest.raises(BootstrapError):
+        build_bootstrap(node, "fd00::1:15010")
