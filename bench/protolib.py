@@ -1,16 +1,17 @@
 """Build + serialize cost of one typical Envoy resource, per protobuf library.
 
-    python -m bench.protolib [--n 20000]
+    python -m bench.protolib [--seconds 1]
 
 Builds an outbound EDS Cluster the way `translate/clusters.py` does (EDS over ADS, circuit
 breakers, explicit HTTP/2 upstream options packed in an Any, `istio` metadata) and an outbound
 HTTP Listener (a filter chain with an HttpConnectionManager packed in an Any, RDS over ADS, four
-HTTP filters), then serializes it, N times with a fresh message each time, and prints the
-microseconds per resource:
+HTTP filters), then serializes it, over and over with a fresh message each time (best of three
+runs of about a second), and prints the microseconds per resource:
 
 * with xds-protos (the `*_pb2` classes on protobuf's upb runtime) — what the server uses;
-* with envoy-data-plane (betterproto2 dataclasses) when it is importable. It is not a dependency
-  of this project: to compare, install it in a throwaway venv together with xds-protos, e.g.
+* with envoy-data-plane (2.x: betterproto2 pydantic dataclasses; 1.x: betterproto dataclasses)
+  when it is importable. It is not a dependency of this project: to compare, install it in a
+  throwaway venv together with xds-protos, e.g.
   `python3 -m venv /tmp/edp && /tmp/edp/bin/pip install envoy-data-plane xds-protos`, then run
   `/tmp/edp/bin/python -m bench.protolib` from the repository root.
 
@@ -216,9 +217,14 @@ def betterproto_listener() -> Callable[[int], bytes]:
 
 
 # ------------------------------------------------------------------ timing
-def per_resource_us(build: Callable[[int], bytes], n: int, repeats: int = 3) -> float:
-    """Best of `repeats` runs of n builds+serializations, in microseconds per resource."""
+def per_resource_us(build: Callable[[int], bytes], seconds: float, repeats: int = 3) -> float:
+    """Best of `repeats` runs of about `seconds` each, in microseconds per build+serialize."""
     build(0)  # warm up
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds / 4:  # calibrate: a slow library gets fewer rounds
+        build(n)
+        n += 1
+    n = max(10, int(n * 4))
     best = float("inf")
     for _ in range(repeats):
         gc.collect()
@@ -242,7 +248,7 @@ def _differences(a: bytes, b: bytes, cls: Any) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=20_000, help="resources per timed run (default 20,000)")
+    p.add_argument("--seconds", type=float, default=1.0, help="length of each timed run (default 1)")
     args = p.parse_args(argv)
 
     from envoy.config.cluster.v3.cluster_pb2 import Cluster
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = {"cluster (EDS)": len(variants[0][2](7)), "listener (HCM)": len(variants[1][2](7))}
     print(f"{'resource':16} {'library':48} {'us / resource':>14}  bytes")
     for resource, library, build in variants:
-        print(f"{resource:16} {library:48} {per_resource_us(build, args.n):14.1f}  {sizes[resource]}", flush=True)
+        print(f"{resource:16} {library:48} {per_resource_us(build, args.seconds):14.1f}  {sizes[resource]}", flush=True)
 
 
 if __name__ == "__main__":
