@@ -20,7 +20,7 @@ from enum import StrEnum
 from functools import cached_property
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.config import IstioServiceEntry, Kind, Pod, Service, protocol
+from xds_server.config import IstioServiceEntry, Kind, Pod, Service
 from xds_server.config.protocol import Protocol
 from xds_server.config.refs import FrozenDict
 from xds_server.memo import Memo
@@ -137,7 +137,7 @@ def from_kube_service(svc: Service, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) 
         resolution = Resolution.CLIENT_SIDE_LB
         addresses = (svc.cluster_ip,) if svc.cluster_ip else ()
     ports = tuple(
-        Port(p.name, p.port, protocol.from_kube_port(p.port, p.name, p.protocol, p.app_protocol), p.target_port)
+        Port(p.name, p.port, p.istio_protocol, p.target_port)
         for p in svc.ports
     )
     export = meta.annotations.get(EXPORT_TO_ANNOTATION, "")

@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from xds_server.config import ContainerPort, IstioServiceEntry, Service, protocol
+from xds_server.config import ContainerPort, IstioServiceEntry, Service
 from xds_server.config.protocol import Protocol
 from xds_server.mesh.workload import Workload
 from xds_server.store.view import StoreView
@@ -98,7 +98,7 @@ def _kube_targets(svc: Service, labels: Mapping[str, str], ports: Sequence[Conta
         target = _resolve_target_port(sp.port, sp.target_port, sp.protocol, ports)
         if target is None:
             continue
-        proto = protocol.from_kube_port(sp.port, sp.name, sp.protocol, sp.app_protocol)
+        proto = sp.istio_protocol
         if (target, proto) in seen:
             continue
         seen.add((target, proto))

@@ -114,3 +114,13 @@ def test_command_line_addresses_use_the_same_splitter() -> None:
     assert address["socket_address"] == {"address": "fd00::1", "port_value": 15010}
     with pytest.raises(BootstrapError):
         build_bootstrap(node, "fd00::1:15010")
+
+
+def test_kubernetes_service_ports_carry_istios_protocol() -> None:
+    from xds_server.config import ServicePort
+
+    assert ServicePort(80, "http-web").istio_protocol is Protocol.HTTP
+    assert ServicePort(8080, "web", app_protocol="kubernetes.io/h2c").istio_protocol is Protocol.HTTP2
+    assert ServicePort(3306, "db").istio_protocol is Protocol.TCP  # a well-known server-first port
+    assert ServicePort(53, "dns", "UDP").istio_protocol is Protocol.UDP
+    assert ServicePort(80, "http-web") == ServicePort(80, "http-web")
