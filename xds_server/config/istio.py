@@ -2,7 +2,9 @@
 
 A Sidecar's listeners are also parsed once into frozen values (`SidecarIngress`,
 `SidecarEgress`): ports with their protocol, binds, the ingress `defaultEndpoint` with its kind,
-connection pool and TLS settings. The translator reads these, never the raw strings.
+connection pool and TLS settings; ServiceEntry ports with their protocol. The translator reads
+these, never the raw strings. Binds stay the validated text (an IP, `unix://path` or empty): that
+text also names the Envoy listener, and config/address.py answers the one question asked of it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from xds_server.config.traffic import ConnectionPool, ServerTls
 # Re-exported so that callers spell enums once: pb.CaptureMode.NONE etc.
 SidecarSpec = pb.Sidecar
 ServiceEntrySpec = pb.ServiceEntry
-
-
 CaptureMode = pb.CaptureMode
 
 
