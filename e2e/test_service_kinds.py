@@ -252,7 +252,7 @@ def test_capture_rules_are_istio_init_and_app_traffic_hits_15001(world: World) -
     spec = ISTIO_IPTABLES_NAT.strip().splitlines()
     at = spec.index("-A ISTIO_INBOUND -p tcp --dport 15020 -j RETURN") + 1
     # Through Kubernetes the rules are those of the istio-init container `xds-server inject` adds:
-    # exactly §16's, without the harness's own extra exclusion.
+    # exactly istio-iptables', without the harness's own extra exclusion.
     expected = spec if world.mesh.source == "kubernetes" else [*spec[:at], HARNESS_EXTRA, *spec[at:]]
     assert per_chain(iptables.nat_rules(world.a.ns)) == per_chain(expected)
 

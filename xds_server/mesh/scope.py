@@ -206,12 +206,12 @@ def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, m
 
 def _egress_listener(index: int, entry: SidecarEgress, hosts: HostImports, registry: ServiceRegistry,
                      namespace: str) -> EgressListener:
-    port = entry.port
+    sidecar_port = entry.port
     listener = EgressListener(
         index=index,
-        port=port.number if port is not None else None,
-        protocol=port.protocol if port is not None else Protocol.UNSUPPORTED,
-        port_name=port.name if port is not None else "",
+        port=sidecar_port.number if sidecar_port is not None else None,
+        protocol=sidecar_port.protocol if sidecar_port is not None else Protocol.UNSUPPORTED,
+        port_name=sidecar_port.name if sidecar_port is not None else "",
         bind=entry.bind,
         capture_none=entry.capture_mode == CaptureMode.NONE,
         services=(),
