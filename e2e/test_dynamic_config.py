@@ -196,10 +196,11 @@ def test_bad_input_keeps_the_previous_good_config(world: World, unrelated: Reque
 
 
 def test_node_of_another_proxy_type_is_refused_without_harm(world: World, unrelated: RequestLoop) -> None:
-    """Reference §1.1: the node type "must be `sidecar`, `router`, `waypoint`, `ztunnel` ... Only
-    `sidecar` is covered here", and a node the server cannot serve is refused (istiod: "wrong
-    format ⇒ istiod closes with InvalidArgument"; this server accepts ids of other shapes as an
-    unknown proxy, by design, but refuses other proxy types). A `router~...` Envoy gets its stream
+    """A node id's type is one of `sidecar`, `router`, `waypoint`, `ztunnel` (istio
+    `pilot/pkg/model/context.go` ParseServiceNodeWithMetadata); only `sidecar` is served here, and a
+    node the server cannot serve is refused (istiod closes a malformed one with InvalidArgument;
+    this server accepts ids of other shapes as an unknown proxy, by design, but refuses other
+    proxy types). A `router~...` Envoy gets its stream
     closed with InvalidArgument and no configuration, while the existing sidecar keeps serving."""
     m = world.mesh
     assert m.server is not None

@@ -101,8 +101,8 @@ def test_tcp_service_on_its_vip(world: World) -> None:
 
 
 def test_headless_tcp_listener_per_pod(world: World) -> None:
-    """Reference §6.1 (istiod `listener.go`): a headless TCP port gets "one key per endpoint IP
-    (podIP)", with an ORIGINAL_DST cluster. Kubernetes DNS gives clients the pod IPs; each
+    """istiod (`listener.go`): a headless TCP port gets one listener per endpoint IP (the pod IP),
+    with an ORIGINAL_DST cluster. Kubernetes DNS gives clients the pod IPs; each
     connection reaches exactly the pod that was dialled, through the Service's cluster (not the
     passthrough), whichever name or IP the client used."""
     svc, env = world.svc["hl"], world.envoy
@@ -139,8 +139,9 @@ def test_auto_port_carries_http_and_raw_tcp(world: World) -> None:
 
 def test_port_protocol_server_first(world: World) -> None:
     """Protocol Selection: "If both are defined, appProtocol takes precedence over the port name."
-    Reference §2.1: an unknown port name means auto-detection, "except ports 25, 53, 3306, 27017
-    ⇒ TCP", and §14: "server-first protocols on auto ports hang". A server that speaks first is
+    An unknown port name means auto-detection, except ports 25, 53, 3306 and 27017, which are TCP
+    (istio `pilot/pkg/serviceregistry/kube/conversion.go`), and server-first protocols on auto
+    ports hang (sniffing waits for the client's first bytes). A server that speaks first is
     reachable on 3306 (name `db`) and on 3308 (name `http-db`, appProtocol tcp), but not on 3307
     (name `db-replica`: auto, the sidecar waits for client bytes that never come)."""
     svc, env = world.svc["db"], world.envoy
@@ -155,9 +156,9 @@ def test_port_protocol_server_first(world: World) -> None:
 
 
 def test_reserved_ports_have_no_wildcard_listener(world: World) -> None:
-    """Reference §6.6: "if the listener would be on the wildcard address ... ports equal to
-    ENVOY_STATUS_PORT, ENVOY_PROMETHEUS_PORT, 15001 or 15006 are skipped. VIP-bound TCP on those
-    ports is allowed." The HTTP Service port 15021 gets no `0.0.0.0_15021` listener (its requests
+    """istiod (`listener.go` conflictWithReservedListener): a listener that would be on the
+    wildcard address on ENVOY_STATUS_PORT, ENVOY_PROMETHEUS_PORT, 15001 or 15006 is skipped;
+    VIP-bound TCP on those ports is allowed. The HTTP Service port 15021 gets no `0.0.0.0_15021` listener (its requests
     are not routed to the pod), while the TCP port 15090 on the VIP works."""
     svc, env = world.svc["rsv"], world.envoy
     listeners = env.listeners()
@@ -171,7 +172,8 @@ def test_reserved_ports_have_no_wildcard_listener(world: World) -> None:
 
 
 def test_not_ready_pod_is_not_an_endpoint(world: World) -> None:
-    """Reference §2.2: "not ready ⇒ UNHEALTHY and omitted from EDS". Flipping p2's Ready
+    """A pod that is not ready is UNHEALTHY and left out of EDS (istio
+    `pilot/pkg/xds/endpoints/endpoint_builder.go`). Flipping p2's Ready
     condition in its Pod manifest adds it to, then removes it from, the endpoints that requests
     are balanced over."""
     m, env, svc = world.mesh, world.envoy, world.svc["hp"]
@@ -190,9 +192,9 @@ def test_not_ready_pod_is_not_an_endpoint(world: World) -> None:
     assert {r.served_by for r in world.a.http_many(url, 6)} == {"p1"}
 
 
-# §16's rule list, verbatim (spelled the way the reference writes it). The harness adds one
+# istio-iptables' rule list (`tools/istio-iptables/pkg/capture/run.go`), verbatim. The harness adds one
 # documented rule: inbound 15000 (Envoy admin, reached only from inside the pod) is excluded too.
-SECTION_16 = """
+ISTIO_IPTABLES_NAT = """
 -A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN
 -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001
 -A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
@@ -242,15 +244,15 @@ def per_chain(rules: list[str]) -> dict[str, list[tuple[tuple[str, ...], ...]]]:
 
 
 def test_capture_rules_are_istio_init_and_app_traffic_hits_15001(world: World) -> None:
-    """Reference §16: `istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*'
+    """The injector's `istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*'
     -d 15090,15021,15020` — the injected pod's nat table holds exactly those rules (in order per
     chain), and a connection from the app (uid 0, not 1337) enters Envoy on 15001: one to a
     destination no listener claims stays there and is passed through (a connection to a Service
     is handed to that Service's listener instead, which counts it)."""
-    spec = SECTION_16.strip().splitlines()
+    spec = ISTIO_IPTABLES_NAT.strip().splitlines()
     at = spec.index("-A ISTIO_INBOUND -p tcp --dport 15020 -j RETURN") + 1
     # Through Kubernetes the rules are those of the istio-init container `xds-server inject` adds:
-    # exactly §16's, without the harness's own extra exclusion.
+    # exactly istio-iptables', without the harness's own extra exclusion.
     expected = spec if world.mesh.source == "kubernetes" else [*spec[:at], HARNESS_EXTRA, *spec[at:]]
     assert per_chain(iptables.nat_rules(world.a.ns)) == per_chain(expected)
 

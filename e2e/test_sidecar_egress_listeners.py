@@ -102,8 +102,8 @@ def served_by(world: World, url: str, **kw: Any) -> str | None:
 
 
 def test_explicit_port_imports_only_services_declaring_it(reset: World) -> None:
-    """Reference §3 (port filter): "if the egress listener has a port ..., only services that
-    declare that port number are imported, trimmed to that single port." Sidecar reference: "The
+    """An egress listener with a port imports only the services that declare that port number,
+    trimmed to that single port (istio `pilot/pkg/model/sidecar.go` selectServices). Sidecar reference: "The
     port if specified, will be used as the default destination port associated with the imported
     hosts." With one egress listener on 9090 and hosts `*/*`, only b:9090 is reachable; b:8080
     and c:8080 are not."""

@@ -164,9 +164,9 @@ def test_ingress_tls_mutual_requires_a_client_certificate(world: World) -> None:
 
 
 def test_interception_none_gets_no_inbound_from_its_service(world: World) -> None:
-    """Sidecar reference: captureMode NONE "No traffic capture"; reference §11.4: with
-    INTERCEPTION_MODE NONE there are no virtual listeners and "inbound from service targets:
-    none". The Service selecting `lone` gives its proxy no inbound listener or cluster: callers
+    """Sidecar reference: captureMode NONE "No traffic capture"; with INTERCEPTION_MODE NONE istiod
+    builds no virtual listeners and no inbound config from service targets (`listener_inbound.go`).
+    The Service selecting `lone` gives its proxy no inbound listener or cluster: callers
     reach the app directly (their own address as peer). Its outbound listeners are real sockets on
     127.0.0.1, so the app can call its own Service through the proxy on loopback."""
     m = world.mesh

@@ -1,5 +1,5 @@
 """Sidecar `ingress` (defaultEndpoint on a unix socket or loopback) and captureMode NONE egress,
-with the reference's own examples (ratings behind a UDS; productpage without iptables).
+with the Istio Sidecar reference's own examples (ratings behind a UDS; productpage without iptables).
 """
 
 from __future__ import annotations

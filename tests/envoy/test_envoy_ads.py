@@ -1,4 +1,5 @@
-"""A real Envoy against the real server, SotW and delta (reference/xds-protocol.md §16, 'envoy' cases).
+"""A real Envoy against the real server, SotW and delta: what Envoy's xDS protocol docs promise, seen
+from a real client.
 
 The translator is replaced by snapshots the test publishes through the cache's own API
 (tests/conftest.py World), so each case controls exactly what Envoy gets.

@@ -1,4 +1,4 @@
-"""Faults with real Envoys carrying traffic (reference/xds-protocol.md §11).
+"""Faults with real Envoys carrying traffic (docs/security.md, docs/operations.md).
 
 - The server goes away and a new one comes up on the same address, not synced at first: Envoy
   keeps routing on the config it has (zero failed requests), its reconnects are refused with

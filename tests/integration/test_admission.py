@@ -1,4 +1,4 @@
-"""Admission and resource limits (reference/xds-protocol.md §11-12).
+"""Admission and resource limits (docs/security.md).
 
 - new streams beyond the rate wait briefly, then are refused with RESOURCE_EXHAUSTED (counted);
 - until every source has synced, streams are refused with UNAVAILABLE, never served a partial config;

@@ -1,6 +1,7 @@
-"""xDS conformance over real gRPC with a raw client (reference/xds-protocol.md §16, 'raw' cases).
+"""xDS conformance over real gRPC with a raw client: the rules of Envoy's xDS protocol docs
+(`api-docs/xds_protocol`: versions and nonces, ACK/NACK, wildcard and named subscriptions, delta).
 
-Each test names the numbered case it covers. The translator is replaced by snapshots the test
+Each test's name starts with its case id and states the rule it checks. The translator is replaced by snapshots the test
 publishes (tests/conftest.py World), so responses can be asserted exactly.
 """
 
@@ -286,7 +287,7 @@ async def test_d27_delta_legacy_wildcard_survives_a_named_subscription(world: Wo
     assert names(r) == ["a", "b"]
     delta.send(type_url=CDS, response_nonce=r.nonce, resource_names_subscribe=["a"])
     r = await delta.recv()
-    assert names(r) == ["a"]  # subscribing again re-sends (case 31)
+    assert names(r) == ["a"]  # subscribing again re-sends
     await world.publish(snapshot(*world_abc().resources[CDS].values(), eds_cluster("c"),
                                  *world_abc().resources[EDS].values(), endpoints("c", ("127.0.0.1", 3))))
     r = await delta.recv()

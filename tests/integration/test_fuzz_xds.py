@@ -1,5 +1,5 @@
 """Fuzzed xDS requests: malformed messages, unknown type URLs, huge name lists, nonce games, node
-changes mid-stream (reference/xds-protocol.md §12).
+changes mid-stream (status codes as istiod answers them, `pilot/pkg/xds/ads.go`).
 
 Whatever a client sends: the server does not crash, logs no error, other proxies keep being served,
 and every stream it ends or refuses is counted under the code the client saw. The sans-IO machines

@@ -1,4 +1,4 @@
-"""Secure xDS (reference/xds-protocol.md §11-12): TLS, mutual TLS and identity authorization.
+"""Secure xDS (docs/security.md; istiod's `pilot/pkg/xds/auth.go`): TLS, mutual TLS and identity authorization.
 
 Certificates are generated per test run (tests/support/certs.py). With `--client-ca`, a client's
 SPIFFE (spiffe://TD/ns/NS/sa/SA) or DNS (SA.NS.svc) identity must match the namespace of the node

@@ -66,3 +66,17 @@ def test_thread_sampler_attributes_cpu_to_the_thread_that_spent_it():
         release.set()
         worker.join()
     assert groups["other"][0] >= 40.0, groups  # the worker's 50 ms, not the main thread's
+
+
+def test_protolib_builds_the_resources_it_times(capsys):
+    from envoy.config.cluster.v3.cluster_pb2 import Cluster
+    from envoy.config.listener.v3.listener_pb2 import Listener
+
+    from bench import protolib
+
+    cluster = Cluster.FromString(protolib.upb_cluster()(3))
+    assert cluster.type == Cluster.EDS and cluster.eds_cluster_config.eds_config.HasField("initial_fetch_timeout")
+    assert Listener.FromString(protolib.upb_listener()(3)).filter_chains[0].filters[0].name == protolib.HCM
+    protolib.main(["--seconds", "0.01"])
+    out = capsys.readouterr().out
+    assert "cluster (EDS)    xds-protos" in out and "listener (HCM)   xds-protos" in out

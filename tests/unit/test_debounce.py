@@ -1,4 +1,5 @@
-"""Debounce (reference/xds-protocol.md §16 case 46): bursts coalesce; churn still pushes by the max."""
+"""Debounce (istiod's `pilot/pkg/xds/discovery.go` debounce, 100 ms quiet / 1 s max): bursts coalesce;
+churn still pushes by the max."""
 
 from __future__ import annotations
 

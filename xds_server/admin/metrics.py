@@ -1,4 +1,4 @@
-"""Prometheus metrics with istiod's names (reference/xds-protocol.md §15), on a registry the App owns.
+"""Prometheus metrics with istiod's names (`pilot/pkg/xds/monitoring.go`), on a registry the App owns.
 
 `Metrics` is the one observer of every layer: the stream machines (StreamObserver), the gRPC
 pump (ServerObserver), the planner (PushObserver) and the store (change and report listeners).

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from xds_server.config.address import host_port
+
 XDS_CLUSTER = "xds-grpc"
 
 
@@ -39,10 +41,10 @@ def parse_metadata(pairs: list[str]) -> dict[str, Any]:
 
 
 def _split_host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
-        raise BootstrapError(f"--xds-address {text!r}: expected HOST:PORT")
-    return host.strip("[]"), int(port)
+    found = host_port(text)
+    if found is None or not found[0] or not found[1]:
+        raise BootstrapError(f"--xds-address {text!r}: expected HOST:PORT ([ADDR]:PORT for IPv6)")
+    return found
 
 
 def _unix_path(address: str) -> str:

@@ -3,7 +3,7 @@
 What Istio's injector adds, in spirit, for a sidecar talking to this server:
 
 * `istio-init` (init container, root with NET_ADMIN/NET_RAW only) loads istio-init's REDIRECT
-  rules (reference/istio-translation.md §16) with `iptables-restore`; it is left out when the pod
+  rules (istio `tools/istio-iptables/pkg/capture/run.go`) with `iptables-restore`; it is left out when the pod
   asks for `sidecar.istio.io/interceptionMode: NONE`. It runs the xds-server image, which ships
   `iptables` for this purpose.
 * `istio-proxy` (plain upstream Envoy as uid/gid 1337) gets its whole bootstrap on the command
@@ -140,7 +140,8 @@ def dump_documents(docs: Iterable[Any]) -> str:
 
 
 def iptables_rules(capture: Capture = Capture()) -> list[str]:
-    """istio-iptables' REDIRECT-mode `nat` table as `iptables-restore` input (§16 with the defaults)."""
+    """istio-iptables' REDIRECT-mode `nat` table as `iptables-restore` input, with the injector's
+    default flags (`-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020`)."""
     rules = [
         "*nat",
         ":ISTIO_INBOUND - [0:0]",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from xds_server.config import protocol
+from xds_server.config.protocol import Protocol
 from xds_server.config.refs import FrozenDict, Kind, ObjectMeta, ObjectRef
 
 
@@ -43,6 +45,12 @@ class ServicePort:
     app_protocol: str = ""
     # None: same as port; int: a number; str: a named container port
     target_port: int | str | None = None
+    # What Istio makes of it (appProtocol, name prefix, well-known ports), parsed once from the above.
+    istio_protocol: Protocol = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        found = protocol.from_kube_port(self.port, self.name, self.protocol, self.app_protocol)
+        object.__setattr__(self, "istio_protocol", found)
 
 
 @dataclass(frozen=True, slots=True)

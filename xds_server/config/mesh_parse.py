@@ -6,7 +6,7 @@ are ignored with one warning rather than rejected, so that a real istiod mesh co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
@@ -94,16 +94,22 @@ def mesh_from_mapping(doc: Mapping[str, Any], meta: ObjectMeta, report: Report, 
 
 
 # ---------------------------------------------------------------- field readers
-def _root_namespace(doc, key, path, report, values, ignored) -> None:
+# reader(doc, key, path, report, values, ignored): checks doc[key], stores into values, notes ignored fields.
+Reader = Callable[[Mapping[str, Any], str, str, Report, dict[str, Any], list[str]], None]
+
+
+def _root_namespace(doc: Mapping[str, Any], key: str, path: str, report: Report, values: dict[str, Any],
+                    ignored: list[str]) -> None:
     value = report.string(doc, key, "")
     if value and report.check(path, k8s_label_error(value)):
         values["root_namespace"] = value
 
 
-def _mode_reader(field: str, allowed: tuple[str, ...]):
+def _mode_reader(field: str, allowed: tuple[str, ...]) -> Reader:
     """allowed[0] is the enum's zero value (REGISTRY_ONLY, PASSTHROUGH), what `{}` means."""
 
-    def read(doc, key, path, report, values, ignored) -> None:
+    def read(doc: Mapping[str, Any], key: str, path: str, report: Report, values: dict[str, Any],
+             ignored: list[str]) -> None:
         policy = doc[key]
         if not isinstance(policy, Mapping):
             report.error(path, f"expected an object, got {type_name(policy)}")
@@ -121,8 +127,9 @@ def _mode_reader(field: str, allowed: tuple[str, ...]):
     return read
 
 
-def _duration_reader(field: str, zero_ok: bool, max_s: float | None = None):
-    def read(doc, key, path, report, values, ignored) -> None:
+def _duration_reader(field: str, zero_ok: bool, max_s: float | None = None) -> Reader:
+    def read(doc: Mapping[str, Any], key: str, path: str, report: Report, values: dict[str, Any],
+             ignored: list[str]) -> None:
         text = doc[key]
         ns = parse_duration_ns(text) if isinstance(text, str) else None
         if ns is None:
@@ -139,7 +146,8 @@ def _duration_reader(field: str, zero_ok: bool, max_s: float | None = None):
     return read
 
 
-def _export_to(doc, key, path, report, values, ignored) -> None:
+def _export_to(doc: Mapping[str, Any], key: str, path: str, report: Report, values: dict[str, Any],
+               ignored: list[str]) -> None:
     entries = report.strings(doc, key, "")
     ok = True
     for i, entry in enumerate(entries):
@@ -150,7 +158,8 @@ def _export_to(doc, key, path, report, values, ignored) -> None:
         values["default_service_export_to"] = tuple(entries)
 
 
-def _trust_domain(doc, key, path, report, values, ignored) -> None:
+def _trust_domain(doc: Mapping[str, Any], key: str, path: str, report: Report, values: dict[str, Any],
+                  ignored: list[str]) -> None:
     value = doc[key]
     if not isinstance(value, str) or not value:
         report.error(path, f"expected a non-empty string, got {value!r}")
@@ -164,7 +173,7 @@ def _trust_domain(doc, key, path, report, values, ignored) -> None:
     values["trust_domain"] = value
 
 
-_READERS = {
+_READERS: dict[str, Reader] = {
     "rootNamespace": _root_namespace,
     "outboundTrafficPolicy": _mode_reader("outbound_traffic_policy", (REGISTRY_ONLY, ALLOW_ANY)),
     "connectTimeout": _duration_reader("connect_timeout_s", zero_ok=False, max_s=3600),

@@ -12,8 +12,6 @@ import ipaddress
 import posixpath
 import re
 
-UNIX_PREFIX = "unix://"
-
 # Istio's DNS-1123 label allows upper case (pkg/config/labels); Kubernetes object names do not.
 _ISTIO_LABEL = re.compile(r"[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?")
 _WILDCARD_LABEL = re.compile(r"\*|(?:\*|\*-)?[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?")
@@ -158,19 +156,6 @@ def unix_address_error(path: str) -> str | None:
     if not posixpath.isabs(path) or path.endswith("/"):
         return f"{path!r} is not an absolute path to a file"
     return None
-
-
-def split_host_port(value: str) -> tuple[str, str] | None:
-    """Go's net.SplitHostPort: `host:port` or `[v6]:port`; None when malformed."""
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0 or value[end + 1 : end + 2] != ":" or "[" in value[1:end]:
-            return None
-        return value[1:end], value[end + 2 :]
-    host, sep, port = value.rpartition(":")
-    if not sep or ":" in host or "[" in host or "]" in host:
-        return None
-    return host, port
 
 
 def k8s_name_error(name: str) -> str | None:

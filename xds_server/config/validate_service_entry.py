@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import validate_common as common
+from xds_server.config.address import UNIX_PREFIX
 from xds_server.config.validate_fields import Report
 from xds_server.config.validate_names import (
-    UNIX_PREFIX,
     fqdn_error,
     ip_subnet_error,
     is_http,

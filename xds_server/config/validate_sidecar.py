@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import validate_common as common
+from xds_server.config.address import UNIX_PREFIX, split_host_port
 from xds_server.config.validate_fields import Report
 from xds_server.config.validate_names import (
-    UNIX_PREFIX,
     fqdn_error,
     ip_error,
     is_dns1123_label,
@@ -19,7 +19,6 @@ from xds_server.config.validate_names import (
     port_error,
     port_name_error,
     protocol_error,
-    split_host_port,
     unix_address_error,
     wildcard_domain_error,
 )

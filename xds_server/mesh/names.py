@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from xds_server.config.address import is_unix
+
 # Fixed clusters (cluster_builder.go).
 BLACKHOLE_CLUSTER = "BlackHoleCluster"
 PASSTHROUGH_CLUSTER = "PassthroughCluster"
@@ -31,11 +33,9 @@ VIRTUAL_INBOUND_BLACKHOLE_CHAIN = "virtualInbound-blackhole"
 VIRTUAL_INBOUND_PASSTHROUGH_CHAIN = "virtualInbound"
 VIRTUAL_INBOUND_CATCHALL_HTTP_CHAIN = "virtualInbound-catchall-http"
 
-# Catch-all virtual hosts (§7.4).
+# Catch-all virtual hosts, last in every non-sniffed outbound route (istiod's `httproute.go`).
 ALLOW_ANY_VHOST = "allow_any"
 BLOCK_ALL_VHOST = "block_all"
-
-UNIX_PREFIX = "unix://"
 
 OUTBOUND = "outbound"
 INBOUND = "inbound"
@@ -74,14 +74,6 @@ def listener(bind: str, port: int) -> str:
     return f"{bind}_{port}"
 
 
-def is_unix(bind: str) -> bool:
-    return bind.startswith(UNIX_PREFIX)
-
-
-def unix_path(bind: str) -> str:
-    return bind[len(UNIX_PREFIX):]
-
-
 def outbound_http_stat_prefix(bind: str, port: int) -> str:
     """HCM stat prefix of an outbound HTTP chain, with istiod's `;` delimiter: `outbound_0.0.0.0_9080;`."""
     return f"{OUTBOUND}_{listener(bind, port)};"
@@ -111,11 +103,6 @@ def host_port_route(host: str, port: int) -> str:
 def virtual_host(host: str, port: int) -> str:
     """Outbound virtual host name: `reviews.default.svc.cluster.local:9080`."""
     return f"{host}:{port}"
-
-
-def inbound_route(port: int) -> str:
-    """Inline route of an inbound HTTP chain: `inbound|8080||`."""
-    return inbound_cluster(port)
 
 
 def inbound_virtual_host(service_port: int) -> str:

@@ -19,12 +19,13 @@ Cost follows the Sidecar: without a `*/` import, only the named namespaces' serv
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.config import IstioSidecar, protocol
+from xds_server.config import IstioSidecar
+from xds_server.config.istio import CaptureMode, SidecarEgress
 from xds_server.config.mesh import ALLOW_ANY
 from xds_server.config.protocol import Protocol
 from xds_server.memo import Memo
@@ -35,6 +36,8 @@ from xds_server.store.view import StoreView
 WILDCARD_NAMESPACE = "*"
 CURRENT_NAMESPACE = "."
 DEFAULT_HOSTS = ("*/*",)
+# No Sidecar, or one without egress: import every service (istiod's DefaultSidecarScopeForNamespace).
+_DEFAULT_EGRESS = (SidecarEgress(None, hosts=DEFAULT_HOSTS),)
 
 
 # ------------------------------------------------------------------ host matching
@@ -143,10 +146,6 @@ class Scope:
             self._by_host.update((s.hostname, s) for s in self.services)
         return self._by_host.get(hostname)
 
-    @property
-    def hostnames(self) -> frozenset[str]:
-        return frozenset(s.hostname for s in self.services)
-
     @cached_property
     def namespaces(self) -> frozenset[str]:
         """Namespaces of the imported services: a Pod elsewhere changes nothing here."""
@@ -189,14 +188,14 @@ def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, m
                 origin: tuple[object, ...] = ()) -> Scope:
     registry = registry_for(view, memo)
     spec = sidecar.spec if sidecar is not None else None
-    entries: Sequence[pb.IstioEgressListener] = spec.egress if spec is not None and spec.egress else ()
-    if not entries:
-        entries = (pb.IstioEgressListener(hosts=DEFAULT_HOSTS),)
-    egress = tuple(_egress_listener(i, e, registry, namespace) for i, e in enumerate(entries))
+    entries = sidecar.egress if sidecar is not None and sidecar.egress else _DEFAULT_EGRESS
+    imports = [HostImports.parse(entry.hosts, namespace) for entry in entries]
+    egress = tuple(_egress_listener(i, e, hosts, registry, namespace)
+                   for i, (e, hosts) in enumerate(zip(entries, imports, strict=True)))
     watched: set[str] = set()
     every_namespace = False
-    for entry in entries:
-        only = HostImports.parse(entry.hosts, namespace).namespaces()
+    for hosts in imports:
+        only = hosts.namespaces()
         if only is None:
             every_namespace = True
             break
@@ -205,20 +204,18 @@ def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, m
                  watched=None if every_namespace else frozenset(watched))
 
 
-def _egress_listener(index: int, entry: pb.IstioEgressListener, registry: ServiceRegistry,
+def _egress_listener(index: int, entry: SidecarEgress, hosts: HostImports, registry: ServiceRegistry,
                      namespace: str) -> EgressListener:
-    has_port = entry.HasField("port")
-    proto = protocol.parse(entry.port.protocol) if has_port else Protocol.UNSUPPORTED
+    sidecar_port = entry.port
     listener = EgressListener(
         index=index,
-        port=entry.port.number if has_port else None,
-        protocol=proto,
-        port_name=entry.port.name if has_port else "",
+        port=sidecar_port.number if sidecar_port is not None else None,
+        protocol=sidecar_port.protocol if sidecar_port is not None else Protocol.UNSUPPORTED,
+        port_name=sidecar_port.name if sidecar_port is not None else "",
         bind=entry.bind,
-        capture_none=entry.capture_mode == pb.CaptureMode.NONE,
+        capture_none=entry.capture_mode == CaptureMode.NONE,
         services=(),
     )
-    hosts = HostImports.parse(entry.hosts, namespace)
     only = hosts.namespaces()
     candidates = registry.exported_to(namespace) if only is None else registry.exported_from(only, namespace)
     imported: list[ServiceModel] = []

@@ -20,7 +20,7 @@ from enum import StrEnum
 from functools import cached_property
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.config import IstioServiceEntry, Kind, Pod, Service, protocol
+from xds_server.config import IstioServiceEntry, Kind, Pod, Service
 from xds_server.config.protocol import Protocol
 from xds_server.config.refs import FrozenDict
 from xds_server.memo import Memo
@@ -137,7 +137,7 @@ def from_kube_service(svc: Service, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) 
         resolution = Resolution.CLIENT_SIDE_LB
         addresses = (svc.cluster_ip,) if svc.cluster_ip else ()
     ports = tuple(
-        Port(p.name, p.port, protocol.from_kube_port(p.port, p.name, p.protocol, p.app_protocol), p.target_port)
+        Port(p.name, p.port, p.istio_protocol, p.target_port)
         for p in svc.ports
     )
     export = meta.annotations.get(EXPORT_TO_ANNOTATION, "")
@@ -181,26 +181,21 @@ def _plain_address(text: str) -> str:
 def from_service_entry(se: IstioServiceEntry) -> list[ServiceModel]:
     """One model per host; all of the entry's addresses are that host's VIPs."""
     spec, meta = se.spec, se.meta
-    ports = tuple(Port(p.name, p.number, protocol.parse(p.protocol), p.target_port or None) for p in spec.ports)
+    ports = tuple(Port(p.name, p.number, p.protocol, p.target_port or None) for p in se.ports)
     endpoints = tuple(
         StaticEndpoint(e.address, tuple(sorted(e.ports.items())), e.weight) for e in spec.endpoints
     )
     selector = (FrozenDict(spec.workload_selector.labels) if spec.HasField("workload_selector") else None)
-    common = {
-        "namespace": meta.namespace,
-        "name": meta.name,
-        "registry": Registry.EXTERNAL,
-        "ports": ports,
-        "resolution": _SE_RESOLUTION.get(spec.resolution, Resolution.PASSTHROUGH),
-        "addresses": tuple(_plain_address(a) for a in spec.addresses),
-        "export_to": _export_to(spec.export_to),
-        "mesh_external": spec.location == pb.ServiceEntry.MESH_EXTERNAL,
-        "creation": meta.creation_timestamp,
-        "selector": selector,
-        "static_endpoints": endpoints,
-        "logical_dns": meta.annotations.get(CONNECT_STRATEGY_ANNOTATION) == "RACE_FIRST_TCP_CONNECT",
-    }
-    return [ServiceModel(hostname=h, **common) for h in spec.hosts]  # type: ignore[arg-type]
+    resolution = _SE_RESOLUTION.get(spec.resolution, Resolution.PASSTHROUGH)
+    addresses = tuple(_plain_address(a) for a in spec.addresses)
+    export_to = _export_to(spec.export_to)
+    mesh_external = spec.location == pb.ServiceEntry.MESH_EXTERNAL
+    logical_dns = meta.annotations.get(CONNECT_STRATEGY_ANNOTATION) == "RACE_FIRST_TCP_CONNECT"
+    return [ServiceModel(hostname=h, namespace=meta.namespace, name=meta.name, registry=Registry.EXTERNAL,
+                         ports=ports, resolution=resolution, addresses=addresses, export_to=export_to,
+                         mesh_external=mesh_external, creation=meta.creation_timestamp, selector=selector,
+                         static_endpoints=endpoints, logical_dns=logical_dns)
+            for h in spec.hosts]
 
 
 def _mergeable(a: ServiceModel, b: ServiceModel) -> bool:
@@ -238,13 +233,6 @@ class ServiceRegistry:
         out: dict[str, list[ServiceModel]] = defaultdict(list)
         for svc in self.services:
             out[svc.namespace].append(svc)
-        return out
-
-    @cached_property
-    def by_hostname(self) -> dict[str, list[ServiceModel]]:
-        out: dict[str, list[ServiceModel]] = defaultdict(list)
-        for svc in self.services:
-            out[svc.hostname].append(svc)
         return out
 
     def _group(self, svc: ServiceModel, namespace: str) -> int | None:

@@ -71,8 +71,3 @@ def sidecar_for(view: StoreView, workload: Workload) -> IstioSidecar | None:
             if not _has_selector(sc):
                 return sc
     return None
-
-
-def selectorless_duplicates(view: StoreView, namespace: str) -> list[IstioSidecar]:
-    """Selector-less Sidecars beyond the first in a namespace (Istio warns; the oldest wins)."""
-    return [sc for sc in view.sidecars_in(namespace) if not _has_selector(sc)][1:]

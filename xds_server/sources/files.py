@@ -23,7 +23,7 @@ import logging
 import os
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import watchfiles
 import yaml
@@ -33,6 +33,7 @@ from xds_server.config.mesh_parse import parse_mesh_config
 from xds_server.config.parse import parse
 from xds_server.config.validate import duplicate_sidecar_warnings, unsupported_field_warnings
 from xds_server.config.validate_fields import describe_yaml_error
+from xds_server.sources.sink import ConfigSink
 
 log = logging.getLogger("xds_server.sources.files")
 
@@ -41,14 +42,6 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # mtime, ctime (a chmod that makes a file readable again), size, inode, device of the target
 Signature = tuple[int, int, int, int, int]
-
-
-class ConfigSink(Protocol):
-    """What this source needs of the store (store.ConfigSink; sources do not import the store)."""
-
-    def replace(self, origin: str, objects: Iterable[ConfigObject]) -> None: ...
-    def report(self, origin: str, problems: Sequence[Problem]) -> None: ...
-    def mark_synced(self, source: str) -> None: ...
 
 
 # ---------------------------------------------------------------- loading (sync, reusable)

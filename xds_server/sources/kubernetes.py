@@ -14,15 +14,13 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Sequence
 
 import yaml
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.config.incluster_config import SERVICE_HOST_ENV_NAME, SERVICE_PORT_ENV_NAME, InClusterConfigLoader
 
-from xds_server.config import ConfigObject, ObjectRef, Problem
 from xds_server.sources.kube_kinds import watch_targets
 from xds_server.sources.kube_reflector import (
     Delete,
@@ -34,6 +32,7 @@ from xds_server.sources.kube_reflector import (
     Synced,
     Upsert,
 )
+from xds_server.sources.sink import ConfigSink
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +41,6 @@ USER_AGENT = "xds-server"
 # elsewhere (tests, or a token mounted at another path).
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 SERVICE_ACCOUNT_DIR_ENV = "XDS_SERVER_SERVICE_ACCOUNT_DIR"
-
-
-class ConfigSink(Protocol):
-    """What this source needs of the store (store.ConfigSink; sources do not import the store)."""
-
-    def replace(self, origin: str, objects: Iterable[ConfigObject]) -> None: ...
-    def upsert(self, origin: str, obj: ConfigObject) -> None: ...
-    def delete(self, origin: str, ref: ObjectRef) -> None: ...
-    def report(self, origin: str, problems: Sequence[Problem]) -> None: ...
-    def mark_synced(self, source: str) -> None: ...
 
 
 class KubeConfigError(Exception):

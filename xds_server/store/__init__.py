@@ -1,4 +1,4 @@
-from xds_server.store.store import ConfigSink, Store
+from xds_server.store.store import Store
 from xds_server.store.view import StoreView
 
-__all__ = ["ConfigSink", "Store", "StoreView"]
+__all__ = ["Store", "StoreView"]

@@ -1,6 +1,6 @@
 """The single in-memory truth: every accepted config object, by origin.
 
-Sources (files, Kubernetes) write through the `ConfigSink` methods on the event loop thread.
+Sources (files, Kubernetes) write through the `ConfigSink` methods (sources/sink.py) on the event loop thread.
 Each object belongs to an *origin* (a file path, a Kubernetes kind): `replace` swaps one
 origin's whole set, which is how a re-read file or a relist removes what vanished.
 When two origins hold the same ref, the latest write wins; deleting it from one origin falls
@@ -10,21 +10,9 @@ back to the other's copy.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
 
 from xds_server.config import ConfigObject, ObjectRef, Problem
 from xds_server.store.view import ChangeSet, StoreView
-
-
-class ConfigSink(Protocol):
-    """What a source may do. All calls happen on the event loop thread."""
-
-    def replace(self, origin: str, objects: Iterable[ConfigObject]) -> None: ...
-    def upsert(self, origin: str, obj: ConfigObject) -> None: ...
-    def delete(self, origin: str, ref: ObjectRef) -> None: ...
-    def report(self, origin: str, problems: Sequence[Problem]) -> None: ...
-    def mark_synced(self, source: str) -> None: ...
-
 
 ChangeListener = Callable[[frozenset[ObjectRef]], None]
 HISTORY = 16  # change sets a view keeps: work from up to this many views back can be reused

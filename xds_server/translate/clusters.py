@@ -1,9 +1,11 @@
-"""CDS: the fixed clusters (§9) and one outbound cluster per imported service port (§13).
+"""CDS: the fixed clusters (BlackHole, Passthrough, InboundPassthrough) and one outbound cluster per
+imported service port (istiod's `pilot/pkg/networking/core/cluster.go`, `cluster_builder.go`).
 
 Each cluster is described by a frozen `OutboundClusterSpec` holding exactly what its bytes
 depend on; the spec is the memo key, so a cluster is built and serialized once for every proxy
 and every store generation in which it does not change. No transport_socket_matches: the
-server speaks plaintext (no auto-mTLS), and no istio.metadata_exchange filter (§15).
+server speaks plaintext (no auto-mTLS), and no istio.metadata_exchange filter (an istio-proxy
+extension upstream Envoy does not have).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Istio ConnectionPoolSettings -> Envoy cluster fields (§12, `cluster_traffic_policy.go` applyConnectionPool).
+"""Istio ConnectionPoolSettings -> Envoy cluster fields (istiod's `cluster_traffic_policy.go` applyConnectionPool).
 
 Inbound clusters take, in precedence, the Sidecar ingress entry's `connectionPool` for that port,
 else the Sidecar's `inboundConnectionPool`, else nothing (istiod's DestinationRule and mesh
@@ -17,28 +17,16 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import protocol_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 
-from xds_server._proto import istio_config_pb2 as pb
+from xds_server.config.traffic import ConnectionPool, TcpKeepalive
 from xds_server.translate import envoy
 
 HttpOptions: TypeAlias = hpo_pb2.HttpProtocolOptions
 
 
-def pool_for_port(sidecar_spec: pb.Sidecar | None, port: int) -> pb.ConnectionPoolSettings | None:
-    """`SidecarScope.InboundConnectionPoolForPort`: the ingress entry's pool, else the top-level one."""
-    if sidecar_spec is None:
-        return None
-    for entry in sidecar_spec.ingress:
-        if entry.port.number == port and entry.HasField("connection_pool"):
-            return entry.connection_pool
-    if sidecar_spec.HasField("inbound_connection_pool"):
-        return sidecar_spec.inbound_connection_pool
-    return None
-
-
 def apply_connection_pool(
     cluster: cluster_pb2.Cluster,
     http_opts: HttpOptions | None,
-    pool: pb.ConnectionPoolSettings | None,
+    pool: ConnectionPool | None,
     *,
     connect_timeout_s: float,
     http_port: bool,
@@ -48,11 +36,10 @@ def apply_connection_pool(
     `http_port` False (a TCP/TLS/UDP port) drops the `http` block: only TCP settings apply there
     (istiod's validation warns about them; we make the documented rule hold).
     """
-    pool = pool or pb.ConnectionPoolSettings()
     breakers = envoy.max_circuit_breakers()
     threshold = breakers.thresholds[0]
-    http = pool.http if http_port and pool.HasField("http") else None
-    tcp = pool.tcp if pool.HasField("tcp") else None
+    http = pool.http if pool is not None and http_port else None
+    tcp = pool.tcp if pool is not None else None
 
     idle_timeout = None
     max_requests_per_connection = 0
@@ -64,23 +51,21 @@ def apply_connection_pool(
             threshold.max_pending_requests.value = http.http1_max_pending_requests
         if http.max_retries > 0:
             threshold.max_retries.value = http.max_retries
-        if http.HasField("idle_timeout"):
-            idle_timeout = http.idle_timeout
+        idle_timeout = http.idle_timeout
         max_requests_per_connection = max(http.max_requests_per_connection, 0)
         max_concurrent_streams = max(http.max_concurrent_streams, 0)
 
     cluster.connect_timeout.CopyFrom(envoy.duration(connect_timeout_s))
     max_connection_duration = None
     if tcp is not None:
-        if tcp.HasField("connect_timeout"):
-            cluster.connect_timeout.CopyFrom(tcp.connect_timeout)
+        if tcp.connect_timeout is not None:
+            cluster.connect_timeout.CopyFrom(tcp.connect_timeout.to_proto())
         if tcp.max_connections > 0:
             threshold.max_connections.value = tcp.max_connections
-        if tcp.HasField("max_connection_duration"):
-            max_connection_duration = tcp.max_connection_duration
-        if idle_timeout is None and tcp.HasField("idle_timeout"):
+        max_connection_duration = tcp.max_connection_duration
+        if idle_timeout is None:
             idle_timeout = tcp.idle_timeout
-        if tcp.HasField("tcp_keepalive"):
+        if tcp.tcp_keepalive is not None:
             _apply_keepalive(cluster, tcp.tcp_keepalive)
     cluster.circuit_breakers.CopyFrom(breakers)
 
@@ -89,11 +74,11 @@ def apply_connection_pool(
         http_opts = http_opts if http_opts is not None else HttpOptions()
         common = http_opts.common_http_protocol_options
         if idle_timeout is not None:
-            common.idle_timeout.CopyFrom(idle_timeout)
+            common.idle_timeout.CopyFrom(idle_timeout.to_proto())
         if max_requests_per_connection:
             common.max_requests_per_connection.value = max_requests_per_connection
         if max_connection_duration is not None:
-            common.max_connection_duration.CopyFrom(max_connection_duration)
+            common.max_connection_duration.CopyFrom(max_connection_duration.to_proto())
         explicit = http_opts.explicit_http_config
         if max_concurrent_streams and http_opts.HasField("explicit_http_config") \
                 and explicit.HasField("http2_protocol_options"):
@@ -103,16 +88,15 @@ def apply_connection_pool(
     return http_opts
 
 
-def _apply_keepalive(cluster: cluster_pb2.Cluster,
-                     keepalive: pb.ConnectionPoolSettings.TCPSettings.TcpKeepalive) -> None:
+def _apply_keepalive(cluster: cluster_pb2.Cluster, keepalive: TcpKeepalive) -> None:
     # An empty tcp_keepalive still turns SO_KEEPALIVE on with the OS defaults.
     out = cluster.upstream_connection_options.tcp_keepalive
     out.SetInParent()
     if keepalive.probes > 0:
         out.keepalive_probes.value = keepalive.probes
-    if keepalive.HasField("time"):
+    if keepalive.time is not None:
         out.keepalive_time.value = keepalive.time.seconds
-    if keepalive.HasField("interval"):
+    if keepalive.interval is not None:
         out.keepalive_interval.value = keepalive.interval.seconds
 
 

@@ -2,7 +2,7 @@
 
 Everything here returns a fresh protobuf message; callers memoise the resources they assemble
 from them (see memo.py). Istio-only filters (istio.metadata_exchange, istio.stats, istio.alpn)
-are deliberately absent: the targets are upstream Envoy builds (§15).
+are deliberately absent: the targets are upstream Envoy builds, which do not have them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
-from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
@@ -28,7 +27,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
-from xds_server.mesh import names
+from xds_server.config.address import is_unix, unix_path
 
 # Well-known filter names (the `name` field; Envoy dispatches on the typed_config type).
 HCM = "envoy.filters.network.http_connection_manager"
@@ -88,8 +87,8 @@ def pipe_address(path: str) -> address_pb2.Address:
 
 def bind_address(bind: str, port: int) -> address_pb2.Address:
     """A listener/endpoint address from a Sidecar `bind` or endpoint: `unix://` becomes a pipe."""
-    if names.is_unix(bind):
-        return pipe_address(names.unix_path(bind))
+    if is_unix(bind):
+        return pipe_address(unix_path(bind))
     return socket_address(bind, port)
 
 
@@ -135,14 +134,22 @@ def http_filters() -> list[hcm_pb2.HttpFilter]:
     ]
 
 
-def http_connection_manager(
+def http_connection_manager(stat_prefix: str, *, rds: str) -> listener_components_pb2.Filter:
+    """The outbound HCM filter: routes from RDS."""
+    return listener_components_pb2.Filter(name=HCM, typed_config=pack(http_connection_manager_config(stat_prefix,
+                                                                                                     rds=rds)))
+
+
+def http_connection_manager_config(
     stat_prefix: str,
     *,
     rds: str | None = None,
     route_config: route_pb2.RouteConfiguration | None = None,
-    forward_client_cert: int | None = None,
-) -> listener_components_pb2.Filter:
-    """HCM with either an RDS name (outbound) or an inline route (inbound); exactly one is given."""
+) -> hcm_pb2.HttpConnectionManager:
+    """HCM with either an RDS name (outbound) or an inline route (inbound); exactly one is given.
+
+    Returned unpacked, so that a caller adds its own settings before packing it once.
+    """
     if (rds is None) == (route_config is None):
         raise ValueError("give exactly one of rds= or route_config=")
     config = hcm_pb2.HttpConnectionManager(
@@ -160,9 +167,7 @@ def http_connection_manager(
     else:
         assert route_config is not None
         config.route_config.CopyFrom(route_config)
-    if forward_client_cert is not None:
-        config.forward_client_cert_details = forward_client_cert
-    return listener_components_pb2.Filter(name=HCM, typed_config=pack(config))
+    return config
 
 
 # ------------------------------------------------------------------ listener filters
@@ -179,11 +184,6 @@ def tls_inspector() -> listener_components_pb2.ListenerFilter:
 def original_dst() -> listener_components_pb2.ListenerFilter:
     return listener_components_pb2.ListenerFilter(name=ORIGINAL_DST,
                                                   typed_config=pack(original_dst_pb2.OriginalDst()))
-
-
-def original_src() -> listener_components_pb2.ListenerFilter:
-    return listener_components_pb2.ListenerFilter(name=ORIGINAL_SRC,
-                                                  typed_config=pack(original_src_pb2.OriginalSrc()))
 
 
 def filter_chain_match(

@@ -1,6 +1,7 @@
 """The inbound side of a sidecar: inbound clusters, virtualInbound and Sidecar ingress listeners.
 
-`build_inbound` is pure and the only entry point. Which ports get inbound config (§10.1, §11):
+`build_inbound` is pure and the only entry point. Which ports get inbound config (istiod's
+`listener_inbound.go` buildInboundChainConfigs, `cluster.go` buildInboundClusters):
 
 * Sidecar without `ingress` (or no Sidecar): one chain and one cluster per target port of the
   workload's service targets; nothing at all when INTERCEPTION_MODE is NONE.
@@ -19,16 +20,17 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import IstioSidecar, protocol
+from xds_server.config.address import Endpoint, EndpointKind
+from xds_server.config.istio import CaptureMode, SidecarIngress
+from xds_server.config.traffic import ConnectionPool, ServerTls
 from xds_server.memo import Memo
 from xds_server.mesh import names
 from xds_server.mesh.proxy import Proxy
 from xds_server.mesh.workload import Workload
 from xds_server.resources import Built
 from xds_server.store.view import StoreView
-from xds_server.translate import envoy, inbound_tls
-from xds_server.translate.connection_pool import pool_for_port
+from xds_server.translate import envoy
 from xds_server.translate.inbound_clusters import LOOPBACKS, InboundClusterSpec, build_inbound_cluster
 from xds_server.translate.inbound_listeners import (
     ChainConfig,
@@ -52,13 +54,11 @@ class InboundParts:
 def build_inbound(view: StoreView, workload: Workload, sidecar: IstioSidecar | None, memo: Memo, *,
                   domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) -> InboundParts:
     proxy = workload.proxy
-    spec = sidecar.spec if sidecar is not None else None
     targets = service_targets(view, workload, domain_suffix)
-    ctx = _Context(view, workload, spec, targets)
-    if spec is not None and len(spec.ingress) > 0:
-        assert sidecar is not None
-        configs = _ingress_chain_configs(ctx, f"{sidecar.meta.name}.{workload.namespace}")
-        specs = _ingress_cluster_specs(ctx)
+    ctx = _Context(view, workload, sidecar, targets)
+    if sidecar is not None and sidecar.ingress:
+        configs = _ingress_chain_configs(ctx, sidecar.ingress, f"{sidecar.meta.name}.{workload.namespace}")
+        specs = _ingress_cluster_specs(ctx, sidecar.ingress)
     elif proxy.interception_mode == NONE_MODE:
         # No capture and no ingress: nothing can reach a chain, and binding the service ports
         # would take them from the application.
@@ -84,10 +84,10 @@ def build_inbound(view: StoreView, workload: Workload, sidecar: IstioSidecar | N
 class _Context:
     """Per-call facts several builders need: IP family picks, reserved ports, mesh settings."""
 
-    def __init__(self, view: StoreView, workload: Workload, spec: pb.Sidecar | None,
+    def __init__(self, view: StoreView, workload: Workload, sidecar: IstioSidecar | None,
                  targets: tuple[ServiceTarget, ...]) -> None:
         self.proxy: Proxy = workload.proxy
-        self.spec = spec
+        self.sidecar = sidecar
         self.targets = targets
         self.ips: Sequence[str] = workload.ips
         self.v4 = [ip for ip in self.ips if not envoy.is_ipv6(ip)]
@@ -102,14 +102,14 @@ class _Context:
         self.static_ports = _static_ports(self.proxy)
         self.mesh = view.mesh
 
-    def pool(self, port: int) -> bytes:
-        pool = pool_for_port(self.spec, port)
-        return pool.SerializeToString(deterministic=True) if pool is not None else b""
+    def pool(self, port: int) -> ConnectionPool | None:
+        return self.sidecar.connection_pool_for_port(port) if self.sidecar is not None else None
 
     def cluster_spec(self, port: int, proto: protocol.Protocol, endpoint: str, endpoint_port: int,
                      services: tuple[tuple[str, str, str], ...]) -> InboundClusterSpec:
         # Loopback upstreams are never captured by iptables; everything else must come from
-        # 127.0.0.6 (::6) so that the pod's own rules let it through (§16).
+        # 127.0.0.6 (::6) so that the pod's own rules let it through (istio-iptables returns
+        # traffic from that source without redirecting it).
         bind = "" if endpoint in LOOPBACKS else self.passthrough_bind
         return InboundClusterSpec(port=port, protocol=proto, endpoint=endpoint, endpoint_port=endpoint_port,
                                   upstream_bind=bind, pool=self.pool(port),
@@ -171,28 +171,25 @@ def _service_cluster_specs(ctx: _Context) -> list[InboundClusterSpec]:
 
 
 # ------------------------------------------------------------------ Sidecar ingress
-def _bind_to_port(mode: int, proxy: Proxy) -> bool:
+def _bind_to_port(mode: CaptureMode, proxy: Proxy) -> bool:
     """`getBindToPort`: DEFAULT follows the proxy (binds only without capture); else explicit."""
-    if mode == pb.CaptureMode.DEFAULT:
+    if mode == CaptureMode.DEFAULT:
         return proxy.interception_mode == NONE_MODE
-    return mode == pb.CaptureMode.NONE
+    return mode == CaptureMode.NONE
 
 
-def _servable_tls(entry: pb.IstioIngressListener) -> bytes:
-    if entry.HasField("tls") and inbound_tls.servable(entry.tls):
-        return entry.tls.SerializeToString(deterministic=True)
-    return b""
+def _servable_tls(entry: SidecarIngress) -> ServerTls | None:
+    return entry.tls if entry.tls is not None and entry.tls.servable else None
 
 
-def _ingress_chain_configs(ctx: _Context, synthetic_host: str) -> list[ChainConfig]:
-    assert ctx.spec is not None
+def _ingress_chain_configs(ctx: _Context, ingress: Sequence[SidecarIngress], synthetic_host: str) -> list[ChainConfig]:
     default_bind = global_unicast_ip(ctx.ips) or ctx.wildcard
     by_port: dict[int, ChainConfig] = {}
-    for entry in ctx.spec.ingress:
+    for entry in ingress:
         port = entry.port.number
         if not port or port in by_port:  # first entry wins a port
             continue
-        raw = protocol.parse(entry.port.protocol)
+        raw = entry.port.protocol
         bind_to_port = _bind_to_port(entry.capture_mode, ctx.proxy)
         if bind_to_port and ctx.proxy.unprivileged and 0 < port < 1024:
             continue
@@ -201,7 +198,7 @@ def _ingress_chain_configs(ctx: _Context, synthetic_host: str) -> list[ChainConf
         tls = _servable_tls(entry)
         by_port[port] = ChainConfig(
             bind=entry.bind or default_bind, port=port, service_port=port,
-            protocol=after_tls_termination(raw) if tls else raw,
+            protocol=after_tls_termination(raw) if tls is not None else raw,
             hostname=synthetic_host, bind_to_port=bind_to_port, tls=tls,
         )
     return [by_port[p] for p in sorted(by_port)]
@@ -218,11 +215,10 @@ def _conflicts_with_static_listener(ctx: _Context, bind: str, port: int, proto: 
     return port in ctx.static_ports
 
 
-def _ingress_cluster_specs(ctx: _Context) -> list[InboundClusterSpec]:
+def _ingress_cluster_specs(ctx: _Context, ingress: Sequence[SidecarIngress]) -> list[InboundClusterSpec]:
     """`buildInboundClustersFromSidecar`: every entry, even one that got no listener."""
-    assert ctx.spec is not None
     out: dict[str, InboundClusterSpec] = {}
-    for entry in ctx.spec.ingress:
+    for entry in ingress:
         port = entry.port.number
         if not port:
             continue
@@ -230,8 +226,8 @@ def _ingress_cluster_specs(ctx: _Context) -> list[InboundClusterSpec]:
         if target is None:
             continue  # istiod skips an endpoint it cannot parse (validation rejects it anyway)
         endpoint, endpoint_port = target
-        raw = protocol.parse(entry.port.protocol)
-        proto = after_tls_termination(raw) if _servable_tls(entry) else raw
+        raw = entry.port.protocol
+        proto = after_tls_termination(raw) if _servable_tls(entry) is not None else raw
         owner = next((t for t in ctx.targets if t.target_port == port), None)
         services = ((owner.hostname, owner.name, owner.namespace),) if owner is not None else ()
         spec = ctx.cluster_spec(port, proto, endpoint, endpoint_port, services)
@@ -239,16 +235,19 @@ def _ingress_cluster_specs(ctx: _Context) -> list[InboundClusterSpec]:
     return list(out.values())
 
 
-def _default_endpoint(ctx: _Context, text: str) -> tuple[str, int] | None:
-    """§11.2: (endpoint, port) for the cluster; ("", 0) is ORIGINAL_DST; None means no cluster."""
-    if names.is_unix(text):
-        return text, 0
-    if not text:
+def _default_endpoint(ctx: _Context, endpoint: Endpoint) -> tuple[str, int] | None:
+    """(endpoint, port) for the cluster; ("", 0) is ORIGINAL_DST; None means no cluster.
+
+    istiod's `buildInboundClustersFromSidecar` (pilot/pkg/networking/core/cluster.go): a wildcard
+    host means the instance IP of that family, a loopback host the loopback the proxy has.
+    """
+    if endpoint.kind is EndpointKind.UNIX:
+        return endpoint.address, 0
+    if endpoint.kind is EndpointKind.ORIGINAL_DST:
         return "", 0
-    split = _split_host_port(text)
-    if split is None:
+    if endpoint.kind is EndpointKind.INVALID:
         return None
-    host, port = split
+    host, port = endpoint.host, endpoint.port
     if host == "0.0.0.0":
         return (ctx.v4[0] if ctx.v4 else "127.0.0.1"), port
     if host == "::":
@@ -259,21 +258,3 @@ def _default_endpoint(ctx: _Context, text: str) -> tuple[str, int] | None:
         return ("::1" if ctx.has_v6_loopback else "127.0.0.1"), port
     # Empty (":8080") or an arbitrary host: istiod falls back to ORIGINAL_DST and drops the port.
     return "", port
-
-
-def _split_host_port(text: str) -> tuple[str, int] | None:
-    """Go's net.SplitHostPort plus strconv.Atoi on the port; None on any error."""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0 or text[end + 1:end + 2] != ":":
-            return None
-        host, port = text[1:end], text[end + 2:]
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep or ":" in host:
-            return None
-    try:
-        number = int(port)
-    except ValueError:
-        return None
-    return (host, number) if 0 <= number <= 65535 else None

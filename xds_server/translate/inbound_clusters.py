@@ -1,10 +1,12 @@
-"""Inbound clusters `inbound|<port>||` (§10.3, §11.2; `cluster_builder.go` buildInboundCluster).
+"""Inbound clusters `inbound|<port>||` (istiod's `cluster.go` buildInboundClustersFromServiceInstances
+and buildInboundClustersFromSidecar, `cluster_builder.go` buildInboundCluster).
 
 A cluster is fully described by an `InboundClusterSpec`, which is also its memo key: pods that
 serve the same port the same way share one Built.
 
 * no endpoint: ORIGINAL_DST back to the address the client dialled, bound to 127.0.0.6 (::6) so
-  istio-iptables does not capture it again (§16);
+  istio-iptables does not capture it again (its ISTIO_OUTPUT chain returns traffic from
+  127.0.0.6: `tools/istio-iptables/pkg/capture/run.go`);
 * an endpoint (127.0.0.1:P, [::1]:P, the instance IP, a unix socket): STATIC. Only loopback
   endpoints go without the 127.0.0.6 source bind, as in istiod (Envoy ignores it for pipes).
 """
@@ -17,9 +19,9 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import struct_pb2
 
-from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import protocol
 from xds_server.config.protocol import Protocol
+from xds_server.config.traffic import ConnectionPool
 from xds_server.mesh import names
 from xds_server.resources import Built, TypeUrl
 from xds_server.translate import connection_pool, envoy
@@ -37,7 +39,7 @@ class InboundClusterSpec:
     endpoint: str = ""  # "" ORIGINAL_DST, else an IP or `unix:///path`
     endpoint_port: int = 0
     upstream_bind: str = ""  # source address for non-loopback upstreams ("" none)
-    pool: bytes = b""  # serialized ConnectionPoolSettings; b"" = defaults
+    pool: ConnectionPool | None = None  # None: defaults
     connect_timeout_s: float = 10.0
     # istio.services metadata: (host, name, namespace) of the services on this port.
     services: tuple[tuple[str, str, str], ...] = ()
@@ -74,9 +76,8 @@ def build_inbound_cluster(spec: InboundClusterSpec) -> Built:
         http_opts = connection_pool.h2_options(http_opts)
     elif protocol.is_auto(spec.protocol):
         http_opts = connection_pool.use_downstream_protocol(http_opts)
-    pool = pb.ConnectionPoolSettings.FromString(spec.pool) if spec.pool else None
     http_opts = connection_pool.apply_connection_pool(
-        cluster, http_opts, pool, connect_timeout_s=spec.connect_timeout_s,
+        cluster, http_opts, spec.pool, connect_timeout_s=spec.connect_timeout_s,
         http_port=is_http_port(spec.protocol))
     connection_pool.finish_http_options(cluster, http_opts)
 

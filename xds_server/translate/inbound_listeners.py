@@ -1,9 +1,10 @@
-"""Inbound listeners: `virtualInbound` (15006) and real `<bind>_<port>` ingress listeners (§10.2, §11.1).
+"""Inbound listeners: `virtualInbound` (15006) and real `<bind>_<port>` Sidecar ingress listeners.
 
 Mirrors `listener_inbound.go`: each arriving port gets a `ChainConfig`, which becomes one or two
 filter chains (HTTP -> HCM with an inline route, TCP -> tcp_proxy, auto -> both, TLS-terminated
 -> one `{transport_protocol: tls}` chain). Chains go into virtualInbound unless the config binds
-its own port. Plaintext only (the DISABLE column of §10.2): no mTLS chains, no Istio-only filters.
+its own port. Plaintext only (what istiod builds for PeerAuthentication DISABLE): no mTLS chains,
+no Istio-only filters.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.v3 import range_pb2
 
-from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import protocol
 from xds_server.config.protocol import ListenerClass, Protocol
+from xds_server.config.traffic import ServerTls
 from xds_server.mesh import names
 from xds_server.resources import Built, TypeUrl
 from xds_server.translate import envoy, inbound_tls
@@ -43,7 +44,7 @@ class ChainConfig:
     protocol: Protocol  # after TLS termination (HTTPS -> HTTP, TLS -> TCP)
     hostname: str  # trace decorator host: the service, or `<sidecar>.<ns>` for ingress entries
     bind_to_port: bool = False  # a real listener of its own instead of chains in virtualInbound
-    tls: bytes = b""  # serialized, servable ServerTLSSettings; b"" = plaintext
+    tls: ServerTls | None = None  # servable settings; None = plaintext
 
     @property
     def cluster(self) -> str:
@@ -87,19 +88,16 @@ def _inbound_route(cluster: str, service_port: int, operation: str, proto: Proto
 
 
 def _hcm(stat_prefix: str, route: route_pb2.RouteConfiguration, proto: Protocol) -> lc_pb2.Filter:
-    f = envoy.http_connection_manager(stat_prefix, route_config=route,
-                                      forward_client_cert=hcm_pb2.HttpConnectionManager.APPEND_FORWARD)
+    config = envoy.http_connection_manager_config(stat_prefix, route_config=route)
     # Inbound-only HCM settings the shared builder does not cover.
-    config = hcm_pb2.HttpConnectionManager()
-    f.typed_config.Unpack(config)
+    config.forward_client_cert_details = hcm_pb2.HttpConnectionManager.APPEND_FORWARD
     details = config.set_current_client_cert_details
     details.subject.value = True
     details.uri = True
     details.dns = True
     if protocol.is_h2(proto):
         config.http2_protocol_options.SetInParent()
-    f.typed_config.Pack(config)
-    return f
+    return lc_pb2.Filter(name=envoy.HCM, typed_config=envoy.pack(config))
 
 
 def _http_filters(cc: ChainConfig) -> list[lc_pb2.Filter]:
@@ -115,10 +113,9 @@ def _tcp_filters(cc: ChainConfig) -> list[lc_pb2.Filter]:
 # ------------------------------------------------------------------ chains
 def chains_for(cc: ChainConfig) -> list[lc_pb2.FilterChain]:
     """The filter chains of one arriving port, in istiod's order."""
-    if cc.tls:
-        tls = pb.ServerTLSSettings.FromString(cc.tls)
+    if cc.tls is not None:
         http = cc.listener_class is ListenerClass.HTTP
-        ctx = inbound_tls.downstream_tls_context(tls, http=http)
+        ctx = inbound_tls.downstream_tls_context(cc.tls, http=http)
         return [lc_pb2.FilterChain(
             name=cc.name,
             filter_chain_match=envoy.filter_chain_match(destination_port=cc.port, transport_protocol=envoy.TLS),

@@ -1,4 +1,4 @@
-"""Service targets: which (service, port) pairs a workload serves, and on which pod port (§1.3).
+"""Service targets: which (service, port) pairs a workload serves, and on which pod port.
 
 istiod computes these on connect (`model/context.go` SetServiceTargets) from every registry:
 
@@ -11,7 +11,8 @@ istiod computes these on connect (`model/context.go` SetServiceTargets) from eve
   whose STATIC endpoints carry one of the proxy's IPs.
 
 Targets are sorted oldest service first (then by hostname): whoever is first owns a target port
-when several services share it, and its protocol is the port's protocol (§10.1).
+when several services share it, and its protocol is the port's protocol (istiod's
+`listener_inbound.go` buildInboundChainConfigs).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from xds_server.config import ContainerPort, IstioServiceEntry, Service, protocol
+from xds_server.config import ContainerPort, IstioServiceEntry, Service
 from xds_server.config.protocol import Protocol
 from xds_server.mesh.workload import Workload
 from xds_server.store.view import StoreView
@@ -82,7 +83,9 @@ def _container_ports(workload: Workload) -> tuple[ContainerPort, ...]:
 def _selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
     # An empty selector is no selector: Kubernetes drops `selector: {}`, and selector-less
     # Services only have hand-written Endpoints (not modelled here).
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())  # type: ignore[union-attr]
+    if not selector:
+        return False
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def _kube_targets(svc: Service, labels: Mapping[str, str], ports: Sequence[ContainerPort],
@@ -95,7 +98,7 @@ def _kube_targets(svc: Service, labels: Mapping[str, str], ports: Sequence[Conta
         target = _resolve_target_port(sp.port, sp.target_port, sp.protocol, ports)
         if target is None:
             continue
-        proto = protocol.from_kube_port(sp.port, sp.name, sp.protocol, sp.app_protocol)
+        proto = sp.istio_protocol
         if (target, proto) in seen:
             continue
         seen.add((target, proto))
@@ -126,17 +129,17 @@ def _service_entry_targets(se: IstioServiceEntry, labels: Mapping[str, str], ips
             return
         # A selected pod: the SE port maps to the container port of the same name, if any.
         by_name = {cp.name: cp.port for cp in ports if cp.name}
-        port_of = {p.number: by_name.get(p.name) or p.target_port or p.number for p in spec.ports}
+        port_of = {p.number: by_name.get(p.name) or p.target_port or p.number for p in se.ports}
     else:
         mine = [ep for ep in spec.endpoints if ep.address in ips]
         if not mine:
             return
         ep = mine[0]
-        port_of = {p.number: ep.ports.get(p.name) or p.target_port or p.number for p in spec.ports}
+        port_of = {p.number: ep.ports.get(p.name) or p.target_port or p.number for p in se.ports}
     for host in spec.hosts:
         seen: set[tuple[int, Protocol]] = set()
-        for p in spec.ports:
-            proto = protocol.parse(p.protocol)
+        for p in se.ports:
+            proto = p.protocol
             key = (port_of[p.number], proto)
             if key in seen:
                 continue

@@ -1,4 +1,4 @@
-"""Sidecar ingress `tls` -> DownstreamTlsContext (§11.3; `listener.go` BuildListenerTLSContext).
+"""Sidecar ingress `tls` -> DownstreamTlsContext (istiod's `listener.go` BuildListenerTLSContext).
 
 Project decision: ingress TLS works from the Sidecar alone (istiod also wants
 ENABLE_TLS_ON_SIDECAR_INGRESS and a PeerAuthentication DISABLE for the port), and certificates are
@@ -16,13 +16,13 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from xds_server._proto import istio_config_pb2 as pb
+from xds_server.config.traffic import ServerTls
 from xds_server.translate import envoy
 
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 # What istiod offers on a terminated sidecar/gateway port (util.ALPNHttp).
 HTTP_ALPNS = ("h2", "http/1.1")
 
-TLSMode = pb.ServerTLSSettings.TLSmode
 _TLS_VERSIONS = {
     pb.ServerTLSSettings.TLS_AUTO: common_pb2.TlsParameters.TLS_AUTO,
     pb.ServerTLSSettings.TLSV1_0: common_pb2.TlsParameters.TLSv1_0,
@@ -32,20 +32,10 @@ _TLS_VERSIONS = {
 }
 
 
-def servable(tls: pb.ServerTLSSettings) -> bool:
-    """True when the settings can be turned into a working file-based context."""
-    if tls.mode not in (pb.ServerTLSSettings.SIMPLE, pb.ServerTLSSettings.MUTUAL):
-        return False
-    if tls.credential_name or tls.credential_names:
-        return False  # Kubernetes Secrets need SDS, which this control plane does not serve
-    if not (tls.server_certificate and tls.private_key):
-        return False
-    return tls.mode != pb.ServerTLSSettings.MUTUAL or bool(tls.ca_certificates)
-
-
-def downstream_tls_context(tls: pb.ServerTLSSettings, *, http: bool) -> tls_pb2.DownstreamTlsContext:
-    """The context for a servable entry; `http` (HTTPS terminated to HCM) adds ALPN h2,http/1.1."""
-    mutual = tls.mode == pb.ServerTLSSettings.MUTUAL
+def downstream_tls_context(tls: ServerTls, *, http: bool) -> tls_pb2.DownstreamTlsContext:
+    """The context for servable settings (`ServerTls.servable`); `http` (HTTPS terminated to HCM)
+    adds ALPN h2,http/1.1."""
+    mutual = tls.mutual
     common = tls_pb2.CommonTlsContext(
         alpn_protocols=list(HTTP_ALPNS) if http else [],
         tls_certificates=[common_pb2.TlsCertificate(

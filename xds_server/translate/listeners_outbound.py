@@ -1,4 +1,5 @@
-"""LDS, outbound side: virtualOutbound (§5) and the per-port listeners of a Scope (§6, §8).
+"""LDS, outbound side: virtualOutbound (15001) and the per-port listeners of a Scope, Sidecar egress
+listeners with an explicit port, bind or captureMode included.
 
 The algorithm is istiod's buildSidecarOutboundListeners / buildSidecarOutboundListener
 (pilot/pkg/networking/core/listener.go, tls.go): for each egress listener in order, for each
@@ -19,6 +20,7 @@ from envoy.extensions.filters.network.mongo_proxy.v3 import mongo_proxy_pb2
 from google.protobuf import wrappers_pb2
 
 from xds_server.config import protocol
+from xds_server.config.address import is_unix
 from xds_server.config.protocol import ListenerClass, Protocol
 from xds_server.memo import Memo
 from xds_server.mesh import names
@@ -120,7 +122,7 @@ class _Builder:
     def build(self) -> None:
         t = self.traits
         for egress in self.scope.egress:
-            bind_to_port = not t.capture or egress.capture_none or names.is_unix(egress.bind)
+            bind_to_port = not t.capture or egress.capture_none or is_unix(egress.bind)
             bind = egress.bind or (t.localhost if bind_to_port else "")
             if egress.port is not None:
                 if not self._can_bind(bind_to_port, bind, egress.port, egress.protocol):

@@ -1,4 +1,4 @@
-"""RDS, outbound: route "P", sniffed "host:port" routes, unix-socket / HTTP_PROXY routes (§7).
+"""RDS, outbound: route "P", sniffed "host:port" routes, unix-socket / HTTP_PROXY routes.
 
 Follows istiod's httproute.go: the egress listener owning the route supplies the services;
 each gives a virtual host `host:port` answering every name a client may use (FQDN, FQDN.,

@@ -5,7 +5,7 @@ Responses are pre-encoded bytes (see wire.py), so the response serializer is the
 Each stream keeps one pending wake-up flag: a slow Envoy only ever gets the newest state and
 never delays the others.
 
-Admission, in order (reference/xds-protocol.md §11-12): not serving or sources not synced ->
+Admission, in order (docs/security.md): not serving or sources not synced ->
 UNAVAILABLE; over the new-stream rate -> RESOURCE_EXHAUSTED; an undecodable first request or no
 node.id -> INVALID_ARGUMENT; over mTLS, a certificate with no usable identity -> UNAUTHENTICATED,
 one that may not claim the node -> PERMISSION_DENIED. Every refusal is counted (observer.refused),

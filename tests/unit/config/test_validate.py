@@ -6,6 +6,7 @@ import pytest
 
 from tests.unit.config.util import istio
 from xds_server.config import ConfigObject
+from xds_server.config.address import split_host_port
 from xds_server.config.parse import parse
 from xds_server.config.validate import (
     UNSUPPORTED_FIELDS,
@@ -20,7 +21,6 @@ from xds_server.config.validate_names import (
     is_tcp,
     is_tls,
     protocol_of,
-    split_host_port,
     wildcard_domain_error,
 )
 from xds_server.config.validate_schema import parse_duration_ns

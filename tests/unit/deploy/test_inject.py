@@ -189,8 +189,9 @@ def test_labels_with_dollar_parens_are_escaped_for_the_kubelet() -> None:
 
 # ------------------------------------------------------------------ istio-init
 
-# reference/istio-translation.md §16: the nat table istio-iptables writes with the injector's flags
-SECTION_16 = """\
+# The nat table istio-iptables writes with the injector's flags (istio `tools/istio-iptables/pkg/capture/run.go`,
+# `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020`)
+ISTIO_IPTABLES_NAT = """\
 -N ISTIO_INBOUND
 -N ISTIO_REDIRECT
 -N ISTIO_IN_REDIRECT
@@ -220,7 +221,7 @@ def test_default_rules_are_section_16_exactly() -> None:
     rules = inject.iptables_rules()
     assert rules[0] == "*nat" and rules[-1] == "COMMIT"
     body = [f"-N {r[1:].split()[0]}" if r.startswith(":") else r for r in rules[1:-1]]
-    assert body == SECTION_16
+    assert body == ISTIO_IPTABLES_NAT
 
 
 def _nat_rules(script: str) -> list[str]:
@@ -239,11 +240,11 @@ needs_iptables = pytest.mark.skipif(
 @needs_iptables
 @pytest.mark.netns
 def test_init_script_installs_the_rules_in_a_pod_namespace() -> None:
-    """The same nat table as §16's commands run one by one (as iptables itself prints both)."""
+    """The same nat table as istio-iptables' commands run one by one (as iptables itself prints both)."""
     installed = _nat_rules(inject.init_script(inject.Capture()))
-    reference = _nat_rules("set -e\n" + "\n".join(f"iptables -t nat {rule}" for rule in SECTION_16))
+    reference = _nat_rules("set -e\n" + "\n".join(f"iptables -t nat {rule}" for rule in ISTIO_IPTABLES_NAT))
     assert installed == reference
-    assert len(installed) == len(SECTION_16)
+    assert len(installed) == len(ISTIO_IPTABLES_NAT)
 
 
 @needs_iptables

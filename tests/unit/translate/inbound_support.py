@@ -69,7 +69,7 @@ def sport(port: int, name: str = "", target: int | str | None = None, *, l4: str
 
 
 def sidecar(spec: Mapping[str, Any] | str, *, name: str = "default", ns: str = NS) -> IstioSidecar:
-    """A Sidecar from its `spec` (Istio camelCase, as in the reference examples)."""
+    """A Sidecar from its `spec` (Istio camelCase, as in Istio's Sidecar reference examples)."""
     data = yaml.safe_load(spec) if isinstance(spec, str) else spec
     return IstioSidecar(ObjectMeta(name, ns), json_format.ParseDict(data, pb.Sidecar()))
 

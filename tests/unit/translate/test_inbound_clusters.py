@@ -1,4 +1,5 @@
-"""Inbound clusters (§10.3) and their connection pools (§12)."""
+"""Inbound clusters (istiod's `cluster.go` buildInboundClusters) and their connection pools
+(`cluster_traffic_policy.go` applyConnectionPool)."""
 
 from __future__ import annotations
 

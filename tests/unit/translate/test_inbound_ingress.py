@@ -1,4 +1,5 @@
-"""Sidecar `ingress` entries: chains/listeners per captureMode, binds, defaultEndpoint (§11.1, §11.2).
+"""Sidecar `ingress` entries: chains/listeners per captureMode, binds, defaultEndpoint (istiod's
+`listener_inbound.go` buildInboundChainConfigs, `cluster.go` buildInboundClustersFromSidecar).
 
 The seed examples come from Istio's Sidecar reference (seeds/001_*.txt).
 """
@@ -223,7 +224,7 @@ def test_root_namespace_sidecar_names_chains_after_the_proxy_namespace() -> None
     assert route.decorator.operation == "default.default:9080/*"
 
 
-# ------------------------------------------------------------------ defaultEndpoint forms (§11.2)
+# ------------------------------------------------------------------ defaultEndpoint forms
 V4 = (POD_IP,)
 V6 = ("fd00::7",)
 DUAL = (POD_IP, "fd00::7")

@@ -1,4 +1,5 @@
-"""virtualInbound and per-port chains from service targets (§10.2), and interception modes (§11.4)."""
+"""virtualInbound and per-port chains from service targets (istiod's `listener_inbound.go`), and
+interception modes (INTERCEPTION_MODE REDIRECT, TPROXY, NONE)."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def test_http_port_gets_one_plaintext_hcm_chain_with_inline_route() -> None:
     assert route.route.timeout.ToSeconds() == 0
     assert route.route.retry_policy.retry_on == "reset-before-request"
     assert route.route.retry_policy.num_retries.value == 2
-    # No Istio-only filters on upstream Envoy (§15).
+    # No Istio-only filters on upstream Envoy (it does not have them).
     assert not [f.name for f in config.http_filters if f.name.startswith("istio")]
 
 

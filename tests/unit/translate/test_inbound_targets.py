@@ -1,4 +1,5 @@
-"""Service targets (§1.3): which ports of a workload get inbound chains and clusters."""
+"""Service targets (istiod's `model/context.go` SetServiceTargets): which ports of a workload get inbound
+chains and clusters."""
 
 from __future__ import annotations
 

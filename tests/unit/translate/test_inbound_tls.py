@@ -1,4 +1,5 @@
-"""Sidecar ingress `tls` (§11.3, with the project's file-based, Sidecar-only decision)."""
+"""Sidecar ingress `tls` (istiod's `listener.go` BuildListenerTLSContext, with the project's file-based,
+Sidecar-only decision: README, deliberate difference 3)."""
 
 from __future__ import annotations
 

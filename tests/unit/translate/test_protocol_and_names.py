@@ -1,4 +1,5 @@
-"""Port protocol rules (§2.1, §2.3) and the one place names are built."""
+"""Port protocol rules (istio `pkg/config/protocol`, `pilot/pkg/serviceregistry/kube/conversion.go`) and
+the one place names are built."""
 
 from __future__ import annotations
 
