@@ -8,14 +8,20 @@ from xds_server.config.istio import IstioServiceEntry, IstioSidecar
 from xds_server.config.kube import ContainerPort, Namespace, Pod, Service, ServicePort
 from xds_server.config.mesh import MeshConfig
 from xds_server.config.refs import Kind, ObjectMeta, ObjectRef, Problem
+from xds_server.config.traffic_rules import IstioDestinationRule, IstioVirtualService
 
-ConfigObject = Pod | Service | Namespace | IstioSidecar | IstioServiceEntry | MeshConfig
+ConfigObject = (
+    Pod | Service | Namespace | IstioSidecar | IstioServiceEntry | IstioVirtualService | IstioDestinationRule
+    | MeshConfig
+)
 
 __all__ = [
     "ConfigObject",
     "ContainerPort",
+    "IstioDestinationRule",
     "IstioServiceEntry",
     "IstioSidecar",
+    "IstioVirtualService",
     "Kind",
     "MeshConfig",
     "Namespace",

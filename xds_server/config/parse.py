@@ -1,6 +1,7 @@
 """parse(doc, where) -> (object | None, problems): the one entry point from raw manifests.
 
-Accepted: networking.istio.io/{v1,v1beta1,v1alpha3} Sidecar and ServiceEntry; v1 Pod, Service,
+Accepted: networking.istio.io/{v1,v1beta1,v1alpha3} Sidecar, ServiceEntry, VirtualService and
+DestinationRule; v1 Pod, Service,
 Namespace; v1 ConfigMap `istio` (key `mesh`) as MeshConfig. Other networking.istio.io kinds get
 a warning that they are ignored; anything else (Deployments, ...) is skipped silently, so that a
 directory of ordinary manifests can be served as it is.
@@ -20,6 +21,8 @@ from xds_server.config.istio import IstioServiceEntry, IstioSidecar
 from xds_server.config.mesh_parse import mesh_from_configmap, parse_mesh_config
 from xds_server.config.parse_kube import parse_namespace, parse_pod, parse_service
 from xds_server.config.refs import FrozenDict, Kind, ObjectMeta, ObjectRef
+from xds_server.config.sidecar_inbound_tls import with_inbound_tls_applied
+from xds_server.config.traffic_rules import IstioDestinationRule, IstioVirtualService
 from xds_server.config.validate import validate
 from xds_server.config.validate_fields import Report, type_name
 from xds_server.config.validate_names import k8s_label_error, k8s_name_error
@@ -35,6 +38,8 @@ DEFAULT_NAMESPACE = "default"
 _ISTIO_KINDS = {
     Kind.SIDECAR: (pb.Sidecar, IstioSidecar),
     Kind.SERVICE_ENTRY: (pb.ServiceEntry, IstioServiceEntry),
+    Kind.VIRTUAL_SERVICE: (pb.VirtualService, IstioVirtualService),
+    Kind.DESTINATION_RULE: (pb.DestinationRule, IstioDestinationRule),
 }
 _CORE_KINDS = (Kind.POD, Kind.SERVICE, Kind.NAMESPACE, "ConfigMap")
 
@@ -83,7 +88,11 @@ def _parse_istio(
         return None, report.problems
     obj = model(meta=meta, spec=spec, api_version=api_version)
     problems = report.problems + validate(obj, where)
-    return (None if any(not p.warning for p in problems) else obj), problems
+    if any(not p.warning for p in problems):
+        return None, problems
+    if isinstance(obj, IstioSidecar):
+        obj = with_inbound_tls_applied(obj)
+    return obj, problems
 
 
 def _parse_core(doc: Mapping[str, Any], kind: str, where: str) -> tuple[ConfigObject | None, list[Problem]]:

@@ -37,6 +37,8 @@ class Kind(StrEnum):
     NAMESPACE = "Namespace"
     SIDECAR = "Sidecar"
     SERVICE_ENTRY = "ServiceEntry"
+    VIRTUAL_SERVICE = "VirtualService"
+    DESTINATION_RULE = "DestinationRule"
     MESH_CONFIG = "MeshConfig"
 
 

@@ -4,11 +4,14 @@
 descriptor is walked here instead: `spec.egress[0].port.numbr: unknown field`. Field names are
 Istio's JSON (camelCase) names; proto names are accepted too, as protojson does. `null` means
 unset (as the API server prunes it). Types are strict the way a CRD schema is: a string is not an
-integer, an enum is its name. Durations take Go syntax (`30ms`, `1m30s`) as Istio's do.
+integer, an enum is its name, bytes are base64 text (as in protojson). Durations take Go syntax
+(`30ms`, `1m30s`) as Istio's do.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -221,6 +224,15 @@ def _scalar(field: FieldDescriptor, value: Any) -> Any:
         if not low <= value <= high:
             raise _Invalid(f"{value} is out of range {low}..{high}")
         return value
+    if kind == _F.TYPE_BYTES:
+        if not isinstance(value, str):
+            raise _Invalid(f"expected base64 text, got {type_name(value)}")
+        padded = value + "=" * (-len(value) % 4)
+        url_safe = "-" in value or "_" in value  # protojson accepts both alphabets
+        try:
+            return base64.b64decode(padded, altchars=b"-_" if url_safe else None, validate=True)
+        except (binascii.Error, ValueError):
+            raise _Invalid("invalid base64 text") from None
     if kind in (_F.TYPE_DOUBLE, _F.TYPE_FLOAT):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _Invalid(f"expected a number, got {type_name(value)}")

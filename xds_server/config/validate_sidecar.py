@@ -79,7 +79,7 @@ def _ingress(spec: pb.Sidecar, report: Report) -> None:
         if listener.default_endpoint:
             _default_endpoint(listener.default_endpoint, f"{path}.defaultEndpoint", report)
         if listener.HasField("tls"):
-            _ingress_tls(listener, f"{path}.tls", report)
+            ingress_tls(listener.tls, listener.port.protocol, f"{path}.tls", report)
         if listener.HasField("connection_pool"):
             common.connection_pool(listener.connection_pool, f"{path}.connectionPool", report)
             if listener.connection_pool.HasField("http") and not is_http(port.protocol):
@@ -107,8 +107,8 @@ def _default_endpoint(value: str, path: str, report: Report) -> None:
         report.check(path, port_error(int(port)))
 
 
-def _ingress_tls(listener: pb.IstioIngressListener, path: str, report: Report) -> None:
-    tls = listener.tls
+def ingress_tls(tls: pb.ServerTLSSettings, protocol: str, path: str, report: Report) -> None:
+    """An ingress listener's `tls` (or the 2020 edition's `inboundTls`) served on a `protocol` port."""
     if tls.subject_alt_names:
         report.error(f"{path}.subjectAltNames", "not supported in sidecar ingress tls")
     if tls.https_redirect:
@@ -117,10 +117,10 @@ def _ingress_tls(listener: pb.IstioIngressListener, path: str, report: Report) -
         report.error(f"{path}.credentialName", "not supported in sidecar ingress tls")
     if tls.mode in (_TLS.ISTIO_MUTUAL, _TLS.AUTO_PASSTHROUGH):
         report.error(f"{path}.mode", f"cannot be {_TLS.TLSmode.Name(tls.mode)} in sidecar ingress tls")
-    if not is_tls(listener.port.protocol):
+    if not is_tls(protocol):
         report.error(
             f"{path.rsplit('.', 1)[0]}.port.protocol",
-            f"must be HTTPS or TLS when tls is set (got {listener.port.protocol or 'unset'})",
+            f"must be HTTPS or TLS when {path.rsplit('.', 1)[1]} is set (got {protocol or 'unset'})",
         )
     common.server_tls(tls, path, report)
 

@@ -40,6 +40,8 @@ NAMESPACE = KindSpec("Namespace", "", ("v1",), "namespaces", False)
 CONFIG_MAP = KindSpec("ConfigMap", "", ("v1",), "configmaps", True)
 SIDECAR = KindSpec("Sidecar", ISTIO_GROUP, ("v1", "v1beta1"), "sidecars", True)
 SERVICE_ENTRY = KindSpec("ServiceEntry", ISTIO_GROUP, ("v1", "v1beta1"), "serviceentries", True)
+VIRTUAL_SERVICE = KindSpec("VirtualService", ISTIO_GROUP, ("v1", "v1beta1"), "virtualservices", True)
+DESTINATION_RULE = KindSpec("DestinationRule", ISTIO_GROUP, ("v1", "v1beta1"), "destinationrules", True)
 
 # (all namespaces, one namespace) list methods of CoreV1Api, by plural.
 _CORE_LISTS: dict[str, tuple[str, str | None]] = {
@@ -101,7 +103,7 @@ def watch_targets(namespaces: Sequence[str], root_namespace: str) -> list[WatchT
     source never sees the rest of the cluster. The mesh ConfigMap is read from the root
     namespace whatever the restriction: it configures the whole mesh.
     """
-    kinds = (POD, SERVICE, SIDECAR, SERVICE_ENTRY)
+    kinds = (POD, SERVICE, SIDECAR, SERVICE_ENTRY, VIRTUAL_SERVICE, DESTINATION_RULE)
     mesh = WatchTarget(CONFIG_MAP, root_namespace, f"metadata.name={MESH_CONFIGMAP}")
     if not namespaces:
         return [*(WatchTarget(k) for k in kinds), WatchTarget(NAMESPACE), mesh]

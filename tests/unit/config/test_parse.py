@@ -239,8 +239,8 @@ def test_kinds_xds_server_does_not_read_are_skipped_silently(text: str) -> None:
     ("text", "message"),
     [
         (
-            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v, namespace: n}",
-            "kind: networking.istio.io/v1 VirtualService is not supported by xds-server; ignored",
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: v, namespace: n}",
+            "kind: networking.istio.io/v1 Gateway is not supported by xds-server; ignored",
         ),
         (
             "apiVersion: networking.istio.io/v2\nkind: Sidecar\nmetadata: {name: v, namespace: n}",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xds_server.config import IstioServiceEntry, IstioSidecar, Service
+from xds_server.config import IstioServiceEntry, IstioSidecar, IstioVirtualService, Service
 from xds_server.config.mesh_parse import parse_mesh_config
 from xds_server.config.parse import parse
 
@@ -53,14 +53,14 @@ def test_egress_task_examples_parse_clean(name: str) -> None:
     assert obj is not None and problems == []
 
 
-def test_egress_task_virtual_service_is_reported_as_unsupported() -> None:
+def test_egress_task_virtual_service_parses_with_its_timeout() -> None:
     ((obj, problems),) = parse_file(EGRESS_TASK / "virtualservice-httpbin.yaml")
-    assert obj is None
-    assert [str(p) for p in problems] == [
-        "virtualservice-httpbin.yaml:0: VirtualService/default/httpbin-ext: "
-        "kind: networking.istio.io/v1 VirtualService is not supported by xds-server; ignored"
-    ]
-    assert problems[0].warning
+    assert problems == []
+    assert isinstance(obj, IstioVirtualService) and obj.meta.namespace == "default"
+    (rule,) = obj.spec.http
+    assert rule.timeout.ToTimedelta().total_seconds() == 3.0
+    (route,) = rule.route
+    assert (route.destination.host, route.weight) == ("httpbin.org", 100)
 
 
 def test_egress_task_gateway_api_route_is_skipped_silently() -> None:

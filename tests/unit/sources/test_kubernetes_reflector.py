@@ -190,6 +190,8 @@ def test_cluster_wide_watch_has_one_target_per_kind() -> None:
         "kubernetes/Service/*",
         "kubernetes/Sidecar/*",
         "kubernetes/ServiceEntry/*",
+        "kubernetes/VirtualService/*",
+        "kubernetes/DestinationRule/*",
         "kubernetes/Namespace/*",
         "kubernetes/ConfigMap/istio-system",
     ]
@@ -197,7 +199,7 @@ def test_cluster_wide_watch_has_one_target_per_kind() -> None:
 
 def test_restricted_watch_has_targets_per_namespace_and_the_mesh_configmap() -> None:
     targets = watch_targets(("a", "b", "a"), "istio-system")
-    assert len(targets) == 2 * 5 + 1
+    assert len(targets) == 2 * 7 + 1  # 6 namespaced kinds and the Namespace, per namespace
     assert WatchTarget(POD, "b") in targets
     assert WatchTarget(SIDECAR, "a") in targets
     assert WatchTarget(NAMESPACE, None, "metadata.name=b") in targets
