@@ -215,9 +215,6 @@ def _locality(setting: pb.LocalityLoadBalancerSetting, has_outlier: bool, path: 
             report.error(f"{here}.from", "locality lb failover only specify region")
         if "/" in target or "*" in target:
             report.error(f"{here}.to", "locality lb failover only specify region")
-    if setting.failover_priority and setting.failover:
-        for i, fo in enumerate(setting.failover):
-            report.warn(f"{path}.failover[{i}]", "failover and failoverPriority are both set; check they agree")
 
 
 def _locality_error(locality: str) -> str | None:

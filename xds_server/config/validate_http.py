@@ -80,7 +80,8 @@ def header_value_error(value: str) -> str | None:
         if end < 0:
             return f"header value {value!r}: unterminated % (write %% for a literal %)"
         if not _FORMATTER.fullmatch(value[i + 1 : end]):
-            return f"header value {value!r}: {value[i : end + 1]!r} is not an Envoy formatter (write %% for a literal %)"
+            bad = value[i : end + 1]
+            return f"header value {value!r}: {bad!r} is not an Envoy formatter (write %% for a literal %)"
         i = end + 1
     return None
 
@@ -130,5 +131,6 @@ def retry_on_error(value: str) -> str | None:
     for policy in value.split(","):
         code = int(policy) if policy.isascii() and policy.isdigit() else 0
         if code not in GO_HTTP_STATUSES and policy not in RETRY_ON:
-            return f"{policy!r} is not a valid retryOn policy (an HTTP status code or one of {', '.join(sorted(RETRY_ON))})"
+            known = ", ".join(sorted(RETRY_ON))
+            return f"{policy!r} is not a valid retryOn policy (an HTTP status code or one of {known})"
     return None

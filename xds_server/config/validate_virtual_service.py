@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import validate_common as common
@@ -95,7 +96,8 @@ def gateway_names(names: list[str], path: str, report: Report) -> None:
         if not slash:
             if "." in name:
                 parts = name.split(".")
-                report.warn(here, f"legacy gateway name {name!r}; prefer the <namespace>/<name> form {parts[1]}/{parts[0]!s}")
+                report.warn(here, f"legacy gateway name {name!r}; prefer the <namespace>/<name> form "
+                            f"{parts[1]}/{parts[0]}")
             report.check(here, fqdn_error(name))
             continue
         if not namespace or not gateway:
@@ -392,7 +394,8 @@ def _authority_rewrite(route: pb.HTTPRoute, path: str, report: Report) -> None:
             value = getattr(request, field)[name]
             if current:
                 report.error(f"{path}.headers.request.{field}[{name}]",
-                             f"authority header cannot be set multiple times: have {current!r}, attempting to set {value!r}")
+                             f"authority header cannot be set multiple times: have {current!r}, "
+                             f"attempting to set {value!r}")
                 return
             current = value
 
@@ -424,7 +427,8 @@ def _sni_host(sni: str, spec: pb.VirtualService, to_gateway: bool, path: str, re
     err = wildcard_domain_error(sni)
     if err:
         if is_ip(sni):
-            report.warn(path, f"using an IP address ({sni!r}) goes against the SNI spec; most clients do not support it")
+            report.warn(path, f"using an IP address ({sni!r}) goes against the SNI spec; "
+                        "most clients do not support it")
         else:
             report.error(path, err)
         return
@@ -458,32 +462,40 @@ def _unreachable(spec: pb.VirtualService, report: Report) -> None:
 
     istiod also warns when an earlier prefix match covers a later one; that analysis is not here.
     """
-    for field, rules in (("http", spec.http), ("tcp", spec.tcp), ("tls", spec.tls)):
-        seen: dict[str, int] = {}
-        catch_all = -1
-        for i, rule in enumerate(rules):
-            here = f"spec.{field}[{i}]"
-            if not rule.match:
-                if catch_all >= 0:
-                    report.warn(here, f"rule not used (only the last rule can have no matches; spec.{field}[{catch_all}] has none)")
-                catch_all = i
-                continue
-            duplicates = 0
-            for j, match in enumerate(rule.match):
-                key = _match_key(match)
-                if key in seen:
-                    report.warn(f"{here}.match[{j}]", f"match not used (duplicate of a match in spec.{field}[{seen[key]}])")
-                    duplicates += 1
-                else:
-                    seen[key] = i
-            if duplicates == len(rule.match):
-                report.warn(here, "rule not used (all matches used by prior rules)")
+    _unreachable_rules("http", [list(rule.match) for rule in spec.http], report)
+    _unreachable_rules("tcp", [list(rule.match) for rule in spec.tcp], report)
+    _unreachable_rules("tls", [list(rule.match) for rule in spec.tls], report)
 
 
-def _match_key(match: pb.HTTPMatchRequest | pb.L4MatchAttributes | pb.TLSMatchAttributes) -> str:
+def _unreachable_rules(field: str, rules: list[list[Message]], report: Report) -> None:
+    seen: dict[str, int] = {}
+    catch_all = -1
+    for i, rule_matches in enumerate(rules):
+        here = f"spec.{field}[{i}]"
+        if not rule_matches:
+            if catch_all >= 0:
+                report.warn(here, "rule not used (only the last rule can have no matches; "
+                            f"spec.{field}[{catch_all}] has none)")
+            catch_all = i
+            continue
+        duplicates = 0
+        for j, match in enumerate(rule_matches):
+            key = _match_key(match)
+            if key in seen:
+                report.warn(f"{here}.match[{j}]",
+                            f"match not used (duplicate of a match in spec.{field}[{seen[key]}])")
+                duplicates += 1
+            else:
+                seen[key] = i
+        if duplicates == len(rule_matches):
+            report.warn(here, "rule not used (all matches used by prior rules)")
+
+
+def _match_key(match: Message) -> str:
+    """The match as canonical JSON, without its name (names do not change what a match selects)."""
     if isinstance(match, pb.HTTPMatchRequest) and match.name:
         copy = pb.HTTPMatchRequest()
         copy.CopyFrom(match)
         copy.name = ""
         match = copy
-    return json_format.MessageToJson(match, sort_keys=True, indent=None)
+    return str(json_format.MessageToJson(match, sort_keys=True, indent=None))

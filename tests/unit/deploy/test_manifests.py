@@ -3,6 +3,7 @@ and describe exactly the fields the server parses; the Deployment is wired the w
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -191,12 +192,12 @@ def crds() -> dict[str, dict[str, Any]]:
     return {d["spec"]["names"]["kind"]: d for d in by_kind("CustomResourceDefinition")}
 
 
-def test_crds_are_the_two_istio_kinds_the_server_watches() -> None:
-    from xds_server.sources.kube_kinds import SERVICE_ENTRY, SIDECAR
+def test_crds_are_the_istio_kinds_the_server_watches() -> None:
+    from xds_server.sources.kube_kinds import DESTINATION_RULE, SERVICE_ENTRY, SIDECAR, VIRTUAL_SERVICE
 
     found = crds()
-    assert set(found) == {"Sidecar", "ServiceEntry"}
-    for spec in (SIDECAR, SERVICE_ENTRY):
+    assert set(found) == {"Sidecar", "ServiceEntry", "VirtualService", "DestinationRule"}
+    for spec in (SIDECAR, SERVICE_ENTRY, VIRTUAL_SERVICE, DESTINATION_RULE):
         crd = found[spec.kind]
         assert crd["metadata"]["name"] == f"{spec.plural}.{spec.group}"
         assert crd["spec"]["group"] == spec.group and crd["spec"]["names"]["plural"] == spec.plural
@@ -226,6 +227,7 @@ _SCALARS = {
     FieldDescriptor.TYPE_STRING: "string", FieldDescriptor.TYPE_BOOL: "boolean",
     FieldDescriptor.TYPE_INT32: "integer", FieldDescriptor.TYPE_UINT32: "integer",
     FieldDescriptor.TYPE_INT64: "integer", FieldDescriptor.TYPE_UINT64: "integer", FieldDescriptor.TYPE_ENUM: "string",
+    FieldDescriptor.TYPE_DOUBLE: "number", FieldDescriptor.TYPE_BYTES: "string",
 }
 
 
@@ -249,7 +251,12 @@ def _compare(descriptor: Descriptor, schema: dict[str, Any], path: str) -> list[
             sub = sub["items"]
         if is_map:
             value = field.message_type.fields_by_name["value"]
-            if sub.get("type") != "object" or sub["additionalProperties"].get("type") != _SCALARS[value.type]:
+            if value.message_type is not None:
+                if sub.get("type") != "object" or sub["additionalProperties"].get("type") != "object":
+                    problems.append(f"{here}: expected a map of objects")
+                else:
+                    problems += _compare(value.message_type, sub["additionalProperties"], f"{here}[]")
+            elif sub.get("type") != "object" or sub["additionalProperties"].get("type") != _SCALARS[value.type]:
                 problems.append(f"{here}: expected a map of {_SCALARS[value.type]}")
         elif field.message_type is not None and field.message_type.full_name == "google.protobuf.Duration":
             if sub.get("type") != "string":
@@ -267,7 +274,9 @@ def _compare(descriptor: Descriptor, schema: dict[str, Any], path: str) -> list[
     return problems
 
 
-@pytest.mark.parametrize("kind,message", [("Sidecar", pb.Sidecar), ("ServiceEntry", pb.ServiceEntry)])
+@pytest.mark.parametrize("kind,message", [("Sidecar", pb.Sidecar), ("ServiceEntry", pb.ServiceEntry),
+                                          ("VirtualService", pb.VirtualService),
+                                          ("DestinationRule", pb.DestinationRule)])
 def test_crd_schema_has_exactly_the_fields_the_server_parses(kind: str, message: Any) -> None:
     schema = crds()[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert set(schema["properties"]) == {"spec", "status"}
@@ -284,7 +293,7 @@ def _istio_documents() -> list[tuple[str, dict[str, Any]]]:
         except yaml.YAMLError:
             continue
         for i, doc in enumerate(docs):
-            if isinstance(doc, dict) and doc.get("kind") in ("Sidecar", "ServiceEntry") and str(
+            if isinstance(doc, dict) and doc.get("kind") in crds() and str(
                     doc.get("apiVersion", "")).startswith("networking.istio.io/"):
                 out.append((f"{path.relative_to(ROOT)}#{i}", doc))
     return out
@@ -301,6 +310,15 @@ def test_every_manifest_the_server_accepts_passes_the_crd_schema() -> None:
         assert list(instance_errors({"spec": doc.get("spec") or {}}, schemas[doc["kind"]])) == [], where
         checked += 1
     assert checked >= 10
+
+
+def test_generated_crds_are_fresh() -> None:
+    spec = importlib.util.spec_from_file_location("gen_crds", ROOT / "scripts" / "gen_crds.py")
+    assert spec and spec.loader
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    for path, text in gen.targets().items():
+        assert path.read_text() == text, f"{path} is stale: run `python scripts/gen_crds.py` and commit the result"
 
 
 def test_crd_schema_rejects_typos_the_api_server_would_prune() -> None:
