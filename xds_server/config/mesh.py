@@ -20,6 +20,8 @@ class MeshConfig:
     connect_timeout_s: float = 10.0
     inbound_traffic_policy: str = "PASSTHROUGH"  # PASSTHROUGH | LOCALHOST
     default_service_export_to: tuple[str, ...] = ("*",)
+    default_virtual_service_export_to: tuple[str, ...] = ("*",)
+    default_destination_rule_export_to: tuple[str, ...] = ("*",)
     protocol_detection_timeout_s: float = 0.0
     dns_refresh_rate_s: float = 60.0
     trust_domain: str = "cluster.local"

@@ -146,16 +146,19 @@ def _duration_reader(field: str, zero_ok: bool, max_s: float | None = None) -> R
     return read
 
 
-def _export_to(doc: Mapping[str, Any], key: str, path: str, report: Report, values: dict[str, Any],
-               ignored: list[str]) -> None:
-    entries = report.strings(doc, key, "")
-    ok = True
-    for i, entry in enumerate(entries):
-        if entry not in ("*", ".", "~") and not is_dns1123_label(entry):
-            report.error(f"{path}[{i}]", f"invalid exportTo value {entry!r} (one of *, ., ~ or a namespace)")
-            ok = False
-    if ok and entries:
-        values["default_service_export_to"] = tuple(entries)
+def _export_to_reader(field: str) -> Reader:
+    def read(doc: Mapping[str, Any], key: str, path: str, report: Report, values: dict[str, Any],
+             ignored: list[str]) -> None:
+        entries = report.strings(doc, key, "")
+        ok = True
+        for i, entry in enumerate(entries):
+            if entry not in ("*", ".", "~") and not is_dns1123_label(entry):
+                report.error(f"{path}[{i}]", f"invalid exportTo value {entry!r} (one of *, ., ~ or a namespace)")
+                ok = False
+        if ok and entries:
+            values[field] = tuple(entries)
+
+    return read
 
 
 def _trust_domain(doc: Mapping[str, Any], key: str, path: str, report: Report, values: dict[str, Any],
@@ -178,7 +181,9 @@ _READERS: dict[str, Reader] = {
     "outboundTrafficPolicy": _mode_reader("outbound_traffic_policy", (REGISTRY_ONLY, ALLOW_ANY)),
     "connectTimeout": _duration_reader("connect_timeout_s", zero_ok=False, max_s=3600),
     "inboundTrafficPolicy": _mode_reader("inbound_traffic_policy", _INBOUND_MODES),
-    "defaultServiceExportTo": _export_to,
+    "defaultServiceExportTo": _export_to_reader("default_service_export_to"),
+    "defaultVirtualServiceExportTo": _export_to_reader("default_virtual_service_export_to"),
+    "defaultDestinationRuleExportTo": _export_to_reader("default_destination_rule_export_to"),
     "protocolDetectionTimeout": _duration_reader("protocol_detection_timeout_s", zero_ok=True),
     "dnsRefreshRate": _duration_reader("dns_refresh_rate_s", zero_ok=False),
     "trustDomain": _trust_domain,
@@ -189,6 +194,8 @@ _FIELDS = (
     "connect_timeout_s",
     "inbound_traffic_policy",
     "default_service_export_to",
+    "default_virtual_service_export_to",
+    "default_destination_rule_export_to",
     "protocol_detection_timeout_s",
     "dns_refresh_rate_s",
     "trust_domain",

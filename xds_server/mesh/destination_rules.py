@@ -1,0 +1,209 @@
+"""Which DestinationRule applies to a proxy's traffic to a host (istiod's pilot/pkg/model
+push_context.go `setDestinationRules`, `destinationRule`; destination_rule.go
+`mergeDestinationRule`; sidecar.go `SidecarScope.DestinationRule`).
+
+Pure functions, built once per store generation and shared by every proxy:
+- `index_destination_rules`: hosts resolved against the DR's namespace; DRs oldest first (those
+  with a workloadSelector ahead, whose exportTo is forced to their own namespace), merged per
+  host inside three buckets: `namespace_local[ns]` (visible in ns), `exported[ns]` (all but
+  the private-only ones), `root_local` (the root namespace's private-only ones);
+- merging (`ENABLE_ENHANCED_DESTINATIONRULE_MERGE`, on by default): DRs for the same host string
+  with equal exportTo and compatible selectors become one: subsets concatenated (a duplicate
+  name keeps the older), the top-level trafficPolicy of the oldest DR that has one; a DR whose
+  exportTo is a strict superset also merges and stays as its own entry; others stay separate;
+- `destination_rule_for`: the proxy's namespace (root namespace: its private rules), then the
+  service's namespace, then the root namespace; in each step the most specific host wins, and a
+  step that finds the host ends the search. Within the found list the first DR of the proxy's
+  namespace whose selector matches the proxy's labels wins, else the selector-less one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from xds_server._proto import istio_config_pb2 as pb
+from xds_server.config import IstioDestinationRule, ObjectRef
+from xds_server.config.hostname import is_wildcarded, more_specific, subset_of
+from xds_server.config.mesh import MeshConfig
+from xds_server.mesh.exports import PRIVATE, PUBLIC
+from xds_server.mesh.virtual_services import resolve_host
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MergedDestinationRule:
+    """One or more DRs for one host, merged; `spec` is a private copy (treat as read-only)."""
+
+    host: str
+    namespace: str  # of the first (oldest) DR
+    spec: pb.DestinationRule
+    export_to: frozenset[str]  # as written (`.` kept), empty = the mesh default; a selector DR: {"."}
+    selector: Mapping[str, str] | None
+    sources: tuple[ObjectRef, ...]  # oldest first
+    duplicate_subsets: tuple[str, ...] = ()  # names dropped because an older DR had them
+
+    def visible_to(self, namespace: str) -> bool:
+        """exportTo filter of istiod's `getExportedDestinationRuleFromNamespace`."""
+        return not self.export_to or PUBLIC in self.export_to or namespace in self.export_to
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    rule: IstioDestinationRule
+    host: str
+    export_to: frozenset[str]
+    selector: Mapping[str, str] | None
+
+
+class _Bucket:
+    """istio `consolidatedDestRules`: merged rules by host string."""
+
+    def __init__(self) -> None:
+        self.by_host: dict[str, list[MergedDestinationRule]] = {}
+
+    def add(self, entry: _Entry) -> None:
+        existing = self.by_host.setdefault(entry.host, [])
+        separate = True
+        for i, merged in enumerate(existing):
+            if entry.selector != merged.selector:
+                continue  # selector-less with selector, or different selectors: kept apart
+            if entry.export_to == merged.export_to:
+                separate = False
+            elif not (merged.export_to and entry.export_to > merged.export_to):
+                continue  # a strict superset merges and also stays as its own entry
+            existing[i] = _merge(merged, entry)
+        if separate:
+            existing.append(_single(entry))
+
+    def freeze(self) -> dict[str, tuple[MergedDestinationRule, ...]]:
+        return {host: tuple(rules) for host, rules in self.by_host.items()}
+
+
+def _single(entry: _Entry) -> MergedDestinationRule:
+    spec = pb.DestinationRule()
+    spec.CopyFrom(entry.rule.spec)
+    spec.host = entry.host
+    return MergedDestinationRule(entry.host, entry.rule.meta.namespace, spec, entry.export_to, entry.selector,
+                                 (entry.rule.ref,))
+
+
+def _merge(merged: MergedDestinationRule, entry: _Entry) -> MergedDestinationRule:
+    spec = pb.DestinationRule()
+    spec.CopyFrom(merged.spec)
+    names = {s.name for s in spec.subsets}
+    dropped = list(merged.duplicate_subsets)
+    for subset in entry.rule.spec.subsets:
+        if subset.name in names:
+            dropped.append(subset.name)
+            continue
+        names.add(subset.name)
+        spec.subsets.add().CopyFrom(subset)
+    if not spec.HasField("traffic_policy") and entry.rule.spec.HasField("traffic_policy"):
+        spec.traffic_policy.CopyFrom(entry.rule.spec.traffic_policy)
+    return MergedDestinationRule(merged.host, merged.namespace, spec, merged.export_to, merged.selector,
+                                 (*merged.sources, entry.rule.ref), tuple(dropped))
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRuleIndex:
+    root_namespace: str
+    namespace_local: Mapping[str, Mapping[str, tuple[MergedDestinationRule, ...]]]
+    exported: Mapping[str, Mapping[str, tuple[MergedDestinationRule, ...]]]
+    root_local: Mapping[str, tuple[MergedDestinationRule, ...]]
+
+    def rules(self) -> Iterable[MergedDestinationRule]:
+        """Every merged rule once (for reports such as duplicate subsets)."""
+        seen: set[int] = set()
+        buckets = (*self.namespace_local.values(), *self.exported.values(), self.root_local)
+        for bucket in buckets:
+            for rules in bucket.values():
+                for rule in rules:
+                    if id(rule) not in seen:
+                        seen.add(id(rule))
+                        yield rule
+
+
+def _sort_key(dr: IstioDestinationRule) -> tuple[bool, str, str, str]:
+    meta = dr.meta
+    return not dr.spec.HasField("workload_selector"), meta.creation_timestamp, meta.name, meta.namespace
+
+
+def index_destination_rules(
+    objects: Iterable[IstioDestinationRule], mesh: MeshConfig, domain_suffix: str = "cluster.local"
+) -> DestinationRuleIndex:
+    namespace_local: dict[str, _Bucket] = defaultdict(_Bucket)
+    exported: dict[str, _Bucket] = defaultdict(_Bucket)
+    root_local = _Bucket()
+    default_private = PRIVATE in mesh.default_destination_rule_export_to
+    for dr in sorted(objects, key=_sort_key):
+        namespace = dr.meta.namespace
+        host = resolve_host(dr.spec.host, namespace, domain_suffix)
+        if dr.spec.HasField("workload_selector"):
+            export_to, selector = frozenset({PRIVATE}), dict(dr.spec.workload_selector.match_labels)
+        else:
+            export_to, selector = frozenset(dr.spec.export_to), None
+        entry = _Entry(dr, host, export_to, selector)
+        if not export_to or PUBLIC in export_to or PRIVATE in export_to or namespace in export_to:
+            namespace_local[namespace].add(entry)
+        private_only = (not export_to and default_private) or (
+            len(export_to) == 1 and (PRIVATE in export_to or namespace in export_to))
+        if not private_only:
+            exported[namespace].add(entry)
+        elif namespace == mesh.root_namespace:
+            root_local.add(entry)
+    return DestinationRuleIndex(
+        mesh.root_namespace,
+        {ns: b.freeze() for ns, b in namespace_local.items()},
+        {ns: b.freeze() for ns, b in exported.items()},
+        root_local.freeze(),
+    )
+
+
+def most_specific_host(hostname: str, hosts: Iterable[str]) -> str | None:
+    """istio `MostSpecificHostMatch`: the exact name, else the most specific covering wildcard."""
+    best: str | None = None
+    for candidate in hosts:
+        if candidate == hostname:
+            return candidate
+        covers = is_wildcarded(candidate) and subset_of(hostname, candidate)
+        if covers and (best is None or more_specific(candidate, best)):
+            best = candidate
+    return best
+
+
+def destination_rules_for(
+    index: DestinationRuleIndex, proxy_namespace: str, hostname: str, service_namespace: str
+) -> tuple[MergedDestinationRule, ...]:
+    """istio `PushContext.destinationRule`: the rules of the first lookup step that knows the host."""
+    local = index.root_local if proxy_namespace == index.root_namespace else index.namespace_local.get(
+        proxy_namespace, {})
+    host = most_specific_host(hostname, local)
+    if host is not None:
+        return local[host]
+    for owner in (service_namespace, index.root_namespace):
+        bucket = index.exported.get(owner, {}) if owner else {}
+        host = most_specific_host(hostname, bucket)
+        if host is not None:
+            found = tuple(r for r in bucket[host] if r.visible_to(proxy_namespace))
+            if found:
+                return found
+    return ()
+
+
+def destination_rule_for(
+    index: DestinationRuleIndex,
+    proxy_namespace: str,
+    proxy_labels: Mapping[str, str],
+    hostname: str,
+    service_namespace: str,
+) -> MergedDestinationRule | None:
+    """istio `SidecarScope.DestinationRule` (outbound): a selector DR of the proxy's namespace
+    that selects it, else the selector-less DR, else none. Selectors never apply to inbound."""
+    catch_all: MergedDestinationRule | None = None
+    for rule in destination_rules_for(index, proxy_namespace, hostname, service_namespace):
+        if rule.selector is None:
+            catch_all = rule
+        elif rule.namespace == proxy_namespace and all(proxy_labels.get(k) == v for k, v in rule.selector.items()):
+            return rule
+    return catch_all
