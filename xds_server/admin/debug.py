@@ -16,6 +16,7 @@ from envoy.config.listener.v3 import listener_pb2  # noqa: F401
 from envoy.config.route.v3 import route_pb2  # noqa: F401
 from google.protobuf import any_pb2, json_format
 
+from xds_server.config.validate import not_translated_message
 from xds_server.resources import PUSH_ORDER, Built, ProxySnapshot, TypeUrl, short_name
 from xds_server.xds.status import SyncState, TypeStatus
 
@@ -168,9 +169,17 @@ def config_dump(snapshot: ProxySnapshot, statuses: Mapping[str, TypeStatus] | No
 
 
 # ------------------------------------------------------------------ configz
+def _configz_object(origin: str, obj: Any) -> dict[str, Any]:
+    out = {"kind": obj.ref.kind, "namespace": obj.ref.namespace, "name": obj.ref.name, "origin": origin}
+    note = not_translated_message(obj)
+    if note is not None:
+        out["translated"] = False  # held and validated, but changes nothing a proxy receives yet
+        out["note"] = note
+    return out
+
+
 def configz(store: Any) -> dict[str, Any]:
-    objects = sorted(({"kind": obj.ref.kind, "namespace": obj.ref.namespace, "name": obj.ref.name, "origin": origin}
-                      for origin, obj in store.objects()),
+    objects = sorted((_configz_object(origin, obj) for origin, obj in store.objects()),
                      key=lambda o: (o["kind"], o["namespace"], o["name"]))
     counts: dict[str, int] = {}
     for o in objects:

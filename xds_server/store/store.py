@@ -9,10 +9,15 @@ back to the other's copy.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 
 from xds_server.config import ConfigObject, ObjectRef, Problem
+from xds_server.config.validate import not_translated_message
 from xds_server.store.view import ChangeSet, StoreView
+
+log = logging.getLogger(__name__)
+
 
 ChangeListener = Callable[[frozenset[ObjectRef]], None]
 HISTORY = 16  # change sets a view keeps: work from up to this many views back can be reused
@@ -37,6 +42,7 @@ class Store:
         self._history: tuple[ChangeSet, ...] = ()  # change sets of the last views, newest first
         self._last_view: StoreView | None = None  # its unchanged indexes seed the next view's
         self._lineage = object()  # marks this store's views
+        self._noted_untranslated: set[ObjectRef] = set()  # accepted objects of kinds not translated yet
 
     # ------------------------------------------------------------ listeners
     def subscribe(self, listener: ChangeListener) -> None:
@@ -130,6 +136,9 @@ class Store:
             return set()
         self._objects[ref] = obj
         self._owner[ref] = origin
+        if ref not in self._noted_untranslated and (note := not_translated_message(obj)) is not None:
+            self._noted_untranslated.add(ref)  # once per object, not per update
+            log.info("%s (from %s): %s", ref, origin, note)
         return {ref}
 
     def _remove(self, origin: str, ref: ObjectRef) -> set[ObjectRef]:
