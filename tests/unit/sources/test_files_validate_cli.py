@@ -115,3 +115,32 @@ def test_unreadable_path_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.strip() == f"xds-server validate: cannot read {missing}: No such file or directory"
+
+
+def test_traffic_management_kinds_print_field_paths_and_the_not_translated_warning(tmp_path: Path) -> None:
+    (tmp_path / "vs.yaml").write_text(
+        "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {name: r, namespace: shop}\n"
+        "spec:\n  hosts: [reviews]\n  http:\n  - match: [{uri: {regex: '(?<=x)'}}]\n"
+        "    route: [{destination: {host: reviews, subset: v1}}]\n"
+        "---\n"
+        "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: r, namespace: shop}\n"
+        "spec: {host: reviews, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}, subsets: [{name: v1}, {name: v1}]}\n"
+        "---\n"
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ok, namespace: shop}\n"
+        "spec: {host: ratings, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}\n"
+    )
+    result = validate(tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{tmp_path}/vs.yaml:0: VirtualService/shop/r: spec.http[0].match[0].uri.regex: invalid regex '(?<=x)': "
+        "invalid perl operator: (?<= (Envoy uses RE2 syntax, https://github.com/google/re2/wiki/Syntax)",
+        f"{tmp_path}/vs.yaml:1: warning: DestinationRule/shop/r: spec.trafficPolicy.tls.mode: ISTIO_MUTUAL needs "
+        "Istio's mesh mTLS (its CA and agent), which does not exist in xds-server: connections for this policy "
+        "stay plaintext",
+        f"{tmp_path}/vs.yaml:1: DestinationRule/shop/r: spec.subsets[1].name: duplicate subset names: v1",
+        f"{tmp_path}/vs.yaml:2: warning: DestinationRule/shop/ok: spec.trafficPolicy.tls.mode: ISTIO_MUTUAL needs "
+        "Istio's mesh mTLS (its CA and agent), which does not exist in xds-server: connections for this policy "
+        "stay plaintext",
+        f"{tmp_path}/vs.yaml:2: warning: DestinationRule/shop/ok: accepted, but not acted on: traffic policies "
+        "(DestinationRule) are not translated into Envoy clusters yet",
+    ]
