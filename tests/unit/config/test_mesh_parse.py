@@ -28,6 +28,8 @@ outboundTrafficPolicy: {mode: REGISTRY_ONLY}
 connectTimeout: 2.5s
 inboundTrafficPolicy: {mode: LOCALHOST}
 defaultServiceExportTo: [".", istio-system]
+defaultVirtualServiceExportTo: ["."]
+defaultDestinationRuleExportTo: ["*"]
 protocolDetectionTimeout: 100ms
 dnsRefreshRate: 1m
 trustDomain: example.org
@@ -39,6 +41,8 @@ trustDomain: example.org
     assert mesh.connect_timeout_s == 2.5
     assert mesh.inbound_traffic_policy == "LOCALHOST"
     assert mesh.default_service_export_to == (".", "istio-system")
+    assert mesh.default_virtual_service_export_to == (".",)
+    assert mesh.default_destination_rule_export_to == ("*",)
     assert mesh.protocol_detection_timeout_s == 0.1
     assert mesh.dns_refresh_rate_s == 60.0
     assert mesh.trust_domain == "example.org"
