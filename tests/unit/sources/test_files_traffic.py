@@ -68,3 +68,20 @@ async def test_an_invalid_virtual_service_is_rejected_alone_and_the_good_version
                      "origin": str(tmp_path / "vs.yaml"), "translated": False,
                      "note": "accepted, but not acted on: routing (VirtualService) is not translated into Envoy "
                              "routes yet"}
+
+
+async def test_an_invalid_destination_rule_is_rejected_alone_and_the_good_version_kept(
+    tmp_path: Path, running  # noqa: F811
+) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "both.yaml").write_text(virtual_service() + "---\n" + destination_rule())
+    r = await running(rescan_interval=60).start()
+    good = r.store.get(DR)
+    assert good is not None
+    broken = destination_rule().replace("subsets: [{name: v1, labels: {version: v1}}]",
+                                        "subsets: [{name: v1}, {name: v1}]")
+    (tmp_path / "both.yaml").write_text(virtual_service(timeout="7s") + "---\n" + broken)
+    await eventually(lambda: timeout_of(r.store) == 7, "the valid VirtualService next to it updated")
+    (problem,) = r.store.problems[str(tmp_path / "both.yaml")]
+    assert str(problem) == (
+        f"{tmp_path}/both.yaml:1: DestinationRule/ns/reviews: spec.subsets[1].name: duplicate subset names: v1")
+    assert r.store.get(DR) is good
