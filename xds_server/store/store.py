@@ -138,7 +138,7 @@ class Store:
         self._owner[ref] = origin
         if ref not in self._noted_untranslated and (note := not_translated_message(obj)) is not None:
             self._noted_untranslated.add(ref)  # once per object, not per update
-            log.info("%s (from %s): %s", ref, origin, note)
+            log.warning("%s (from %s): %s", ref, origin, note)
         return {ref}
 
     def _remove(self, origin: str, ref: ObjectRef) -> set[ObjectRef]:
