@@ -8,6 +8,7 @@ not require a sum of 100 (Envoy splits by the sum), so neither does xds-server.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -458,13 +459,12 @@ def _tcp_route(route: pb.TCPRoute, path: str, report: Report) -> None:
 
 # ---------------------------------------------------------------- unreachable rules (warnings)
 def _unreachable(spec: pb.VirtualService, report: Report) -> None:
-    """`analyzeUnreachable*Rules`: a rule after a match-less one, and matches repeated verbatim.
-
-    istiod also warns when an earlier prefix match covers a later one; that analysis is not here.
-    """
+    """`analyzeUnreachable*Rules`: a rule after a match-less one, matches repeated verbatim, and
+    HTTP prefix matches covered by an earlier one."""
     _unreachable_rules("http", [list(rule.match) for rule in spec.http], report)
     _unreachable_rules("tcp", [list(rule.match) for rule in spec.tcp], report)
     _unreachable_rules("tls", [list(rule.match) for rule in spec.tls], report)
+    _covered_prefixes(spec, report)
 
 
 def _unreachable_rules(field: str, rules: list[list[Message]], report: Report) -> None:
@@ -499,3 +499,71 @@ def _match_key(match: Message) -> str:
         copy.name = ""
         match = copy
     return str(json_format.MessageToJson(match, sort_keys=True, indent=None))
+
+
+@dataclass(frozen=True, slots=True)
+class _PrefixMatch:
+    """istio `OverlappingMatchValidationForHTTPRoute`: a prefix match and what else it requires."""
+
+    path: str
+    prefix: str
+    port: int
+    method: str
+    authority: str
+    headers: Mapping[str, str]
+    query_params: Mapping[str, str]
+    without_headers: Mapping[str, str]
+
+
+def _exact_or_prefix(sm: pb.StringMatch) -> str:
+    """istio `assignExactOrPrefix`: `exact:v`, `prefix:v`, or "" (regexes are not compared)."""
+    if sm.WhichOneof("match_type") == "exact" and sm.exact:
+        return f"exact:{sm.exact}"
+    if sm.WhichOneof("match_type") == "prefix" and sm.prefix:
+        return f"prefix:{sm.prefix}"
+    return ""
+
+
+def _covered_prefixes(spec: pb.VirtualService, report: Report) -> None:
+    """istio `genMatchHTTPRoutes` + `coveredValidation`: a later prefix match that an earlier,
+    shorter prefix with the same or looser other conditions already catches is never used."""
+    seen: set[str] = set()
+    found: list[_PrefixMatch] = []
+    for i, rule in enumerate(spec.http):
+        for j, match in enumerate(rule.match):
+            key = _match_key(match)
+            if key in seen:
+                continue  # reported as a duplicate
+            seen.add(key)
+            if match.uri.WhichOneof("match_type") != "prefix" or not match.uri.prefix:
+                continue
+            found.append(_PrefixMatch(
+                f"spec.http[{i}].match[{j}]", match.uri.prefix, match.port,
+                _exact_or_prefix(match.method) or "exact:GET",  # istiod's default when unset
+                _exact_or_prefix(match.authority),
+                {k: _exact_or_prefix(v) for k, v in match.headers.items()},
+                {k: _exact_or_prefix(v) for k, v in match.query_params.items()},
+                {k: _exact_or_prefix(v) for k, v in match.without_headers.items()},
+            ))
+    for a_index, a in enumerate(found):
+        for b in found[a_index + 1 :]:
+            if b.prefix != a.prefix and _covers(a, b):
+                report.warn(b.path, f"match not used (its prefix {b.prefix!r} is covered by {a.path}, "
+                                    f"prefix {a.prefix!r})")
+
+
+def _covers(a: _PrefixMatch, b: _PrefixMatch) -> bool:
+    """istio `coveredValidation`, including its comparisons as written (`HasPrefix(a, b)`)."""
+    if not b.prefix.startswith(a.prefix) or a.port != b.port:
+        return False
+    for a_value, b_value in ((a.method, b.method), (a.authority, b.authority)):
+        if a_value != b_value and not a_value.startswith(b_value):
+            return False
+    for a_map, b_map in ((a.headers, b.headers), (a.query_params, b.query_params),
+                         (a.without_headers, b.without_headers)):
+        if len(a_map) != len(b_map):
+            return False
+        for key, a_value in a_map.items():
+            if key not in b_map or (a_value != b_map[key] and not a_value.startswith(b_map[key])):
+                return False
+    return True

@@ -343,3 +343,15 @@ def test_an_invalid_object_is_rejected_with_its_kind_namespace_and_name() -> Non
     assert obj is None
     assert [str(p) for p in problems] == [
         "f.yaml:3: VirtualService/shop/r: spec.http[0].timeout: duration must be at least 1ms"]
+
+
+def test_a_prefix_covered_by_an_earlier_one_is_a_warning() -> None:
+    spec = vs(route("a", match=[{"uri": {"prefix": "/debug"}}]),
+              route("b", match=[{"uri": {"prefix": "/debugs"}}]),
+              route("c", match=[{"uri": {"prefix": "/debug/x"}, "headers": {"h": {"exact": "1"}}}]),
+              route("d", match=[{"uri": {"prefix": "/debugz"}, "port": 8080}]),
+              route("e", match=[{"uri": {"exact": "/debug/exact"}}]))
+    assert errors(spec) == []
+    assert warnings_of("VirtualService", spec) == [
+        "spec.http[1].match[0]: match not used (its prefix '/debugs' is covered by spec.http[0].match[0], "
+        "prefix '/debug')"]
