@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from xds_server._proto import istio_config_pb2 as pb
@@ -468,7 +467,7 @@ def _unreachable(spec: pb.VirtualService, report: Report) -> None:
 
 
 def _unreachable_rules(field: str, rules: list[list[Message]], report: Report) -> None:
-    seen: dict[str, int] = {}
+    seen: dict[bytes, int] = {}
     catch_all = -1
     for i, rule_matches in enumerate(rules):
         here = f"spec.{field}[{i}]"
@@ -491,14 +490,15 @@ def _unreachable_rules(field: str, rules: list[list[Message]], report: Report) -
             report.warn(here, "rule not used (all matches used by prior rules)")
 
 
-def _match_key(match: Message) -> str:
-    """The match as canonical JSON, without its name (names do not change what a match selects)."""
+def _match_key(match: Message) -> bytes:
+    """The match in canonical form (deterministic serialization sorts map entries), without its
+    name: names do not change what a match selects. istiod compares JSON; the result is the same."""
     if isinstance(match, pb.HTTPMatchRequest) and match.name:
         copy = pb.HTTPMatchRequest()
         copy.CopyFrom(match)
         copy.name = ""
         match = copy
-    return str(json_format.MessageToJson(match, sort_keys=True, indent=None))
+    return match.SerializeToString(deterministic=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,7 +527,7 @@ def _exact_or_prefix(sm: pb.StringMatch) -> str:
 def _covered_prefixes(spec: pb.VirtualService, report: Report) -> None:
     """istio `genMatchHTTPRoutes` + `coveredValidation`: a later prefix match that an earlier,
     shorter prefix with the same or looser other conditions already catches is never used."""
-    seen: set[str] = set()
+    seen: set[bytes] = set()
     found: list[_PrefixMatch] = []
     for i, rule in enumerate(spec.http):
         for j, match in enumerate(rule.match):
