@@ -16,8 +16,10 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.kube.envtest import EnvTest
 from tests.kube.plugin import ISTIO_CRDS
@@ -32,7 +34,8 @@ from tests.kube.source_harness import (
     sidecar,
 )
 from tests.kube.tcp_proxy import TcpRelay
-from xds_server.config import ObjectRef
+from xds_server.config import IstioDestinationRule, IstioVirtualService, ObjectRef
+from xds_server.sources.kube_kinds import watch_targets
 
 POD_ORIGIN = "kubernetes/Pod/*"
 
@@ -370,8 +373,8 @@ async def test_forbidden_is_logged_clearly_once_and_the_source_is_not_ready_unti
     kube_api: EnvTest, kubeconfig: Path, kube_namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="xds_server.sources")
-    everything_but_services = {"": ["pods", "namespaces", "configmaps"], "networking.istio.io": ["sidecars",
-                                                                                                  "serviceentries"]}
+    everything_but_services = {"": ["pods", "namespaces", "configmaps"], "networking.istio.io": [
+        "sidecars", "serviceentries", "virtualservices", "destinationrules"]}
     token = reader_token(kube_api, kube_namespace, everything_but_services)
     async with running(kube_api.kubeconfig(token), wait_synced=False, namespaces=[kube_namespace]) as r:
         origin = f"kubernetes/Service/{kube_namespace}"
@@ -394,11 +397,60 @@ async def test_a_wrong_token_is_logged_clearly(
         assert not r.store.synced("kubernetes")
 
 
+# ---------------------------------------------------------------- traffic management kinds
+TRAFFIC = Path(__file__).resolve().parents[1] / "fixtures" / "manifests" / "traffic"
+
+
+def _traffic_objects(ns: str) -> list[dict[str, Any]]:
+    """The every-field VirtualServices and DestinationRules, moved into `ns`."""
+    docs = []
+    for name in ("virtualservice-every-field.yaml", "destinationrule-every-field.yaml"):
+        for doc in yaml.safe_load_all((TRAFFIC / name).read_text()):
+            doc["metadata"]["namespace"] = ns
+            docs.append(doc)
+    return docs
+
+
+async def test_virtual_services_and_destination_rules_arrive_with_every_field_and_bad_ones_are_rejected_alone(
+    kube_api: EnvTest, kubeconfig: Path, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    docs = _traffic_objects(ns)
+    for doc in docs:
+        created = kube_api.create(doc)
+        assert created["spec"] == doc["spec"]  # the CRD schema prunes nothing the server reads
+    async with running(kubeconfig, namespaces=[ns]) as r:
+        assert r.names("VirtualService") == {f"VirtualService/{ns}/reviews", f"VirtualService/{ns}/team-routes"}
+        assert r.names("DestinationRule") == {f"DestinationRule/{ns}/reviews",
+                                              f"DestinationRule/{ns}/reviews-for-productpage"}
+        vs = r.store.get(ObjectRef("VirtualService", ns, "reviews"))
+        assert isinstance(vs, IstioVirtualService)
+        assert vs.spec.http[0].match[0].headers["end-user"].exact == "jason"
+        assert vs.spec.http[5].direct_response.body.bytes == b"hello"
+        dr = r.store.get(ObjectRef("DestinationRule", ns, "reviews"))
+        assert isinstance(dr, IstioDestinationRule)
+        assert dr.spec.traffic_policy.port_level_settings[1].load_balancer.consistent_hash.maglev.table_size == 65537
+        # Valid for the CRD's schema (a string), invalid for Istio (not RE2): rejected alone, the
+        # last good version kept, the problem named by its field path.
+        bad = _traffic_objects(ns)[0]
+        bad["spec"]["http"][0]["match"][0]["uri"] = {"regex": "(?!x)"}
+        kube_api.apply(bad)
+        origin = f"kubernetes/VirtualService/{ns}"
+        await eventually(lambda: origin in r.store.problems, "problem reported")
+        (problem,) = r.store.problems[origin]
+        assert problem.ref == ObjectRef("VirtualService", ns, "reviews")
+        assert problem.message.startswith("spec.http[0].match[0].uri.regex: invalid regex '(?!x)'")
+        assert r.store.get(ObjectRef("VirtualService", ns, "reviews")) is vs
+        assert r.store.get(ObjectRef("DestinationRule", ns, "reviews")) is dr
+        kube_api.apply(_traffic_objects(ns)[0])
+        await eventually(lambda: origin not in r.store.problems, "problem withdrawn once fixed")
+
+
 # ---------------------------------------------------------------- stopping
 async def test_stop_joins_every_thread_promptly(kubeconfig: Path) -> None:
     before = set(threading.enumerate())
     async with running(kubeconfig) as r:
-        assert len(reflector_threads()) == 6
+        assert len(reflector_threads()) == len(watch_targets((), "istio-system"))  # one per kind
         started = time.monotonic()
     assert time.monotonic() - started < 2.0
     assert r.task.done()
