@@ -85,7 +85,9 @@ class App:
         self.sources: list[Any] = sources if sources is not None else self._make_sources()
         self.services = XdsServices(
             self.cache, proxy_from_node_message, ready=self.ready,
-            settings=StreamSettings(send_timeout=settings.send_timeout), observer=self.metrics,
+            settings=StreamSettings(send_timeout=settings.send_timeout,
+                                    max_bytes_in_flight=settings.max_bytes_in_flight),
+            observer=self.metrics,
             control_plane_id=f"xds-server@{socket.gethostname()}",
             admission=StreamAdmission(settings.max_new_streams_per_second, settings.new_stream_burst,
                                       settings.max_admission_wait),
@@ -93,6 +95,7 @@ class App:
             authorize=store_authorizer(self.store) if settings.client_ca else None,
             name_sets=NameSets(),  # the streams' subscription name sets, shared between them (memory)
         )
+        self.metrics.watch_send_budget(self.services.budget)
         self.grpc_server: grpc.aio.Server | None = None
         self.xds_port = 0
         self.admin: Any = None

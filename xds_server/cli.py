@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--send-timeout", type=float, default=60.0, metavar="SECONDS",
                        help="give up a stream whose reader has not taken a response for this long (default 60; "
                             "a slow reader never delays other streams, so this only reclaims stuck ones)")
+    serve.add_argument("--max-bytes-in-flight", type=int, default=128 * 1024 * 1024, metavar="BYTES",
+                       help="bound on response bytes built and not yet sent, over all xDS streams; streams "
+                            "beyond it wait their turn, oldest first (default 128 MiB; 0: no bound)")
     serve.add_argument("--keepalive-interval", type=float, default=30.0, metavar="SECONDS",
                        help="ping idle xDS connections this often (default 30)")
     serve.add_argument("--keepalive-timeout", type=float, default=10.0, metavar="SECONDS",
