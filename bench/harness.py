@@ -162,7 +162,7 @@ class LoadGenPool:
     """Several load generator processes over one list of proxies; replies are merged per stream."""
 
     def __init__(self, target: str, proxies_file: str, count: int, *, procs: int = 1, sotw: bool = False,
-                 cpu: int | None = 1, log: bool = False) -> None:
+                 cpu: int | None = 1, log: bool = False, extra: tuple[str, ...] = ()) -> None:
         self.count = count
         self.procs: list[subprocess.Popen[str]] = []
         self.ranges: list[tuple[int, int]] = []
@@ -175,6 +175,7 @@ class LoadGenPool:
                 cmd.append("--sotw")
             if log:
                 cmd.append("--log")
+            cmd.extend(extra)
             if cpu is not None and cpu_count() > 1:
                 cmd += ["--cpu", str(cpu)]
             self.procs.append(subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

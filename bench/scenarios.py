@@ -41,13 +41,14 @@ class Config:
     namespaces: int = mesh.DEFAULT_NAMESPACES
     procs: int = 1  # load generator processes
     server_args: tuple[str, ...] = ()
+    client_args: tuple[str, ...] = ()  # extra load generator flags, e.g. ("--slow",)
     cold_timeout: float = 180.0
     change_timeout: float = 15.0
 
     @property
     def label(self) -> str:
         return (f"N={self.proxies} M={self.services}{' sidecar ./*' if self.sidecars else ''}"
-                f"{' sotw' if self.sotw else ' delta'}")
+                f"{' sotw' if self.sotw else ' delta'}{' slow clients' if '--slow' in self.client_args else ''}")
 
 
 @dataclass
@@ -162,7 +163,7 @@ class Bench:
         assert self.server is not None
         self.stats.reset_peak()
         self.pool = LoadGenPool(self.server.target, os.path.join(self.workdir, "proxies.json"), len(self.identities),
-                                procs=cfg.procs, sotw=cfg.sotw)
+                                procs=cfg.procs, sotw=cfg.sotw, extra=cfg.client_args)
         rss0 = self.stats.rss()
         cpu0 = self.stats.cpu_seconds()
         lg0 = self.pool.cpu_seconds()
@@ -355,7 +356,8 @@ def run_config(cfg: Config, workdir: str, *, churn_rate: float = 5.0, churn_seco
     bench = Bench(cfg, workdir)
     res = bench.results
     res["config"] = {"proxies": cfg.proxies, "services": cfg.services, "sidecars": cfg.sidecars,
-                     "sotw": cfg.sotw, "namespaces": cfg.namespaces, "label": cfg.label}
+                     "sotw": cfg.sotw, "namespaces": cfg.namespaces, "label": cfg.label,
+                     "server_args": list(cfg.server_args), "client_args": list(cfg.client_args)}
     try:
         bench.setup()
         cold = bench.cold_start()
