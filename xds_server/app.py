@@ -51,7 +51,8 @@ def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", int(settings.keepalive_min_client_ping * 1000)),
         ("grpc.http2.max_ping_strikes", 2),
-        ("grpc.so_reuseport", 0),
+        # Off, so a second server on a taken port fails to bind; on for the workers of --workers N.
+        ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
         # New streams the event loop has not picked up yet. gRPC's defaults (1,000, dropping at
         # random beyond it, 3,000 at most) cancelled ~1 in 6 streams of 2,000 Envoys connecting at
         # once (bench/): let them queue, and let admission (RESOURCE_EXHAUSTED) pace them instead.

@@ -34,7 +34,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_new_streams_per_second=args.max_new_streams_per_second, new_stream_burst=args.new_stream_burst,
         max_admission_wait=args.max_admission_wait,
         max_receive_bytes=args.max_receive_bytes, send_timeout=args.send_timeout,
-        max_bytes_in_flight=args.max_bytes_in_flight,
+        max_bytes_in_flight=args.max_bytes_in_flight, reuse_port=args.reuse_port,
         keepalive_interval=args.keepalive_interval, keepalive_timeout=args.keepalive_timeout,
         keepalive_min_client_ping=args.min_client_ping_interval,
     )
@@ -108,10 +108,15 @@ async def serve(settings: Settings) -> int:
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     settings = settings_from_args(args)
-    problem = check(settings) or check_kubernetes(settings)
+    from xds_server.commands import workers
+
+    problem = check(settings) or check_kubernetes(settings) or workers.check(settings, args.workers)
     if problem:
         print(f"xds-server serve: {problem}", file=sys.stderr)
         return 2
+    if args.workers > 1:
+        argv = getattr(args, "argv", sys.argv[1:])
+        return workers.supervise(argv[argv.index("serve") + 1:], settings, args.workers)
     try:
         import uvloop
 
