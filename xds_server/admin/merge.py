@@ -49,10 +49,10 @@ def merge_metrics(expositions: Sequence[str]) -> bytes:
                 key = (s.name, tuple(sorted(labels.items())))
                 samples[key] = samples.get(key, 0.0) + s.value if summed else s.value
     for name, out in merged.items():
-        for (sample_name, labels), value in values[name].items():
-            out.add_sample(sample_name, dict(labels), value)
+        for (sample_name, label_items), value in values[name].items():
+            out.add_sample(sample_name, dict(label_items), value)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(list(merged.values())))  # type: ignore[arg-type]
+    registry.register(_Families(list(merged.values())))
     return generate_latest(registry)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -309,7 +310,6 @@ class _Pump:
             self.signal.set()
 
     async def run(self, requests: AsyncIterator[Any], entry: CacheEntry[Any]) -> None:
-        machine = self.conn.machine
         self._task = asyncio.current_task()
         watchdog = self.services.watchdog
         watchdog.add(self)
@@ -327,7 +327,7 @@ class _Pump:
                         continue
                     req = self.queue.popleft()
                     self.space.set()
-                    await self._send(await self._built(lambda req=req: machine.on_request(req, entry.snapshot)))
+                    await self._send(await self._built(functools.partial(self._answer, req, entry)))
                 if self.woken:
                     await self._send(await self._built(lambda: self._answer_wake(entry.snapshot)))
                 if self.closed and not self.outbox and not self.queue:
@@ -371,6 +371,10 @@ class _Pump:
         """The newest snapshot's answer; a wake-up that came while waiting for the turn is included."""
         self.woken = False
         return self.conn.machine.on_snapshot(snapshot)
+
+    def _answer(self, req: Any, entry: CacheEntry[Any]) -> list[Outgoing]:
+        """A queued request's answer, against the snapshot of the moment it is built."""
+        return self.conn.machine.on_request(req, entry.snapshot)
 
     def _answer_first(self, snapshot: Any) -> list[Outgoing]:
         """The first request's answer; the request itself (and, once sent, the answer) then freed."""
