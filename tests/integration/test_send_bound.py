@@ -33,6 +33,7 @@ SERVICES = 1000
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+EDS_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 # Each stream its own TCP connection (like separate Envoys), a small HTTP/2 window (gRPC's 64 KiB
 # default, no BDP probing to grow it).
@@ -156,3 +157,47 @@ async def _run(proc: ServerProcess, identities: list[mesh.ProxyIdentity], limit:
         assert growth <= allowed, f"peak RSS grew {growth / MB:.1f} MB, allowed {allowed / MB:.1f} MB"
     else:  # the same clients without the bound: the test has teeth
         assert growth >= 0.8 * demand and growth > 3 * allowed, (growth, demand, allowed)
+
+
+def _mesh_snapshot(version: int) -> Any:
+    from tests.support.resources import eds_cluster, endpoints, http_listener, route, snapshot
+
+    return snapshot(eds_cluster("a", connect_timeout_s=version), endpoints("a", ("127.0.0.1", 1000 + version)),
+                    http_listener("l", 8000 + version, "r"), route("r", "a", domains=(f"v{version}.example",)))
+
+
+async def test_a_tiny_bound_keeps_every_stream_s_order_and_starves_none() -> None:
+    """With a 1-byte bound every build waits for the previous write: 20 streams still all get whole
+    responses, in push order (CDS, EDS, LDS, RDS) on each, the newest state at the end."""
+    from tests.support.ads_client import AdsClient, node, until
+    from xds_server.app import App
+    from xds_server.settings import Settings
+
+    current = {"snap": _mesh_snapshot(1)}
+    app = App(Settings(xds_host="127.0.0.1", xds_port=0, admin_port=0, drain_seconds=0, max_bytes_in_flight=1),
+              sources=[], generate=lambda view, proxy, memo: current["snap"])
+    await app.start()
+    streams = [AdsClient(f"127.0.0.1:{app.xds_port}") for _ in range(20)]
+    try:
+        for i, c in enumerate(streams):
+            c.send(node=node(f"sidecar~10.0.0.{i}~p{i}.default~default.svc.cluster.local"), type_url=CDS)
+            c.send(type_url=EDS_TYPE, resource_names=["a"])
+            c.send(type_url=LDS)
+            c.send(type_url=RDS, resource_names=["r"])
+        for c in streams:
+            got = [await c.recv(timeout=10) for _ in range(4)]
+            assert [r.type_url for r in got] == [CDS, EDS_TYPE, LDS, RDS]
+            for r in got:
+                c.send(type_url=r.type_url, version_info=r.version_info, response_nonce=r.nonce,
+                       resource_names=["a"] if r.type_url == EDS_TYPE else ["r"] if r.type_url == RDS else [])
+        current["snap"] = _mesh_snapshot(2)
+        await app.planner.push(frozenset())
+        for c in streams:
+            got = [await c.recv(timeout=10) for _ in range(4)]
+            assert [r.type_url for r in got] == [CDS, EDS_TYPE, LDS, RDS]  # every type changed: push order
+        budget = app.services.budget
+        assert budget.waits > 0  # the bound was in play
+        await until(lambda: budget.in_flight == 0 and budget.waiting == 0, what="every byte released")
+    finally:
+        await asyncio.gather(*(c.close() for c in streams))
+        await app.stop(0)
