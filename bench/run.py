@@ -87,6 +87,12 @@ def tables(results: list[dict[str, Any]]) -> str:
     if peaks:
         out.append("Server peak RSS over the whole run (cold start and every change): " + "; ".join(peaks))
         out.append("")
+    per_worker = [f"{r['config']['label']}: supervisor {p[0]:.3f} s, workers "
+                  + ", ".join(f"{v:.3f}" for v in p[1:]) + " s"
+                  for r in results if len(p := r.get("pod_add", {}).get("server_cpu_per_process_s", [])) > 1]
+    if per_worker:
+        out.append("Server CPU per pod added, by process (serve --workers): " + "; ".join(per_worker))
+        out.append("")
     idle = [f"{r['config']['label']}: {1000 * r['idle_cpu_per_s']:.1f} ms/s" for r in results if "idle_cpu_per_s" in r]
     if idle:
         out.append("Idle load (server CPU per second, all proxies connected, nothing changing): " + "; ".join(idle))
@@ -133,7 +139,7 @@ def grid(args: argparse.Namespace) -> list[Config]:
 
 
 def _grid(args: argparse.Namespace) -> list[Config]:
-    extra = tuple(args.server_arg)
+    extra = tuple(args.server_arg) + (("--workers", str(args.workers)) if args.workers > 1 else ())
     if args.quick:
         return [Config(p, s, server_args=extra, procs=args.procs) for p in (50, 100) for s in (50, 100)] + [
             Config(100, 100, sidecars=True, server_args=extra, procs=args.procs),
@@ -162,6 +168,9 @@ def main() -> None:
     p.add_argument("--churn-rate", type=float, default=5.0, help="pods per second")
     p.add_argument("--churn-seconds", type=float, default=None)
     p.add_argument("--server-arg", action="append", default=[], help="extra `xds-server serve` flag (repeatable)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="serve --workers N (all pinned to CPU 0 with the rest of the server; CPU is reported "
+                        "per process)")
     p.add_argument("--clients", default="fast",
                    help="client modes, each config run once per mode: fast (Envoy at its fastest), slow (decode "
                         "everything, small HTTP/2 windows; bench/loadgen.py), or fast,slow")

@@ -48,7 +48,13 @@ class Config:
     @property
     def label(self) -> str:
         return (f"N={self.proxies} M={self.services}{' sidecar ./*' if self.sidecars else ''}"
-                f"{' sotw' if self.sotw else ' delta'}{' slow clients' if '--slow' in self.client_args else ''}")
+                f"{' sotw' if self.sotw else ' delta'}{' slow clients' if '--slow' in self.client_args else ''}"
+                f"{self._workers}")
+
+    @property
+    def _workers(self) -> str:
+        args = list(self.server_args)
+        return f" {args[args.index('--workers') + 1]} workers" if "--workers" in args else ""
 
 
 @dataclass
@@ -103,12 +109,14 @@ class Bench:
         pool.counters(reset=True)
         pool.arm(group, watches)
         cpu0 = self.stats.cpu_seconds()
+        each0 = self.stats.per_process_cpu()
         lg0 = pool.cpu_seconds()
         t0 = time.monotonic()
         write()
         got = pool.wait_watch(group, expected, self.cfg.change_timeout)
         pool.quiet(settle, timeout=30)
         cpu = self.stats.cpu_seconds() - cpu0
+        each = [b - a for a, b in zip(each0, self.stats.per_process_cpu(), strict=True)]
         window = time.monotonic() - t0
         lg_cpu = pool.cpu_seconds() - lg0
         pool.disarm(group)
@@ -132,6 +140,8 @@ class Bench:
             # The same window's share of the idle load (keepalives, timers, the collector's tick
             # of all N connections), measured after the cold start: what the change itself cost.
             "server_cpu_net_s": cpu - self.idle_cpu_per_s * window,
+            # serve --workers N: the supervisor's, then each worker's (one entry without workers)
+            "server_cpu_per_process_s": each,
             "window_s": window,
             "loadgen_cpu_s": lg_cpu,
         }
@@ -346,6 +356,8 @@ def pooled(changes: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = sum(c[key] for c in changes)
     for key in ("responses", "resources", "bytes", "server_cpu_s", "server_cpu_net_s", "window_s", "loadgen_cpu_s"):
         out[key] = sum(c[key] for c in changes) / n
+    out["server_cpu_per_process_s"] = [sum(v) / n for v in zip(*(c["server_cpu_per_process_s"] for c in changes),
+                                                               strict=True)]
     return out
 
 

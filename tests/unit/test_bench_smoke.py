@@ -101,3 +101,21 @@ def test_full_decoder_decodes_every_resource_and_listener_filter():
     resp.resources.add(type_url=LDS, value=listener.SerializeToString())
     resp.resources.add(type_url=LDS, value=listener_pb2.Listener(name="m").SerializeToString())
     assert FullDecoder().decode(LDS, resp, delta=False) == 3  # two listeners and one HCM
+
+
+def test_workers_are_measured_per_process(tmp_path):
+    cfg = Config(10, 10, namespaces=2, cold_timeout=30, change_timeout=10, server_args=("--workers", "2"))
+    assert cfg.label.endswith("2 workers")
+    bench = Bench(cfg, str(tmp_path))
+    try:
+        bench.setup()
+        cold = bench.cold_start()
+        assert cold["incomplete"] == 0, cold
+        add = bench.pod_add(0)
+        assert add["missing"] == 0 and add["convergence_s"]["n"] == 10, add
+        supervisor, *workers = add["server_cpu_per_process_s"]
+        assert len(workers) == 2 and all(w > 0 for w in workers)  # both workers pushed the change
+        # The total and the parts are read a moment apart: equal within a few ms.
+        assert abs(add["server_cpu_s"] - supervisor - sum(workers)) < 0.005
+    finally:
+        bench.teardown()
