@@ -200,6 +200,9 @@ class Bench:
             "rss_after_mb": rss / MB,
             "peak_rss_mb": self.stats.peak_rss() / MB,
             "per_proxy_kb": (rss - rss0) / 1024 / max(1, len(self.identities)),
+            # The send bound (--max-bytes-in-flight): how much was in flight at most, how often streams waited.
+            "send_peak_mb": self.server.metric("xds_server_send_bytes_in_flight_peak") / MB,
+            "send_waits": self.server.metric("xds_server_send_waits_total"),
         }
         self.results["cold_start"] = out
         return out
@@ -375,7 +378,9 @@ def run_config(cfg: Config, workdir: str, *, churn_rate: float = 5.0, churn_seco
         cold = bench.cold_start()
         log(f"  cold start: all {cfg.proxies - cold['incomplete']}/{cfg.proxies} complete, "
             f"max {cold['complete_s']['max']:.2f}s, server cpu {cold['server_cpu_s']:.1f}s, "
-            f"rss {cold['rss_after_mb']:.0f} MB, errors {cold['stream_errors']}")
+            f"rss {cold['rss_after_mb']:.0f} MB (peak {cold['peak_rss_mb']:.0f}), errors {cold['stream_errors']}, "
+            f"load generator cpu {cold['loadgen_cpu_s']:.1f}s, send bound peak {cold['send_peak_mb']:.0f} MB "
+            f"with {cold['send_waits']:.0f} waits")
         if set(scenarios) - {"cold"}:
             log(f"  idle: {1000 * bench.measure_idle(idle_seconds):.1f} ms of server CPU per second")
         if "pod" in scenarios:

@@ -58,6 +58,10 @@ def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
         # once (bench/): let them queue, and let admission (RESOURCE_EXHAUSTED) pace them instead.
         ("grpc.server.max_pending_requests", 100_000),
         ("grpc.server.max_pending_requests_hard_limit", 100_000),
+        # ... and however long it takes: gRPC cancels a new stream the application has not picked up
+        # within 30 s by default, and on a starved CPU a 2,000-stream cold start took longer than that
+        # (half the streams saw CANCELLED and reconnected after a backoff, bench/RESULTS.md).
+        ("grpc.server_max_unrequested_time_in_server", 600),
     ]
     if settings.max_connection_age > 0:
         # As istiod's MAX_CONNECTION_AGE (grpc-go's MaxConnectionAge): gRPC core itself adds +-10 %
