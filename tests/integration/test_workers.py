@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -121,6 +122,14 @@ def test_bad_worker_flags_exit_2_before_starting_anything(tmp_path: Any) -> None
         out = proc.communicate(timeout=60)[0].decode()
         assert proc.returncode == 2, out
         assert "--workers" in out
+    with socket.socket() as taken:  # the admin address in use: 2, and no worker left behind
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = _serve("--config-dir", str(tmp_path), "--workers", "2", "--xds-address", f"127.0.0.1:{free_port()}",
+                      "--admin-address", f"127.0.0.1:{taken.getsockname()[1]}", "--drain-seconds", "0")
+        out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 2, out
+    assert "address already in use" in out
 
 
 def test_metrics_merge_sums_counters_and_histograms_and_labels_gauges_by_worker() -> None:

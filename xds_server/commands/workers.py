@@ -93,7 +93,12 @@ class Supervisor:
                 "--reuse-port", env={**os.environ, "XDS_SERVER_WORKER": str(i)}, preexec_fn=_die_with_parent))
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         try:
-            await self._serve_admin()
+            try:
+                await self._serve_admin()
+            except OSError as e:  # the admin address is taken or not ours
+                log.error("--admin-address %s:%d: %s", self.settings.admin_host, self.settings.admin_port, e)
+                await self._stop_workers()
+                return 2
             log.info("supervising %d workers on xDS port %d (admin %s:%d)", self.count, self.settings.xds_port,
                      self.settings.admin_host, self.settings.admin_port)
             waits = [asyncio.create_task(p.wait()) for p in self.procs]
