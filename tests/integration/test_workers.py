@@ -122,7 +122,7 @@ def test_bad_worker_flags_exit_2_before_starting_anything(tmp_path: Any) -> None
         out = proc.communicate(timeout=60)[0].decode()
         assert proc.returncode == 2, out
         assert "--workers" in out
-    with socket.socket() as taken:  # the admin address in use: 2, and no worker left behind
+    with socket.socket() as taken:  # the admin address in use: 2 (the workers are stopped first)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         proc = _serve("--config-dir", str(tmp_path), "--workers", "2", "--xds-address", f"127.0.0.1:{free_port()}",
