@@ -3,7 +3,8 @@
 A thin pump around the sans-IO machines: read requests, apply wake-ups, write bytes.
 Responses are pre-encoded bytes (see wire.py), so the response serializer is the identity.
 Each stream keeps one pending wake-up flag: a slow Envoy only ever gets the newest state and
-never delays the others.
+never delays the others. Responses are built on the stream's turn of one send budget for all
+streams (budget.py, --max-bytes-in-flight), so memory does not depend on how fast clients read.
 
 Admission, in order (reference/xds-protocol.md §11-12): not serving or sources not synced ->
 UNAVAILABLE; over the new-stream rate -> RESOURCE_EXHAUSTED; an undecodable first request or no
@@ -409,7 +410,9 @@ class _Pump:
                 self.write_started = None
                 self.writing = False
                 # Released once gRPC has passed the whole message through HTTP/2 flow control (the
-                # write completes no sooner; budget.py), or the write failed: gRPC no longer holds it.
+                # write completes no sooner; budget.py), or when the write is abandoned: the stream
+                # then ends (a message blocked by a peer that stopped reading may stay with gRPC
+                # until that peer goes, as _end says).
                 size = len(out.payload)
                 self.charged -= size
                 budget.release(size)
