@@ -10,14 +10,16 @@ bytes themselves, which is what memory is made of, and does not depend on respon
 The rules:
 - Bytes are charged when a response is built (it exists from then on) and released when its
   write completes. gRPC's C core (which grpc.aio runs on) completes a message's write only
-  once all of it has passed HTTP/2 flow control into the transport: a 4 MB write to a client
-  that does not read stays pending until the client reads
-  (tests/unit/xds/test_send_budget.py::test_write_completes_only_through_flow_control checks
-  this on the installed gRPC). After that the bytes are in the kernel's socket buffer (not
-  this process's memory) or the client's. grpc-go documents the same for istiod (SendMsg
-  "blocks until there is sufficient flow control to schedule m with the transport"). The
-  client's ACK would also be a correct signal but a stricter one: it adds the client's decode
-  time to every hold, and a client that reads but never ACKs would keep its bytes charged.
+  once all of it has passed HTTP/2 flow control and been written to the socket: a 4 MB write
+  to a client that does not read stays pending until the client reads, and with a window as
+  large as Envoy's (256 MiB) a write to a client process that stopped reading its socket stays
+  pending once the kernel's socket buffers are full (tests/unit/xds/test_send_budget.py checks
+  both on the installed gRPC). So a completed write holds nothing in this process. grpc-go,
+  istiod's transport, documents the same for SendMsg ("blocks until there is sufficient flow
+  control to schedule m with the transport"), and istiod's throttle slot is held until its
+  sends return. The client's ACK of the nonce would also be a correct signal but a stricter
+  one: it adds the client's decode time to every hold, and a client that reads but never ACKs
+  would keep its bytes charged.
 - A stream builds only on its turn: at once while bytes are below the bound and nobody waits,
   else in arrival order (oldest first, one turn at a time, so nobody is starved and the bound is
   exceeded by at most the one push being built). Nothing is built while waiting: a waiting

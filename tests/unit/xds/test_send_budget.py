@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import sys
 
 import grpc
 import pytest
@@ -138,6 +141,47 @@ async def test_write_completes_only_through_flow_control() -> None:
         call.cancel()
     finally:
         await channel.close()
+        await server.stop(0)
+
+
+async def test_write_completes_only_once_the_bytes_left_the_process() -> None:
+    """With a window as large as Envoy's (256 MiB: flow control never blocks), a write still does
+    not complete while the client's process is stopped and its socket full: gRPC completes it only
+    once the bytes are in the kernel, so a completed write holds nothing in this process."""
+    completed: list[int] = []
+    started = asyncio.Event()
+    size = 8 << 20
+
+    async def handler(requests: object, context: grpc.aio.ServicerContext) -> None:
+        await anext(requests)  # type: ignore[call-overload]
+        started.set()
+        for i in range(8):
+            await context.write(b"x" * size)
+            completed.append(i)
+
+    server = grpc.aio.server(options=[("grpc.max_send_message_length", -1)])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "probe.Probe", {"Stream": grpc.stream_stream_rpc_method_handler(handler)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, os.path.join(os.path.dirname(__file__), "_stopped_client.py"), f"127.0.0.1:{port}",
+        stdout=asyncio.subprocess.PIPE)
+    try:
+        assert client.stdout is not None
+        assert (await asyncio.wait_for(client.stdout.readline(), 30)).strip() == b"ready"
+        await asyncio.wait_for(started.wait(), 10)
+        os.kill(client.pid, signal.SIGSTOP)
+        # Socket buffers take a few MB (loopback: at most ~10); 64 MB cannot leave while it is stopped.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(_until_completed(completed, 8), 2.0)
+        assert len(completed) <= 2, completed
+        os.kill(client.pid, signal.SIGCONT)
+        await asyncio.wait_for(_until_completed(completed, 8), 20)
+    finally:
+        os.kill(client.pid, signal.SIGCONT)
+        client.kill()
+        await client.wait()
         await server.stop(0)
 
 
