@@ -21,7 +21,6 @@ import contextlib
 import ctypes
 import json
 import logging
-import os
 import signal
 import socket
 import sys
@@ -87,10 +86,10 @@ class Supervisor:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        for i, port in enumerate(self.admin_ports):
+        for port in self.admin_ports:
             self.procs.append(await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "xds_server", "serve", *self.argv, "--admin-address", f"127.0.0.1:{port}",
-                "--reuse-port", env={**os.environ, "XDS_SERVER_WORKER": str(i)}, preexec_fn=_die_with_parent))
+                "--reuse-port", preexec_fn=_die_with_parent))
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         try:
             try:
