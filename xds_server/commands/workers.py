@@ -103,7 +103,9 @@ class Supervisor:
             waits = [asyncio.create_task(p.wait()) for p in self.procs]
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait([stopping, *waits], return_when=asyncio.FIRST_COMPLETED)
-            early = [p for p in self.procs if p.returncode is not None]
+            # A worker that ended before we were told to stop failed. (A terminal's Ctrl-C reaches
+            # the workers too: they drain by themselves while we stop.)
+            early = [] if stop.is_set() else [p for p in self.procs if p.returncode is not None]
             if early:
                 log.error("worker(s) %s exited (codes %s): stopping the others",
                           [self.procs.index(p) for p in early], [p.returncode for p in early])
