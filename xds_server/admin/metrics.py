@@ -214,7 +214,7 @@ class Metrics(PushObserver):
 
     def watch_send_budget(self, budget: Any) -> None:
         """Export the send budget's state (xds/budget.py), read at scrape time."""
-        self.registry.register(_SendBudgetCollector(budget))  # type: ignore[arg-type]
+        self.registry.register(_SendBudgetCollector(budget))
 
     def _loop_histogram(self, name: str, documentation: str, buckets: tuple[float, ...],
                         labelnames: tuple[str, ...] = ()) -> LoopHistogram:
