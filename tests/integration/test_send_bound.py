@@ -170,12 +170,13 @@ async def test_a_tiny_bound_keeps_every_stream_s_order_and_starves_none() -> Non
     """With a 1-byte bound every build waits for the previous write: 20 streams still all get whole
     responses, in push order (CDS, EDS, LDS, RDS) on each, the newest state at the end."""
     from tests.support.ads_client import AdsClient, node, until
+    from tests.support.resources import stand_in
     from xds_server.app import App
     from xds_server.settings import Settings
 
     current = {"snap": _mesh_snapshot(1)}
     app = App(Settings(xds_host="127.0.0.1", xds_port=0, admin_port=0, drain_seconds=0, max_bytes_in_flight=1),
-              sources=[], generate=lambda view, proxy, memo: current["snap"])
+              sources=[], generate=stand_in(lambda proxy: current["snap"]))
     await app.start()
     streams = [AdsClient(f"127.0.0.1:{app.xds_port}") for _ in range(20)]
     try:
