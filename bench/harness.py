@@ -87,6 +87,47 @@ class ProcStats:
             f.write("5")
 
 
+class TreeStats:
+    """ProcStats of a process and its children (`serve --workers N`: the supervisor and N workers).
+
+    Sums CPU and memory over them; `per_process_cpu()` gives each one's CPU seconds. Children are
+    looked up once, when first asked (after the server is ready, so every worker is there).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._procs: list[ProcStats] | None = None
+
+    @property
+    def procs(self) -> list[ProcStats]:
+        if self._procs is None:
+            pids = [self.pid]
+            try:
+                with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                    pids += [int(p) for p in f.read().split()]
+            except OSError:
+                pass
+            self._procs = [ProcStats(p) for p in pids]
+        return self._procs
+
+    def cpu_seconds(self) -> float:
+        return sum(p.cpu_seconds() for p in self.procs)
+
+    def per_process_cpu(self) -> list[float]:
+        """CPU seconds of the process itself, then of each child (each worker)."""
+        return [p.cpu_seconds() for p in self.procs]
+
+    def rss(self) -> int:
+        return sum(p.rss() for p in self.procs)
+
+    def peak_rss(self) -> int:
+        return sum(p.peak_rss() for p in self.procs)
+
+    def reset_peak(self) -> None:
+        for p in self.procs:
+            p.reset_peak()
+
+
 class ServerProcess:
     """`xds-server serve --config-dir DIR` on its own CPU, logging to a file."""
 
@@ -100,7 +141,7 @@ class ServerProcess:
         self.admin_port = free_port()
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
-        self.stats: ProcStats | None = None
+        self.stats: TreeStats | None = None
         self.log_path = os.path.join(workdir, "server.log")
 
     @property
@@ -119,7 +160,7 @@ class ServerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.command(), cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        self.stats = ProcStats(self.proc.pid)
+        self.stats = TreeStats(self.proc.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -162,7 +203,7 @@ class LoadGenPool:
     """Several load generator processes over one list of proxies; replies are merged per stream."""
 
     def __init__(self, target: str, proxies_file: str, count: int, *, procs: int = 1, sotw: bool = False,
-                 cpu: int | None = 1, log: bool = False) -> None:
+                 cpu: int | None = 1, log: bool = False, extra: tuple[str, ...] = ()) -> None:
         self.count = count
         self.procs: list[subprocess.Popen[str]] = []
         self.ranges: list[tuple[int, int]] = []
@@ -175,6 +216,7 @@ class LoadGenPool:
                 cmd.append("--sotw")
             if log:
                 cmd.append("--log")
+            cmd.extend(extra)
             if cpu is not None and cpu_count() > 1:
                 cmd += ["--cpu", str(cpu)]
             self.procs.append(subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -26,6 +26,15 @@ Control protocol (one JSON object per line; replies likewise):
 Times are time.monotonic() (system-wide on Linux, comparable across processes).
 
     python -m bench.loadgen --target 127.0.0.1:15010 --proxies proxies.json [--first 0 --count 100] [--sotw]
+        [--slow [--window BYTES] [--delay-ms MS]]
+
+Fast mode (the default) stands in for Envoy's xDS client at its fastest: a 64 MiB HTTP/2 window
+(Envoy advertises 256 MiB) and only the fields it needs decoded, memoised across streams. Slow
+mode (--slow) is what a control plane meets from clients that take their time, like the
+independent generator of issue 19: every resource of every response decoded in full (as Envoy
+does; a Listener's HTTP connection managers too), gRPC's small default window (64 KiB, no BDP
+probing to grow it), and optionally a pause per message before its ACK. A server that writes
+faster than such clients read must hold what they have not taken.
 """
 
 from __future__ import annotations
@@ -70,6 +79,41 @@ def first_field_name(payload: bytes) -> str:
             break
         shift += 7
     return payload[i:i + n].decode()
+
+
+class FullDecoder:
+    """Decodes every resource of a response into its message, as Envoy does (nothing memoised)."""
+
+    def __init__(self) -> None:
+        from envoy.config.cluster.v3 import cluster_pb2
+        from envoy.config.endpoint.v3 import endpoint_pb2
+        from envoy.config.listener.v3 import listener_pb2
+        from envoy.config.route.v3 import route_pb2
+        from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+
+        self._classes = {CDS: cluster_pb2.Cluster, EDS: endpoint_pb2.ClusterLoadAssignment,
+                         LDS: listener_pb2.Listener, RDS: route_pb2.RouteConfiguration}
+        self._hcm = http_connection_manager_pb2.HttpConnectionManager
+
+    def decode(self, type_url: str, resp: Any, delta: bool) -> int:
+        """Decode every resource; the number of messages decoded."""
+        cls = self._classes.get(type_url)
+        if cls is None:
+            return 0
+        n = 0
+        for r in resp.resources:
+            msg = cls.FromString(r.resource.value if delta else r.value)
+            n += 1
+            if type_url == LDS:
+                chains = list(msg.filter_chains)
+                if msg.HasField("default_filter_chain"):
+                    chains.append(msg.default_filter_chain)
+                for chain in chains:
+                    for f in chain.filters:
+                        if f.typed_config.type_url == HCM:
+                            self._hcm.FromString(f.typed_config.value)
+                            n += 1
+        return n
 
 
 class Decoders:
@@ -263,6 +307,10 @@ class Stream:
         pb = self.gen.pb
         resp = (pb.DeltaDiscoveryResponse if self.delta else pb.DiscoveryResponse).FromString(raw)
         type_url = resp.type_url
+        if self.gen.full_decoder is not None:  # slow mode: apply everything before the ACK, like Envoy
+            self.gen.full_decoder.decode(type_url, resp, self.delta)
+            if self.gen.delay > 0:
+                await asyncio.sleep(self.gen.delay)
         self.nonce[type_url] = resp.nonce
         removed: list[str] = list(resp.removed_resources) if self.delta else []
         if not self.delta:
@@ -404,7 +452,8 @@ class Stream:
 
 
 class LoadGen:
-    def __init__(self, target: str, identities: list[dict[str, Any]], delta: bool, keep_log: bool = False) -> None:
+    def __init__(self, target: str, identities: list[dict[str, Any]], delta: bool, keep_log: bool = False,
+                 slow: bool = False, window: int = 64 * 1024, delay: float = 0.0) -> None:
         from envoy.config.core.v3 import base_pb2
         from envoy.service.discovery.v3 import discovery_pb2
 
@@ -420,9 +469,11 @@ class LoadGen:
             # Envoy's xDS client advertises a 256 MiB stream window: the server never waits for
             # window updates from a busy client. gRPC's default (64 KiB + BDP probing) would make
             # every 400 kB response wait on this process's event loop several times.
-            ("grpc.http2.lookahead_bytes", 64 * 1024 * 1024),
+            ("grpc.http2.lookahead_bytes", window if slow else 64 * 1024 * 1024),
             ("grpc.http2.bdp_probe", 0),
         ]
+        self.full_decoder = FullDecoder() if slow else None
+        self.delay = delay
         self.decoders = Decoders()
         self.streams = [Stream(self, i, ident) for i, ident in enumerate(identities)]
         self.tasks: list[asyncio.Task[None]] = []
@@ -637,6 +688,11 @@ def main() -> None:
     p.add_argument("--sotw", action="store_true", help="state of the world instead of delta")
     p.add_argument("--cpu", type=int, default=-1, help="pin this process to one CPU")
     p.add_argument("--log", action="store_true", help="keep a per-stream log of every response")
+    p.add_argument("--slow", action="store_true",
+                   help="slow clients: decode every resource fully, small HTTP/2 window (--window)")
+    p.add_argument("--window", type=int, default=64 * 1024, metavar="BYTES",
+                   help="with --slow: the HTTP/2 window each stream advertises (default 64 KiB, gRPC's)")
+    p.add_argument("--delay-ms", type=float, default=0.0, help="with --slow: pause per message before its ACK")
     a = p.parse_args()
     if a.cpu >= 0:
         os.sched_setaffinity(0, {a.cpu})  # before grpc starts its threads: they inherit it
@@ -652,7 +708,8 @@ def main() -> None:
         pass
 
     async def run() -> None:
-        gen = LoadGen(a.target, identities, delta=not a.sotw, keep_log=a.log)
+        gen = LoadGen(a.target, identities, delta=not a.sotw, keep_log=a.log, slow=a.slow, window=a.window,
+                      delay=a.delay_ms / 1000)
         await serve_commands(gen)
         await gen.stop()
 

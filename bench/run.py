@@ -3,6 +3,7 @@
     python -m bench.run --quick              # routine check, under 2 minutes
     python -m bench.run                      # N in {100, 500, 2000} x M in {100, 1000}, + Sidecar and SotW runs
     python -m bench.run --proxies 2000 --services 1000 [--sidecars] [--sotw] [--only cold,pod]
+    python -m bench.run --proxies 2000 --services 1000 --only cold,pod --clients fast,slow   # side by side
 
 One server process (CPU 0) per configuration, load generators on CPU 1. Numbers are printed as
 they come and the tables at the end; `--json FILE` keeps everything.
@@ -17,6 +18,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from typing import Any
 
 from bench.scenarios import Config, run_config
@@ -41,14 +43,15 @@ def _quad(p: dict[str, Any] | None) -> str:
 def tables(results: list[dict[str, Any]]) -> str:
     out = []
     out.append("Cold start (all N proxies connect at once; complete = CDS, EDS, LDS, RDS all ACKed)\n")
-    out.append("| config | complete p50 / p90 / p99 / max | server CPU s | responses | resources | MB sent "
-               "| RSS before -> after MB | peak RSS MB | KB / proxy | stream errors |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    out.append("| config | complete p50 / p90 / p99 / max | server CPU s | load generator CPU s | responses "
+               "| resources | MB sent | RSS before -> after MB | peak RSS MB | KB / proxy | stream errors |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         c = r.get("cold_start")
         if not c:
             continue
-        out.append(f"| {r['config']['label']} | {_quad(c['complete_s'])} | {c['server_cpu_s']:.1f} | {c['responses']} "
+        out.append(f"| {r['config']['label']} | {_quad(c['complete_s'])} | {c['server_cpu_s']:.1f} "
+                   f"| {c.get('loadgen_cpu_s', 0):.1f} | {c['responses']} "
                    f"| {c['resources']} | {_mb(c['bytes'])} | {c['rss_before_mb']:.0f} -> {c['rss_after_mb']:.0f} "
                    f"| {c['peak_rss_mb']:.0f} | {c['per_proxy_kb']:.1f} | {c['stream_errors']} |")
     out.append("")
@@ -80,6 +83,16 @@ def tables(results: list[dict[str, Any]]) -> str:
                        f"| {_quad(ch['convergence_s'])} | ({ch['missing']}) | - | {ch['responses']} | - "
                        f"| {_mb(ch['bytes'])} | {ch['server_cpu_s']:.2f} "
                        f"({ch['server_cpu_per_change_s']:.3f}/change{per_push}) |")
+    peaks = [f"{r['config']['label']}: {r['server_peak_rss_mb']:.0f} MB" for r in results if "server_peak_rss_mb" in r]
+    if peaks:
+        out.append("Server peak RSS over the whole run (cold start and every change): " + "; ".join(peaks))
+        out.append("")
+    per_worker = [f"{r['config']['label']}: supervisor {p[0]:.3f} s, workers "
+                  + ", ".join(f"{v:.3f}" for v in p[1:]) + " s"
+                  for r in results if len(p := r.get("pod_add", {}).get("server_cpu_per_process_s", [])) > 1]
+    if per_worker:
+        out.append("Server CPU per pod added, by process (serve --workers): " + "; ".join(per_worker))
+        out.append("")
     idle = [f"{r['config']['label']}: {1000 * r['idle_cpu_per_s']:.1f} ms/s" for r in results if "idle_cpu_per_s" in r]
     if idle:
         out.append("Idle load (server CPU per second, all proxies connected, nothing changing): " + "; ".join(idle))
@@ -108,8 +121,25 @@ def tables(results: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def client_modes(args: argparse.Namespace) -> list[tuple[str, ...]]:
+    """Load generator flags per client mode asked for (--clients fast,slow runs each config twice)."""
+    modes = []
+    for mode in args.clients.split(","):
+        if mode == "fast":
+            modes.append(())
+        elif mode == "slow":
+            modes.append(("--slow", "--window", str(args.client_window), "--delay-ms", str(args.client_delay_ms)))
+        else:
+            raise SystemExit(f"--clients: unknown mode {mode!r} (fast, slow)")
+    return modes
+
+
 def grid(args: argparse.Namespace) -> list[Config]:
-    extra = tuple(args.server_arg)
+    return [replace(cfg, client_args=mode) for cfg in _grid(args) for mode in client_modes(args)]
+
+
+def _grid(args: argparse.Namespace) -> list[Config]:
+    extra = tuple(args.server_arg) + (("--workers", str(args.workers)) if args.workers > 1 else ())
     if args.quick:
         return [Config(p, s, server_args=extra, procs=args.procs) for p in (50, 100) for s in (50, 100)] + [
             Config(100, 100, sidecars=True, server_args=extra, procs=args.procs),
@@ -138,6 +168,14 @@ def main() -> None:
     p.add_argument("--churn-rate", type=float, default=5.0, help="pods per second")
     p.add_argument("--churn-seconds", type=float, default=None)
     p.add_argument("--server-arg", action="append", default=[], help="extra `xds-server serve` flag (repeatable)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="serve --workers N (all pinned to CPU 0 with the rest of the server; CPU is reported "
+                        "per process)")
+    p.add_argument("--clients", default="fast",
+                   help="client modes, each config run once per mode: fast (Envoy at its fastest), slow (decode "
+                        "everything, small HTTP/2 windows; bench/loadgen.py), or fast,slow")
+    p.add_argument("--client-window", type=int, default=64 * 1024, help="slow clients' HTTP/2 window in bytes")
+    p.add_argument("--client-delay-ms", type=float, default=0.0, help="slow clients' pause per message")
     p.add_argument("--json", help="write all results here")
     p.add_argument("--workdir", help="where meshes and logs go (default: a temp dir)")
     args = p.parse_args()

@@ -41,13 +41,20 @@ class Config:
     namespaces: int = mesh.DEFAULT_NAMESPACES
     procs: int = 1  # load generator processes
     server_args: tuple[str, ...] = ()
+    client_args: tuple[str, ...] = ()  # extra load generator flags, e.g. ("--slow",)
     cold_timeout: float = 180.0
     change_timeout: float = 15.0
 
     @property
     def label(self) -> str:
         return (f"N={self.proxies} M={self.services}{' sidecar ./*' if self.sidecars else ''}"
-                f"{' sotw' if self.sotw else ' delta'}")
+                f"{' sotw' if self.sotw else ' delta'}{' slow clients' if '--slow' in self.client_args else ''}"
+                f"{self._workers}")
+
+    @property
+    def _workers(self) -> str:
+        args = list(self.server_args)
+        return f" {args[args.index('--workers') + 1]} workers" if "--workers" in args else ""
 
 
 @dataclass
@@ -102,12 +109,14 @@ class Bench:
         pool.counters(reset=True)
         pool.arm(group, watches)
         cpu0 = self.stats.cpu_seconds()
+        each0 = self.stats.per_process_cpu()
         lg0 = pool.cpu_seconds()
         t0 = time.monotonic()
         write()
         got = pool.wait_watch(group, expected, self.cfg.change_timeout)
         pool.quiet(settle, timeout=30)
         cpu = self.stats.cpu_seconds() - cpu0
+        each = [b - a for a, b in zip(each0, self.stats.per_process_cpu(), strict=True)]
         window = time.monotonic() - t0
         lg_cpu = pool.cpu_seconds() - lg0
         pool.disarm(group)
@@ -131,6 +140,8 @@ class Bench:
             # The same window's share of the idle load (keepalives, timers, the collector's tick
             # of all N connections), measured after the cold start: what the change itself cost.
             "server_cpu_net_s": cpu - self.idle_cpu_per_s * window,
+            # serve --workers N: the supervisor's, then each worker's (one entry without workers)
+            "server_cpu_per_process_s": each,
             "window_s": window,
             "loadgen_cpu_s": lg_cpu,
         }
@@ -162,7 +173,7 @@ class Bench:
         assert self.server is not None
         self.stats.reset_peak()
         self.pool = LoadGenPool(self.server.target, os.path.join(self.workdir, "proxies.json"), len(self.identities),
-                                procs=cfg.procs, sotw=cfg.sotw)
+                                procs=cfg.procs, sotw=cfg.sotw, extra=cfg.client_args)
         rss0 = self.stats.rss()
         cpu0 = self.stats.cpu_seconds()
         lg0 = self.pool.cpu_seconds()
@@ -189,6 +200,9 @@ class Bench:
             "rss_after_mb": rss / MB,
             "peak_rss_mb": self.stats.peak_rss() / MB,
             "per_proxy_kb": (rss - rss0) / 1024 / max(1, len(self.identities)),
+            # The send bound (--max-bytes-in-flight): how much was in flight at most, how often streams waited.
+            "send_peak_mb": self.server.metric("xds_server_send_bytes_in_flight_peak") / MB,
+            "send_waits": self.server.metric("xds_server_send_waits_total"),
         }
         self.results["cold_start"] = out
         return out
@@ -345,6 +359,8 @@ def pooled(changes: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = sum(c[key] for c in changes)
     for key in ("responses", "resources", "bytes", "server_cpu_s", "server_cpu_net_s", "window_s", "loadgen_cpu_s"):
         out[key] = sum(c[key] for c in changes) / n
+    out["server_cpu_per_process_s"] = [sum(v) / n for v in zip(*(c["server_cpu_per_process_s"] for c in changes),
+                                                               strict=True)]
     return out
 
 
@@ -355,13 +371,16 @@ def run_config(cfg: Config, workdir: str, *, churn_rate: float = 5.0, churn_seco
     bench = Bench(cfg, workdir)
     res = bench.results
     res["config"] = {"proxies": cfg.proxies, "services": cfg.services, "sidecars": cfg.sidecars,
-                     "sotw": cfg.sotw, "namespaces": cfg.namespaces, "label": cfg.label}
+                     "sotw": cfg.sotw, "namespaces": cfg.namespaces, "label": cfg.label,
+                     "server_args": list(cfg.server_args), "client_args": list(cfg.client_args)}
     try:
         bench.setup()
         cold = bench.cold_start()
         log(f"  cold start: all {cfg.proxies - cold['incomplete']}/{cfg.proxies} complete, "
             f"max {cold['complete_s']['max']:.2f}s, server cpu {cold['server_cpu_s']:.1f}s, "
-            f"rss {cold['rss_after_mb']:.0f} MB, errors {cold['stream_errors']}")
+            f"rss {cold['rss_after_mb']:.0f} MB (peak {cold['peak_rss_mb']:.0f}), errors {cold['stream_errors']}, "
+            f"load generator cpu {cold['loadgen_cpu_s']:.1f}s, send bound peak {cold['send_peak_mb']:.0f} MB "
+            f"with {cold['send_waits']:.0f} waits")
         if set(scenarios) - {"cold"}:
             log(f"  idle: {1000 * bench.measure_idle(idle_seconds):.1f} ms of server CPU per second")
         if "pod" in scenarios:

@@ -52,12 +52,17 @@ def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", int(settings.keepalive_min_client_ping * 1000)),
         ("grpc.http2.max_ping_strikes", 2),
-        ("grpc.so_reuseport", 0),
+        # Off, so a second server on a taken port fails to bind; on for the workers of --workers N.
+        ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
         # New streams the event loop has not picked up yet. gRPC's defaults (1,000, dropping at
         # random beyond it, 3,000 at most) cancelled ~1 in 6 streams of 2,000 Envoys connecting at
         # once (bench/): let them queue, and let admission (RESOURCE_EXHAUSTED) pace them instead.
         ("grpc.server.max_pending_requests", 100_000),
         ("grpc.server.max_pending_requests_hard_limit", 100_000),
+        # ... and however long it takes: gRPC cancels a new stream the application has not picked up
+        # within 30 s by default, and on a starved CPU a 2,000-stream cold start took longer than that
+        # (half the streams saw CANCELLED and reconnected after a backoff, bench/RESULTS.md).
+        ("grpc.server_max_unrequested_time_in_server", 600),
     ]
     if settings.max_connection_age > 0:
         # As istiod's MAX_CONNECTION_AGE (grpc-go's MaxConnectionAge): gRPC core itself adds +-10 %
@@ -87,7 +92,9 @@ class App:
         self.sources: list[Any] = sources if sources is not None else self._make_sources()
         self.services = XdsServices(
             self.cache, proxy_from_node_message, ready=self.ready,
-            settings=StreamSettings(send_timeout=settings.send_timeout), observer=self.metrics,
+            settings=StreamSettings(send_timeout=settings.send_timeout,
+                                    max_bytes_in_flight=settings.max_bytes_in_flight),
+            observer=self.metrics,
             control_plane_id=f"xds-server@{socket.gethostname()}",
             admission=StreamAdmission(settings.max_new_streams_per_second, settings.new_stream_burst,
                                       settings.max_admission_wait),
@@ -95,6 +102,7 @@ class App:
             authorize=store_authorizer(self.store) if settings.client_ca else None,
             name_sets=NameSets(),  # the streams' subscription name sets, shared between them (memory)
         )
+        self.metrics.watch_send_budget(self.services.budget)
         self.grpc_server: grpc.aio.Server | None = None
         self.xds_port = 0
         self.admin: Any = None

@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--send-timeout", type=float, default=60.0, metavar="SECONDS",
                        help="give up a stream whose reader has not taken a response for this long (default 60; "
                             "a slow reader never delays other streams, so this only reclaims stuck ones)")
+    serve.add_argument("--max-bytes-in-flight", type=int, default=128 * 1024 * 1024, metavar="BYTES",
+                       help="bound on response bytes built and not yet sent, over all xDS streams; streams "
+                            "beyond it wait their turn, oldest first (default 128 MiB; 0: no bound)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="N worker processes serving one xDS port (SO_REUSEPORT), each a complete server, "
+                            "one admin endpoint merging their metrics and debug views (default 1; "
+                            "docs/operations.md says when to use workers and when replicas)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by --workers
     serve.add_argument("--keepalive-interval", type=float, default=30.0, metavar="SECONDS",
                        help="ping idle xDS connections this often (default 30)")
     serve.add_argument("--keepalive-timeout", type=float, default=10.0, metavar="SECONDS",
@@ -142,6 +150,7 @@ def _logging_flags(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])  # `serve --workers` passes them on
     module = importlib.import_module(f"xds_server.commands.{args.command}")
     try:
         code = module.run(args)

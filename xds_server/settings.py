@@ -27,6 +27,10 @@ class Settings:
     max_connection_age_grace: float = 10.0  # istiod's MaxServerConnectionAgeGrace default
     send_timeout: float = 60.0
     max_receive_bytes: int = 32 * 1024 * 1024
+    # Response bytes built and not yet handed through HTTP/2 flow control, over all streams
+    # (xds/budget.py): the server's memory no longer depends on its clients' pace. 0: no bound.
+    max_bytes_in_flight: int = 128 * 1024 * 1024
+    reuse_port: bool = False  # a worker of `serve --workers N`: share the xDS port (SO_REUSEPORT)
     # Admission (docs/security.md): new xDS streams per second, with a burst; a stream
     # waits up to max_admission_wait for its turn, beyond that it is refused with RESOURCE_EXHAUSTED.
     # A waiting stream costs a coroutine; a refused one costs a reconnect and Envoy's backoff (0.5 s

@@ -80,3 +80,56 @@ def test_protolib_builds_the_resources_it_times(capsys):
     protolib.main(["--seconds", "0.01"])
     out = capsys.readouterr().out
     assert "cluster (EDS)    xds-protos" in out and "listener (HCM)   xds-protos" in out
+
+
+def test_slow_clients_decode_everything_and_still_converge(tmp_path):
+    """Slow mode (small windows, every resource decoded, a pause per message) completes and ACKs."""
+    cfg = Config(10, 10, namespaces=2, cold_timeout=30, change_timeout=10,
+                 client_args=("--slow", "--window", "16384", "--delay-ms", "5"))
+    assert cfg.label.endswith("slow clients")
+    bench = Bench(cfg, str(tmp_path))
+    try:
+        bench.setup()
+        cold = bench.cold_start()
+        assert cold["incomplete"] == 0, cold
+        add = bench.pod_add(0)
+        assert add["missing"] == 0 and add["convergence_s"]["n"] == 10, add
+        assert add["convergence_s"]["p50"] >= 0.005  # the pause per message is taken before the ACK
+    finally:
+        bench.teardown()
+
+
+def test_full_decoder_decodes_every_resource_and_listener_filter():
+    from envoy.config.listener.v3 import listener_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+    from google.protobuf import any_pb2
+
+    from bench.loadgen import HCM, LDS, FullDecoder
+
+    hcm = http_connection_manager_pb2.HttpConnectionManager(stat_prefix="x")
+    listener = listener_pb2.Listener(name="l")
+    listener.filter_chains.add().filters.add(name="hcm").typed_config.CopyFrom(
+        any_pb2.Any(type_url=HCM, value=hcm.SerializeToString()))
+    resp = discovery_pb2.DiscoveryResponse(type_url=LDS)
+    resp.resources.add(type_url=LDS, value=listener.SerializeToString())
+    resp.resources.add(type_url=LDS, value=listener_pb2.Listener(name="m").SerializeToString())
+    assert FullDecoder().decode(LDS, resp, delta=False) == 3  # two listeners and one HCM
+
+
+def test_workers_are_measured_per_process(tmp_path):
+    cfg = Config(10, 10, namespaces=2, cold_timeout=30, change_timeout=10, server_args=("--workers", "2"))
+    assert cfg.label.endswith("2 workers")
+    bench = Bench(cfg, str(tmp_path))
+    try:
+        bench.setup()
+        cold = bench.cold_start()
+        assert cold["incomplete"] == 0, cold
+        add = bench.pod_add(0)
+        assert add["missing"] == 0 and add["convergence_s"]["n"] == 10, add
+        supervisor, *workers = add["server_cpu_per_process_s"]
+        assert len(workers) == 2 and all(w > 0 for w in workers)  # both workers pushed the change
+        # The total and the parts are read a moment apart: equal within a few ms.
+        assert abs(add["server_cpu_s"] - supervisor - sum(workers)) < 0.005
+    finally:
+        bench.teardown()

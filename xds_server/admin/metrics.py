@@ -34,7 +34,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from xds_server.config import ObjectRef, Problem
@@ -211,6 +211,10 @@ class Metrics(PushObserver):
         self._reported: dict[str, set[tuple[str, str, str]]] = {}  # origin -> (kind, ref, message)
         self._unknown_seen: set[str] = set()
         self._recv_max = 0
+
+    def watch_send_budget(self, budget: Any) -> None:
+        """Export the send budget's state (xds/budget.py), read at scrape time."""
+        self.registry.register(_SendBudgetCollector(budget))
 
     def _loop_histogram(self, name: str, documentation: str, buckets: tuple[float, ...],
                         labelnames: tuple[str, ...] = ()) -> LoopHistogram:
@@ -408,6 +412,33 @@ class _RuntimeCollector:
             yield GaugeMetricFamily("xds_server_asyncio_tasks", "asyncio tasks alive in the server's loop.",
                                     value=tasks)
         yield GaugeMetricFamily("xds_server_threads", "Python threads alive.", value=threading.active_count())
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+
+class _SendBudgetCollector:
+    """The bound on response bytes in flight (xds/budget.py): how full it is and who waits."""
+
+    def __init__(self, budget: Any) -> None:
+        self._budget = budget
+
+    def collect(self) -> Iterable[Any]:
+        b = self._budget
+        yield GaugeMetricFamily("xds_server_send_bytes_in_flight",
+                                "Response bytes built and not yet through HTTP/2 flow control, all streams.",
+                                value=b.in_flight)
+        yield GaugeMetricFamily("xds_server_send_bytes_in_flight_peak",
+                                "The largest xds_server_send_bytes_in_flight since the server started.",
+                                value=b.peak)
+        yield GaugeMetricFamily("xds_server_send_bytes_limit",
+                                "--max-bytes-in-flight (0: no bound).", value=b.limit)
+        yield GaugeMetricFamily("xds_server_send_waiters", "Streams waiting for their turn to build a response.",
+                                value=b.waiting)
+        yield CounterMetricFamily("xds_server_send_waits", "Turns that had to wait for the send budget.",
+                                  value=b.waits)
+        yield CounterMetricFamily("xds_server_send_wait_seconds",
+                                  "Time streams spent waiting for the send budget, in total.", value=b.wait_seconds)
 
     def describe(self) -> Iterable[Any]:
         return []

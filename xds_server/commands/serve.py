@@ -34,6 +34,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_new_streams_per_second=args.max_new_streams_per_second, new_stream_burst=args.new_stream_burst,
         max_admission_wait=args.max_admission_wait,
         max_receive_bytes=args.max_receive_bytes, send_timeout=args.send_timeout,
+        max_bytes_in_flight=args.max_bytes_in_flight, reuse_port=args.reuse_port,
         keepalive_interval=args.keepalive_interval, keepalive_timeout=args.keepalive_timeout,
         keepalive_min_client_ping=args.min_client_ping_interval,
     )
@@ -54,6 +55,8 @@ def check(settings: Settings) -> str | None:
         return "--client-ca needs --tls-cert and --tls-key"
     if settings.max_new_streams_per_second < 0 or settings.new_stream_burst < 1 or settings.max_admission_wait < 0:
         return "--max-new-streams-per-second and --max-admission-wait must be >= 0 and --new-stream-burst >= 1"
+    if settings.max_bytes_in_flight < 0:
+        return "--max-bytes-in-flight must be >= 0 (0: no bound)"
     if settings.max_receive_bytes < 64 * 1024:
         return "--max-receive-bytes: at least 65536 (Envoy's node message alone is ~60 kB)"
     if settings.max_connection_age < 0 or settings.max_connection_age_grace < 0:
@@ -105,10 +108,15 @@ async def serve(settings: Settings) -> int:
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     settings = settings_from_args(args)
-    problem = check(settings) or check_kubernetes(settings)
+    from xds_server.commands import workers
+
+    problem = check(settings) or check_kubernetes(settings) or workers.check(settings, args.workers)
     if problem:
         print(f"xds-server serve: {problem}", file=sys.stderr)
         return 2
+    if args.workers > 1:
+        argv = getattr(args, "argv", sys.argv[1:])
+        return workers.supervise(argv[argv.index("serve") + 1:], settings, args.workers)
     try:
         import uvloop
 

@@ -3,7 +3,8 @@
 A thin pump around the sans-IO machines: read requests, apply wake-ups, write bytes.
 Responses are pre-encoded bytes (see wire.py), so the response serializer is the identity.
 Each stream keeps one pending wake-up flag: a slow Envoy only ever gets the newest state and
-never delays the others.
+never delays the others. Responses are built on the stream's turn of one send budget for all
+streams (budget.py, --max-bytes-in-flight), so memory does not depend on how fast clients read.
 
 Admission, in order (docs/security.md): not serving or sources not synced ->
 UNAVAILABLE; over the new-stream rate -> RESOURCE_EXHAUSTED; an undecodable first request or no
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -31,6 +33,7 @@ from google.protobuf.message import DecodeError
 from xds_server.resources import TypeUrl
 from xds_server.xds import auth, wire
 from xds_server.xds.admission import StreamAdmission
+from xds_server.xds.budget import SendBudget
 from xds_server.xds.cache import CacheEntry, SnapshotCache
 from xds_server.xds.delta import DeltaMachine
 from xds_server.xds.machine import MachineBase, Outgoing, StreamError
@@ -60,6 +63,8 @@ class StreamSettings:
     send_timeout: float = 60.0
     max_queued_requests: int = 64  # the reader stops reading (flow control) beyond this
     first_request_timeout: float = 30.0  # a stream that names no node by then is refused (DEADLINE_EXCEEDED)
+    # Response bytes built and not yet written, over all streams (budget.py); 0: no bound.
+    max_bytes_in_flight: int = 128 * 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -102,6 +107,7 @@ class XdsServices(Generic[P]):
         self._ids = itertools.count(1)
         self._control_plane = wire.control_plane(control_plane_id)
         self.watchdog = WriteWatchdog(self.settings.send_timeout)
+        self.budget = SendBudget(self.settings.max_bytes_in_flight)
         self.accepting = True
         self._name_sets = name_sets if name_sets is not None else NameSets()  # shared by every stream
 
@@ -267,6 +273,7 @@ class _Pump:
         self.timed_out = False
         self._task: asyncio.Task[Any] | None = None
         self.first_request: Any = first_request  # until run() has answered it
+        self.charged = 0  # this stream's bytes in the send budget: built and not yet written
 
     def wake(self) -> None:
         self.woken = True
@@ -275,11 +282,13 @@ class _Pump:
     async def _read(self, requests: AsyncIterator[Any], entry: CacheEntry[Any]) -> None:
         limit = self.services.settings.max_queued_requests
         machine = self.conn.machine
+        budget = self.services.budget
         try:
             async for req in requests:
-                if not (self.writing or self.queue or self.outbox):
+                if not (self.writing or self.queue or self.outbox) and budget.open():
                     out = machine.on_request(req, entry.snapshot)
                     if out:
+                        self._charge(out)
                         self.outbox.extend(out)
                         self.signal.set()
                     continue
@@ -302,14 +311,13 @@ class _Pump:
             self.signal.set()
 
     async def run(self, requests: AsyncIterator[Any], entry: CacheEntry[Any]) -> None:
-        machine = self.conn.machine
         self._task = asyncio.current_task()
         watchdog = self.services.watchdog
         watchdog.add(self)
         reader: asyncio.Task[None] | None = None
         try:
             # The first request is answered before the reader starts: it cannot be an ACK.
-            await self._send(self._answer_first(entry.snapshot))
+            await self._send(await self._built(lambda: self._answer_first(entry.snapshot)))
             reader = asyncio.create_task(self._read(requests, entry), name=f"xds-read-{self.conn.id}")
             while True:
                 await self.signal.wait()
@@ -320,20 +328,54 @@ class _Pump:
                         continue
                     req = self.queue.popleft()
                     self.space.set()
-                    await self._send(machine.on_request(req, entry.snapshot))
+                    await self._send(await self._built(functools.partial(self._answer, req, entry)))
                 if self.woken:
-                    self.woken = False
-                    await self._send(machine.on_snapshot(entry.snapshot))
+                    await self._send(await self._built(lambda: self._answer_wake(entry.snapshot)))
                 if self.closed and not self.outbox and not self.queue:
                     if self.error is not None:
                         raise self.error
                     return
         finally:
             watchdog.discard(self)
+            if self.charged:  # built and never written (the stream ended): no longer held
+                self.services.budget.release(self.charged)
+                self.charged = 0
             if reader is not None:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+
+    async def _built(self, build: Callable[[], list[Outgoing]]) -> list[Outgoing]:
+        """What `build` returns, built on this stream's turn of the send budget and charged to it.
+
+        Requests queue meanwhile (the reader sees `writing`), so the machine sees them in order.
+        """
+        budget = self.services.budget
+        self.writing = True
+        try:
+            await budget.turn()
+            try:
+                out = build()
+                self._charge(out)
+            finally:
+                budget.done()
+        finally:
+            self.writing = False
+        return out
+
+    def _charge(self, out: list[Outgoing]) -> None:
+        nbytes = sum(len(o.payload) for o in out)
+        self.charged += nbytes
+        self.services.budget.charge(nbytes)
+
+    def _answer_wake(self, snapshot: Any) -> list[Outgoing]:
+        """The newest snapshot's answer; a wake-up that came while waiting for the turn is included."""
+        self.woken = False
+        return self.conn.machine.on_snapshot(snapshot)
+
+    def _answer(self, req: Any, entry: CacheEntry[Any]) -> list[Outgoing]:
+        """A queued request's answer, against the snapshot of the moment it is built."""
+        return self.conn.machine.on_request(req, entry.snapshot)
 
     def _answer_first(self, snapshot: Any) -> list[Outgoing]:
         """The first request's answer; the request itself (and, once sent, the answer) then freed."""
@@ -349,6 +391,7 @@ class _Pump:
     async def _send(self, outgoing: Iterable[Outgoing]) -> None:
         write = self.context.write
         sent = self.services.observer.sent
+        budget = self.services.budget
         for out in outgoing:
             start = self.write_started = time.perf_counter()
             self.writing = True
@@ -366,4 +409,11 @@ class _Pump:
             finally:
                 self.write_started = None
                 self.writing = False
+                # Released once gRPC has passed the whole message through HTTP/2 flow control (the
+                # write completes no sooner; budget.py), or when the write is abandoned: the stream
+                # then ends (a message blocked by a peer that stopped reading may stay with gRPC
+                # until that peer goes, as _end says).
+                size = len(out.payload)
+                self.charged -= size
+                budget.release(size)
             sent(self.conn, out.type_url, out.resources, len(out.payload), time.perf_counter() - start)
