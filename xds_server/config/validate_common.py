@@ -6,6 +6,8 @@ Mirrors istio/istio `pkg/config/validation/validation.go` (`ValidateAlphaWorkloa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from google.protobuf.duration_pb2 import Duration
 
 from xds_server._proto import istio_config_pb2 as pb
@@ -16,15 +18,23 @@ _TLS = pb.ServerTLSSettings
 
 
 def workload_selector(sel: pb.WorkloadSelector, path: str, report: Report, applies_to: str) -> None:
-    for key, value in sel.labels.items():
-        here = f"{path}.labels[{key}]"
+    selector_labels(sel.labels.items(), f"{path}.labels", path, report, applies_to)
+
+
+def selector_labels(labels: Iterable[tuple[str, str]], labels_path: str, path: str, report: Report,
+                    applies_to: str) -> None:
+    """istiod's selector label checks (validation.go validateWorkloadSelector), shared by every kind."""
+    empty = True
+    for key, value in labels:
+        empty = False
+        here = f"{labels_path}[{key}]"
         if not key:
-            report.error(f"{path}.labels", "empty key is not supported in selector")
+            report.error(labels_path, "empty key is not supported in selector")
         elif "*" in key or "*" in value:
             report.error(here, f"wildcard is not supported in selector: {key}={value}")
         else:
             report.check(here, label_key_error(key) or label_value_error(value))
-    if not sel.labels:
+    if empty:
         report.warn(path, f"workload selector specified without labels; applies to {applies_to}")
 
 

@@ -57,25 +57,13 @@ def validate_destination_rule(spec: pb.DestinationRule, namespace: str, report: 
             report.error("spec.exportTo", "destination rule with workload selector cannot have multiple entries "
                          "in exportTo")
     if selector:
-        _policy_selector(spec.workload_selector, "spec.workloadSelector", report)
+        common.selector_labels(sorted(spec.workload_selector.match_labels.items()), "spec.workloadSelector.matchLabels",
+                               "spec.workloadSelector", report, "every workload in the namespace")
 
 
 def _labels(labels: Mapping[str, str], path: str, report: Report) -> None:
     for key, value in sorted(labels.items()):
         report.check(f"{path}[{key}]", label_key_error(key) or label_value_error(value))
-
-
-def _policy_selector(sel: pb.PolicyWorkloadSelector, path: str, report: Report) -> None:
-    for key, value in sorted(sel.match_labels.items()):
-        here = f"{path}.matchLabels[{key}]"
-        if not key:
-            report.error(f"{path}.matchLabels", "empty key is not supported in selector")
-        elif "*" in key or "*" in value:
-            report.error(here, f"wildcard is not supported in selector: {key}={value}")
-        else:
-            report.check(here, label_key_error(key) or label_value_error(value))
-    if not sel.match_labels:
-        report.warn(path, "workload selector specified without labels; applies to every workload in the namespace")
 
 
 # ---------------------------------------------------------------- traffic policy
