@@ -207,3 +207,55 @@ def destination_rule_for(
         elif rule.namespace == proxy_namespace and all(proxy_labels.get(k) == v for k, v in rule.selector.items()):
             return rule
     return catch_all
+
+
+# ---------------------------------------------------------------- policy precedence
+_BLOCKS = ("load_balancer", "connection_pool", "outlier_detection", "tls")
+_EXTRAS = ("tunnel", "proxy_protocol", "retry_budget")
+
+
+def _for_port(policy: pb.TrafficPolicy, port: int) -> tuple[pb.TrafficPolicy, bool]:
+    """istio `GetPortLevelTrafficPolicy`: a `portLevelSettings` entry for `port` replaces the four
+    blocks wholesale (a block it omits is unset, not inherited), and the top-level tunnel,
+    proxyProtocol and retryBudget are not carried into it. The flag says whether one applied."""
+    for entry in policy.port_level_settings:
+        if entry.port.number == port:
+            out = pb.TrafficPolicy()
+            for block in _BLOCKS:
+                if entry.HasField(block):
+                    getattr(out, block).CopyFrom(getattr(entry, block))
+            return out, True
+    return policy, False
+
+
+def traffic_policy_for(rule: MergedDestinationRule | None, port: int, subset: str = "") -> pb.TrafficPolicy | None:
+    """The policy of cluster (port, subset): subset port-level > subset > DR port-level > DR
+    (istio `MergeSubsetTrafficPolicy`). A subset's policy overrides each of the four blocks it
+    sets, all four when it has a port-level entry for `port`, and tunnel / proxyProtocol /
+    retryBudget when set. None when the rule sets nothing for the cluster. Treat as read-only."""
+    if rule is None:
+        return None
+    spec = rule.spec
+    base: pb.TrafficPolicy | None = None
+    if spec.HasField("traffic_policy"):
+        base, _ = _for_port(spec.traffic_policy, port)
+    if not subset:
+        return base
+    chosen = next((s for s in spec.subsets if s.name == subset), None)
+    if chosen is None or not chosen.HasField("traffic_policy"):
+        return base
+    own, port_level = _for_port(chosen.traffic_policy, port)
+    if base is None:
+        return own
+    out = pb.TrafficPolicy()
+    out.CopyFrom(base)
+    for block in _BLOCKS:
+        if port_level:
+            out.ClearField(block)
+        if own.HasField(block):
+            getattr(out, block).CopyFrom(getattr(own, block))
+    for extra in _EXTRAS:
+        if own.HasField(extra):
+            getattr(out, extra).CopyFrom(getattr(own, extra))
+    del out.port_level_settings[:]
+    return out

@@ -19,7 +19,7 @@ Cost follows the Sidecar: without a `*/` import, only the named namespaces' serv
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -30,63 +30,16 @@ from xds_server.config.mesh import ALLOW_ANY
 from xds_server.config.protocol import Protocol
 from xds_server.memo import Memo
 from xds_server.mesh import names
+from xds_server.mesh.destination_rules import MergedDestinationRule, destination_rule_for
+from xds_server.mesh.host_imports import HostImports
+from xds_server.mesh.rules import TrafficRules, traffic_rules
 from xds_server.mesh.services import ServiceModel, ServiceRegistry, registry_for
+from xds_server.mesh.virtual_services import ResolvedVirtualService, select_virtual_services
 from xds_server.store.view import StoreView
 
-WILDCARD_NAMESPACE = "*"
-CURRENT_NAMESPACE = "."
 DEFAULT_HOSTS = ("*/*",)
 # No Sidecar, or one without egress: import every service (istiod's DefaultSidecarScopeForNamespace).
 _DEFAULT_EGRESS = (SidecarEgress(None, hosts=DEFAULT_HOSTS),)
-
-
-# ------------------------------------------------------------------ host matching
-def host_matches(service_host: str, imported: str) -> bool:
-    """istio host.Name.SubsetOf: is every name the service answers covered by the import?"""
-    if service_host.startswith("*"):
-        return imported.startswith("*") and service_host[1:].endswith(imported[1:])
-    if imported.startswith("*"):
-        return service_host.endswith(imported[1:])
-    return service_host == imported
-
-
-@dataclass(frozen=True, slots=True)
-class HostImports:
-    """Parsed `hosts`: imports and exclusions by namespace ("*" = any namespace)."""
-
-    imports: Mapping[str, tuple[str, ...]]
-    exclusions: Mapping[str, tuple[str, ...]]
-
-    @classmethod
-    def parse(cls, hosts: Iterable[str], config_namespace: str) -> HostImports:
-        imports: dict[str, list[str]] = {}
-        exclusions: dict[str, list[str]] = {}
-        for entry in hosts:
-            ns, sep, host = entry.partition("/")
-            if not sep or not host:
-                continue  # istiod logs and ignores entries that are not namespace/dnsName
-            target = imports
-            if ns.startswith("~"):
-                target, ns = exclusions, ns[1:] or WILDCARD_NAMESPACE
-            if ns == CURRENT_NAMESPACE:
-                ns = config_namespace
-            target.setdefault(ns, []).append(host)
-        return cls({k: tuple(v) for k, v in imports.items()}, {k: tuple(v) for k, v in exclusions.items()})
-
-    def namespaces(self) -> frozenset[str] | None:
-        """Namespaces whose services can match; None when a `*/` entry means all of them."""
-        if WILDCARD_NAMESPACE in self.imports:
-            return None
-        return frozenset(self.imports)
-
-    def selects(self, svc: ServiceModel) -> bool:
-        for ns in (svc.namespace, WILDCARD_NAMESPACE):
-            if any(host_matches(svc.hostname, h) for h in self.exclusions.get(ns, ())):
-                return False
-        own = self.imports.get(svc.namespace)
-        if own is not None:
-            return any(host_matches(svc.hostname, h) for h in own)
-        return any(host_matches(svc.hostname, h) for h in self.imports.get(WILDCARD_NAMESPACE, ()))
 
 
 # ------------------------------------------------------------------ scope types
@@ -101,6 +54,9 @@ class EgressListener:
     bind: str
     capture_none: bool  # captureMode NONE
     services: tuple[ServiceModel, ...]
+    # The `mesh` VirtualServices this listener imports, in istiod's order (private, exported,
+    # public; oldest first): mesh/virtual_services.py select_virtual_services.
+    virtual_services: tuple[ResolvedVirtualService, ...] = ()
 
     @property
     def is_http_proxy(self) -> bool:
@@ -134,6 +90,7 @@ class Scope:
     egress: tuple[EgressListener, ...]
     services: tuple[ServiceModel, ...]  # union over egress listeners: CDS/EDS
     policy: OutboundPolicy
+    rules: TrafficRules | None = field(default=None, repr=False)  # None: no VirtualService/DestinationRule
     _by_host: dict[str, ServiceModel] = field(default_factory=dict, repr=False)
     # What it was built from (registry, namespace, Sidecar, mesh outbound policy): the memo key.
     origin: tuple[object, ...] = field(default=(), repr=False)
@@ -150,6 +107,14 @@ class Scope:
     def namespaces(self) -> frozenset[str]:
         """Namespaces of the imported services: a Pod elsewhere changes nothing here."""
         return frozenset(s.namespace for s in self.services)
+
+    def destination_rule(self, hostname: str, service_namespace: str,
+                         traits: ProxyTraits) -> MergedDestinationRule | None:
+        """The DestinationRule for this scope's proxies (with these traits' labels) and a host."""
+        if self.rules is None:
+            return None
+        return destination_rule_for(self.rules.destination_rules, self.namespace, traits.label_map, hostname,
+                                    service_namespace)
 
     def egress_for_route(self, port: int, bind: str = "") -> EgressListener | None:
         """istio GetEgressListenerForRDS: first listener on that port (unix: same bind), else portless."""
@@ -174,7 +139,8 @@ def scope_for(view: StoreView, namespace: str, sidecar: IstioSidecar | None, mem
     dropped it while no push needed it).
     """
     registry = registry_for(view, memo)
-    key = ("scope", registry, namespace, sidecar, view.mesh.outbound_traffic_policy)
+    rules = traffic_rules(view, memo)
+    key = ("scope", registry, namespace, sidecar, view.mesh.outbound_traffic_policy, rules)
     if hint is not None and hint.origin == key:
         return memo.get(key, _given, hint)
     return memo.get(key, build_scope, view, namespace, sidecar, memo, key)
@@ -187,10 +153,11 @@ def _given(value: Scope) -> Scope:
 def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, memo: Memo,
                 origin: tuple[object, ...] = ()) -> Scope:
     registry = registry_for(view, memo)
+    rules = traffic_rules(view, memo)
     spec = sidecar.spec if sidecar is not None else None
     entries = sidecar.egress if sidecar is not None and sidecar.egress else _DEFAULT_EGRESS
     imports = [HostImports.parse(entry.hosts, namespace) for entry in entries]
-    egress = tuple(_egress_listener(i, e, hosts, registry, namespace)
+    egress = tuple(_egress_listener(i, e, hosts, registry, namespace, rules)
                    for i, (e, hosts) in enumerate(zip(entries, imports, strict=True)))
     watched: set[str] = set()
     every_namespace = False
@@ -200,12 +167,14 @@ def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, m
             every_namespace = True
             break
         watched |= only
-    return Scope(namespace, sidecar, egress, _union(egress), _policy(view, spec), origin=origin,
+    has_rules = bool(view.virtual_services or view.destination_rules)
+    return Scope(namespace, sidecar, egress, _union(egress), _policy(view, spec), rules if has_rules else None,
+                 origin=origin,
                  watched=None if every_namespace else frozenset(watched))
 
 
 def _egress_listener(index: int, entry: SidecarEgress, hosts: HostImports, registry: ServiceRegistry,
-                     namespace: str) -> EgressListener:
+                     namespace: str, rules: TrafficRules) -> EgressListener:
     sidecar_port = entry.port
     listener = EgressListener(
         index=index,
@@ -228,7 +197,8 @@ def _egress_listener(index: int, entry: SidecarEgress, hosts: HostImports, regis
                 continue
             svc = svc.with_ports((port,))
         imported.append(svc)
-    return replace(listener, services=_one_namespace_per_host(imported, namespace))
+    return replace(listener, services=_one_namespace_per_host(imported, namespace),
+                   virtual_services=select_virtual_services(rules.virtual_services, namespace, hosts))
 
 
 def _one_namespace_per_host(imported: list[ServiceModel], namespace: str) -> tuple[ServiceModel, ...]:
@@ -279,6 +249,13 @@ class ProxyTraits:
     unprivileged: bool = False
     dns_domain: str = "default.svc.cluster.local"
     self_ip: str = ""  # first instance IP: headless listeners skip it (set only when it matters)
+    # The proxy's labels whose keys some VirtualService `sourceLabels` or DestinationRule
+    # `workloadSelector` tests (mesh/rules.py label_keys), sorted: only these shape outbound config.
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
 
     @property
     def wildcard(self) -> str:

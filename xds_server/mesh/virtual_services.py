@@ -27,7 +27,7 @@ from xds_server.config import IstioVirtualService, ObjectRef
 from xds_server.config.hostname import matches, more_specific, subset_of
 from xds_server.config.mesh import MeshConfig
 from xds_server.mesh.exports import ExportTo, resolve_export_to
-from xds_server.mesh.scope import WILDCARD_NAMESPACE, HostImports
+from xds_server.mesh.host_imports import WILDCARD_NAMESPACE, HostImports
 
 MESH_GATEWAY = "mesh"
 

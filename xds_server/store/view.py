@@ -12,8 +12,10 @@ from functools import cached_property
 
 from xds_server.config import (
     ConfigObject,
+    IstioDestinationRule,
     IstioServiceEntry,
     IstioSidecar,
+    IstioVirtualService,
     Kind,
     MeshConfig,
     Namespace,
@@ -141,6 +143,14 @@ class StoreView:
     @cached_property
     def sidecars(self) -> tuple[IstioSidecar, ...]:
         return tuple(self._of_kind(Kind.SIDECAR))  # type: ignore[arg-type]
+
+    @cached_property
+    def virtual_services(self) -> tuple[IstioVirtualService, ...]:
+        return tuple(self._of_kind(Kind.VIRTUAL_SERVICE))  # type: ignore[arg-type]
+
+    @cached_property
+    def destination_rules(self) -> tuple[IstioDestinationRule, ...]:
+        return tuple(self._of_kind(Kind.DESTINATION_RULE))  # type: ignore[arg-type]
 
     @cached_property
     def namespaces(self) -> tuple[Namespace, ...]:

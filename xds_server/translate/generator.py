@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from xds_server.config import IstioSidecar, Kind, ObjectRef
 from xds_server.memo import Memo
 from xds_server.mesh.proxy import Proxy
+from xds_server.mesh.rules import traffic_rules
 from xds_server.mesh.scope import ProxyTraits, Scope, scope_for
 from xds_server.mesh.services import Endpoint, Port, ServiceModel, endpoints_of
 from xds_server.mesh.workload import Workload, sidecar_for, workload_of
@@ -73,14 +74,16 @@ def _stable(fresh: Outbound, last: Outbound | None) -> Outbound:
     return kept
 
 
-def traits_of(workload: Workload) -> ProxyTraits:
+def traits_of(workload: Workload, label_keys: frozenset[str] = frozenset()) -> ProxyTraits:
     proxy = workload.proxy
     ips = workload.ips
+    labels = workload.labels
     return ProxyTraits(
         interception=proxy.interception_mode,
         ipv6_only=bool(ips) and all(envoy.is_ipv6(ip) for ip in ips),
         unprivileged=proxy.unprivileged,
         dns_domain=proxy.dns_domain,
+        labels=tuple(sorted((k, labels[k]) for k in label_keys if k in labels)) if label_keys else (),
     )
 
 
@@ -225,6 +228,7 @@ class _ProxyParts:
     sidecar: IstioSidecar | None
     by_name: bool  # the Pod was found by namespace/name (else by IP, or not at all)
     traits: ProxyTraits
+    label_keys: frozenset[str]  # what `traits.labels` was cut to (mesh/rules.py)
     inbound_clusters: tuple[Built, ...]
     inbound_listeners: tuple[Built, ...]
 
@@ -234,8 +238,9 @@ def _build_parts(view: StoreView, proxy: Proxy, memo: Memo) -> _ProxyParts:
     sidecar = sidecar_for(view, workload)
     inbound = build_inbound(view, workload, sidecar, memo, domain_suffix=view.domain_suffix)
     by_name = workload.pod is not None and workload.pod.meta.name == proxy.pod_name
-    return _ProxyParts(proxy, workload, sidecar, by_name, traits_of(workload), tuple(inbound.clusters),
-                       tuple(inbound.listeners))
+    label_keys = traffic_rules(view, memo).label_keys
+    return _ProxyParts(proxy, workload, sidecar, by_name, traits_of(workload, label_keys), label_keys,
+                       tuple(inbound.clusters), tuple(inbound.listeners))
 
 
 @dataclass(slots=True, eq=False)
@@ -295,6 +300,9 @@ def generate(view: StoreView, proxy: Proxy, memo: Memo, previous: Previous | Non
             parts = last.parts  # its own side cannot have changed
     if parts is None:
         parts = _build_parts(view, proxy, memo)
+    elif (label_keys := traffic_rules(view, memo).label_keys) != parts.label_keys:
+        # The rules now test other labels of client proxies: same own side, other traits.
+        parts = replace(parts, traits=traits_of(parts.workload, label_keys), label_keys=label_keys)
     scope = scope_for(view, proxy.namespace, parts.sidecar, memo, last.scope if last is not None else None)
     self_ip = parts.workload.ips[0] if parts.workload.ips else ""
     plan = _plan_for(view, scope, parts.traits, self_ip, memo, last.plan if last is not None else None, valid_at)

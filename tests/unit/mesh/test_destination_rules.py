@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import IstioDestinationRule
 from xds_server.config.mesh import MeshConfig
 from xds_server.config.parse import parse
@@ -16,6 +17,7 @@ from xds_server.mesh.destination_rules import (
     destination_rules_for,
     index_destination_rules,
     most_specific_host,
+    traffic_policy_for,
 )
 
 MESH = MeshConfig(root_namespace="istio-system")
@@ -163,3 +165,47 @@ def test_the_seed_ratings_rule_is_found_from_its_namespace_and_from_elsewhere() 
     host = "ratings.prod-us1.svc.cluster.local"
     assert lookup([obj], "prod-us1", host, "prod-us1") == ["DestinationRule/prod-us1/ratings-istio-mtls-exception"]
     assert lookup([obj], "frontend", host, "prod-us1") == ["DestinationRule/prod-us1/ratings-istio-mtls-exception"]
+
+
+# ------------------------------------------------------------ policy precedence (istio MergeSubsetTrafficPolicy)
+def _policy_rule() -> Any:
+    rule = dr("pol", "prod", trafficPolicy={
+        "loadBalancer": {"simple": "ROUND_ROBIN"},
+        "connectionPool": {"tcp": {"maxConnections": 10}},
+        "tunnel": {"protocol": "CONNECT", "targetHost": "t.example", "targetPort": 8080},
+        "portLevelSettings": [{"port": {"number": 9080}, "outlierDetection": {"consecutive5xxErrors": 3}}],
+    }, subsets=[
+        {"name": "v1", "labels": {"version": "v1"}, "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}}},
+        {"name": "v2", "labels": {"version": "v2"}, "trafficPolicy": {
+            "portLevelSettings": [{"port": {"number": 9080}, "tls": {"mode": "SIMPLE"}}]}},
+        {"name": "v3", "labels": {"version": "v3"}},
+    ])
+    return destination_rule_for(index_destination_rules([rule], MESH), "prod", {}, REVIEWS, "prod")
+
+
+def test_policy_top_level_and_port_level_replaces_wholesale() -> None:
+    rule = _policy_rule()
+    top = traffic_policy_for(rule, 8080)
+    assert top is not None and top.load_balancer.simple == pb.LoadBalancerSettings.ROUND_ROBIN
+    assert top.connection_pool.tcp.max_connections == 10 and top.HasField("tunnel")
+    port = traffic_policy_for(rule, 9080)
+    # The port-level entry replaces the four blocks: LB and pool fall back to defaults, tunnel dropped.
+    assert port is not None and port.outlier_detection.consecutive_5xx_errors == 3
+    assert not port.HasField("load_balancer") and not port.HasField("connection_pool")
+    assert not port.HasField("tunnel")
+    assert traffic_policy_for(None, 9080) is None
+
+
+def test_policy_subset_overrides_blocks_it_sets() -> None:
+    rule = _policy_rule()
+    v1 = traffic_policy_for(rule, 8080, "v1")
+    assert v1 is not None and v1.load_balancer.simple == pb.LoadBalancerSettings.RANDOM
+    assert v1.connection_pool.tcp.max_connections == 10  # kept from the DR
+    v2 = traffic_policy_for(rule, 9080, "v2")
+    # The subset's port-level entry overrides all four blocks: the DR's port-level outlier is gone.
+    assert v2 is not None and v2.tls.mode == pb.ClientTLSSettings.SIMPLE
+    assert not v2.HasField("outlier_detection")
+    v2_other_port = traffic_policy_for(rule, 8080, "v2")
+    assert v2_other_port is not None and v2_other_port.load_balancer.simple == pb.LoadBalancerSettings.ROUND_ROBIN
+    v3 = traffic_policy_for(rule, 8080, "v3")
+    assert v3 is not None and v3.connection_pool.tcp.max_connections == 10  # no policy of its own

@@ -17,7 +17,8 @@ from tests.unit.translate.outbound_support import (
     view_of,
 )
 from xds_server.mesh import names
-from xds_server.mesh.scope import HostImports, host_matches
+from xds_server.mesh.host_imports import HostImports, host_matches
+from xds_server.mesh.scope import ProxyTraits
 
 MESH_SERVICES = (
     svc("a", "ns1", created=1) + svc("b", "ns1", created=2) + svc("c", "ns2", created=3)
@@ -246,3 +247,42 @@ def test_kubernetes_service_beats_service_entry_with_the_same_host() -> None:
     view = view_of(svc("a", "ns1", created=5), se)
     (chosen,) = scope_of(view, proxy()).services
     assert chosen.is_kubernetes
+
+
+# ------------------------------------------------------------------ VirtualServices and DestinationRules
+def _vs(name: str, ns: str, host: str, created: int) -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: {ns}, creationTimestamp: "2026-01-01T00:00:{created:02d}Z"}}
+spec:
+  hosts: [{host}]
+  http: [{{route: [{{destination: {{host: {host}}}}}]}}]
+---
+"""
+
+
+def test_each_egress_listener_selects_the_virtual_services_it_imports() -> None:
+    view = view_of(MESH_SERVICES, _vs("to-a", "ns1", "a", 1), _vs("to-c", "ns2", "c", 2),
+                   sidecar("egress: [{port: {number: 9080, protocol: HTTP, name: h}, hosts: ['ns1/*']},"
+                           " {hosts: ['*/*']}]"))
+    scope = scope_of(view, proxy())
+    assert [vs.ref.name for vs in scope.egress[0].virtual_services] == ["to-a"]
+    assert [vs.ref.name for vs in scope.egress[1].virtual_services] == ["to-a", "to-c"]
+
+
+def test_scope_finds_the_destination_rule_and_follows_the_rules_object() -> None:
+    dr = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a, namespace: ns1}
+spec: {host: a, subsets: [{name: v1, labels: {version: v1}}]}
+---
+"""
+    plain = view_of(MESH_SERVICES)
+    assert scope_of(plain, proxy()).rules is None
+    view = view_of(MESH_SERVICES, dr)
+    scope = scope_of(view, proxy())
+    rule = scope.destination_rule("a.ns1.svc.cluster.local", "ns1", ProxyTraits())
+    assert rule is not None and [s.name for s in rule.spec.subsets] == ["v1"]
+    assert scope.destination_rule("b.ns1.svc.cluster.local", "ns1", ProxyTraits()) is None

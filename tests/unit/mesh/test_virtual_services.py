@@ -10,7 +10,7 @@ import yaml
 from xds_server.config import IstioVirtualService, ObjectRef
 from xds_server.config.mesh import MeshConfig
 from xds_server.config.parse import parse
-from xds_server.mesh.scope import HostImports
+from xds_server.mesh.host_imports import HostImports
 from xds_server.mesh.virtual_services import (
     has_conflict,
     index_virtual_services,
