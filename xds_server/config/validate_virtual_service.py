@@ -252,6 +252,12 @@ def _http_match(match: pb.HTTPMatchRequest, path: str, report: Report) -> None:
             http_rules.string_match(getattr(match, field), f"{path}.{field}", report)
     for name in sorted(match.query_params):
         http_rules.string_match(match.query_params[name], f"{path}.queryParams[{name}]", report)
+    _static_filters(match, path, report)
+
+
+def _static_filters(match: pb.HTTPMatchRequest | pb.TLSMatchAttributes | pb.L4MatchAttributes, path: str,
+                    report: Report) -> None:
+    """The match fields every route kind shares: port, sourceLabels, gateways, sourceNamespace."""
     if match.port:
         report.check(f"{path}.port", port_error(match.port))
     _labels(match.source_labels, f"{path}.sourceLabels", report)
@@ -440,12 +446,7 @@ def _sni_host(sni: str, spec: pb.VirtualService, to_gateway: bool, path: str, re
 def _l4_common(match: pb.TLSMatchAttributes | pb.L4MatchAttributes, path: str, report: Report) -> None:
     for k, subnet in enumerate(match.destination_subnets):
         report.check(f"{path}.destinationSubnets[{k}]", ip_subnet_error(subnet))
-    if match.port:
-        report.check(f"{path}.port", port_error(match.port))
-    _labels(match.source_labels, f"{path}.sourceLabels", report)
-    gateway_names(list(match.gateways), f"{path}.gateways", report)
-    if match.source_namespace and not is_dns1123_label(match.source_namespace):
-        report.error(f"{path}.sourceNamespace", f"sourceNamespace match {match.source_namespace!r} is invalid")
+    _static_filters(match, path, report)
 
 
 def _tcp_route(route: pb.TCPRoute, path: str, report: Report) -> None:
