@@ -26,7 +26,6 @@ from xds_server.memo import Memo
 from xds_server.mesh import names
 from xds_server.mesh.scope import ProxyTraits, Scope
 from xds_server.mesh.services import UNSPECIFIED_IP, Port, Registry, Resolution, ServiceModel, endpoints_of
-from xds_server.mesh.virtual_services import ResolvedVirtualService
 from xds_server.resources import Built, TypeUrl
 from xds_server.store.view import StoreView
 from xds_server.translate import envoy, tcp_routes
@@ -121,15 +120,18 @@ class _Builder:
     entries: dict[tuple[str, int], _Entry] = field(default_factory=dict)
     headless_ips: set[str] = field(default_factory=set)
     # The current egress listener's VirtualServices with tcp or tls routes (tcp_routes.py).
-    l4_rules: tuple[ResolvedVirtualService, ...] = ()
+    l4_rules: tcp_routes.L4Rules = tcp_routes.NO_L4_RULES
+    chain_context: tcp_routes.ChainContext | None = None
 
     # ---------------------------------------------------------- per egress listener
     def build(self) -> None:
         t = self.traits
+        hosts = self.memo.get(("tcp-policy-hosts", self.scope.rules), tcp_routes.policy_hosts, self.scope.rules)
+        self.chain_context = tcp_routes.ChainContext(self.scope, t, hosts)
         for egress in self.scope.egress:
             bind_to_port = not t.capture or egress.capture_none or is_unix(egress.bind)
             bind = egress.bind or (t.localhost if bind_to_port else "")
-            self.l4_rules = tcp_routes.l4_virtual_services(egress.virtual_services)
+            self.l4_rules = tcp_routes.L4Rules.of(egress.virtual_services)
             if egress.port is not None:
                 if not self._can_bind(bind_to_port, bind, egress.port, egress.protocol):
                     continue
@@ -273,7 +275,8 @@ class _Builder:
                 addr = ""
             if cidrs or not addr or (addr == self.traits.wildcard and bind == self.traits.wildcard):
                 sni = (svc.hostname,)
-        chains = tcp_routes.service_chains(self.scope, self.traits, svc, self.l4_rules, number, tls, cidrs, sni)
+        assert self.chain_context is not None
+        chains = tcp_routes.service_chains(self.chain_context, svc, self.l4_rules, number, tls, cidrs, sni)
         mongo = proto is Protocol.MONGO
         return [ChainOpt(sni_hosts=c.sni_hosts, cidrs=c.cidrs, tcp=c.tcp, mongo=mongo, config=c.config)
                 for c in chains]

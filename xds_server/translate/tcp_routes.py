@@ -33,8 +33,8 @@ The results are frozen values: they are part of the listener's memo key (listene
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2
@@ -44,9 +44,10 @@ from google.protobuf import duration_pb2, struct_pb2
 from google.protobuf.message import Message
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.config.hostname import matches
+from xds_server.config.hostname import is_wildcarded, matches, subset_of
 from xds_server.mesh import names
 from xds_server.mesh.destination_rules import MergedDestinationRule
+from xds_server.mesh.rules import TrafficRules
 from xds_server.mesh.scope import ProxyTraits, Scope
 from xds_server.mesh.services import ServiceModel
 from xds_server.mesh.virtual_services import MESH_GATEWAY, ResolvedVirtualService
@@ -103,22 +104,99 @@ class L4Chain:
     config: str = ""  # the VirtualService that made it, as chain metadata `istio.config`
 
 
-def l4_virtual_services(selected: Iterable[ResolvedVirtualService]) -> tuple[ResolvedVirtualService, ...]:
-    """The VirtualServices of an egress listener that can shape L4 chains at all."""
-    return tuple(vs for vs in selected if vs.spec.tcp or vs.spec.tls)
+@dataclass(frozen=True, slots=True)
+class L4Rules:
+    """One egress listener's VirtualServices that have tcp or tls routes, indexed by host so that
+    finding a service's (istio `getConfigsForHost`) does not test every one against every service."""
+
+    ordered: tuple[ResolvedVirtualService, ...] = ()
+    exact: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    wildcards: tuple[tuple[int, str], ...] = ()  # (position, wildcard host)
+
+    @classmethod
+    def of(cls, selected: Iterable[ResolvedVirtualService]) -> L4Rules:
+        ordered = tuple(vs for vs in selected if vs.spec.tcp or vs.spec.tls)
+        if not ordered:
+            return NO_L4_RULES
+        exact: dict[str, list[int]] = {}
+        wildcards: list[tuple[int, str]] = []
+        for i, vs in enumerate(ordered):
+            for host in vs.spec.hosts:
+                if is_wildcarded(host):
+                    wildcards.append((i, host))
+                else:
+                    exact.setdefault(host, []).append(i)
+        return cls(ordered, {h: tuple(v) for h, v in exact.items()}, tuple(wildcards))
+
+    def for_host(self, hostname: str) -> list[ResolvedVirtualService]:
+        """Every VirtualService one of whose hosts `Matches` the hostname, in listener order."""
+        if not self.ordered:
+            return []
+        if is_wildcarded(hostname):
+            return [vs for vs in self.ordered if any(matches(h, hostname) for h in vs.spec.hosts)]
+        found = set(self.exact.get(hostname, ()))
+        found.update(i for i, host in self.wildcards if matches(host, hostname))
+        return [self.ordered[i] for i in sorted(found)]
 
 
-def service_chains(scope: Scope, traits: ProxyTraits, svc: ServiceModel,
-                   virtual_services: Sequence[ResolvedVirtualService], port: int, tls: bool,
+NO_L4_RULES = L4Rules()
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyHosts:
+    """The hosts of the DestinationRules that set anything a tcp_proxy reads. A service matching
+    none of them gets no such field whatever rule the lookup would find, so it is not looked up."""
+
+    exact: frozenset[str] = frozenset()
+    wildcards: tuple[str, ...] = ()
+
+    def may_match(self, hostname: str) -> bool:
+        if hostname in self.exact:
+            return True
+        return any(subset_of(hostname, w) for w in self.wildcards)
+
+
+NO_POLICY_HOSTS = PolicyHosts()
+
+
+def policy_hosts(rules: TrafficRules | None) -> PolicyHosts:
+    if rules is None:
+        return NO_POLICY_HOSTS
+    hosts = {rule.host for rule in rules.destination_rules.rules() if _sets_tcp_proxy_fields(rule.spec)}
+    return PolicyHosts(frozenset(h for h in hosts if not is_wildcarded(h)),
+                       tuple(sorted(h for h in hosts if is_wildcarded(h))))
+
+
+def _sets_tcp_proxy_fields(spec: pb.DestinationRule) -> bool:
+    policies = [spec.traffic_policy] if spec.HasField("traffic_policy") else []
+    policies += [s.traffic_policy for s in spec.subsets if s.HasField("traffic_policy")]
+    for policy in policies:
+        tcp = policy.connection_pool.tcp
+        if (tcp.HasField("idle_timeout") or tcp.HasField("max_connection_duration") or policy.HasField("tunnel")
+                or policy.load_balancer.consistent_hash.use_source_ip):
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class ChainContext:
+    """What every service port of one outbound build shares."""
+
+    scope: Scope
+    traits: ProxyTraits
+    policy_hosts: PolicyHosts
+
+
+def service_chains(ctx: ChainContext, svc: ServiceModel, rules: L4Rules, port: int, tls: bool,
                    cidrs: tuple[str, ...], default_sni: tuple[str, ...]) -> list[L4Chain]:
     """The network chains of `svc` on `port` (the port being built; 0 for a unix socket).
 
     `cidrs` is the service's own CIDR match (a CIDR address), `default_sni` the server names of its
-    default TLS chain (VIP-less TLS ports); `virtual_services` the egress listener's
-    (`l4_virtual_services`)."""
-    hostname = svc.hostname
-    configs = [vs for vs in virtual_services if any(matches(h, hostname) for h in vs.spec.hosts)]
-    builder = _ChainBuilder(scope, traits, port)
+    default TLS chain (VIP-less TLS ports); `rules` the egress listener's."""
+    configs = rules.for_host(svc.hostname)
+    builder = _ChainBuilder(ctx.scope, ctx.traits, port, ctx.policy_hosts)
+    if not configs:
+        return [L4Chain(builder.default_proxy(svc), default_sni if tls else (), cidrs)]
     if tls:
         chains = builder.tls_chains(configs, cidrs)
         if chains:
@@ -133,6 +211,8 @@ def service_chains(scope: Scope, traits: ProxyTraits, svc: ServiceModel,
 def _first_of_each_match(chains: list[L4Chain]) -> list[L4Chain]:
     """Envoy rejects a listener with two chains of one match; the first one is the one a
     connection would meet (istiod emits both, and the listener is rejected)."""
+    if len(chains) < 2:
+        return chains
     seen: set[tuple[frozenset[str], frozenset[str]]] = set()
     out = []
     for chain in chains:
@@ -149,6 +229,7 @@ class _ChainBuilder:
     scope: Scope
     traits: ProxyTraits
     port: int
+    policy_hosts: PolicyHosts
 
     # ------------------------------------------------------------ static predicates
     def _applies(self, match: pb.L4MatchAttributes | pb.TLSMatchAttributes) -> bool:
@@ -244,6 +325,8 @@ class _ChainBuilder:
         return names.outbound_cluster(port, dest.host, dest.subset)
 
     def _destination_rule(self, svc: ServiceModel) -> MergedDestinationRule | None:
+        if not self.policy_hosts.may_match(svc.hostname):
+            return None
         return self.scope.destination_rule(svc.hostname, svc.namespace, self.traits)
 
 

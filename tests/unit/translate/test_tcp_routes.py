@@ -325,3 +325,13 @@ def test_egress_listener_virtual_services_only() -> None:
     both = sidecar("egress: [{hosts: ['./*', 'team/*']}]")
     (chain,) = front_listener(*services(), rules, both).filter_chains
     assert targets(chain) == {f"outbound|9000||{V1}": 1}
+
+
+def test_most_specific_destination_rule_wins_even_without_tcp_fields() -> None:
+    wildcard = dr("host: '*.default.svc.cluster.local'\ntrafficPolicy: {connectionPool: {tcp: {idleTimeout: 30s}}}",
+                  name="all")
+    exact = dr("host: front\ntrafficPolicy: {loadBalancer: {simple: RANDOM}}", name="front")
+    (chain,) = front_listener(*services(), wildcard).filter_chains
+    assert tcp_proxy(chain).idle_timeout.seconds == 30
+    (chain,) = front_listener(*services(), wildcard, exact).filter_chains
+    assert not tcp_proxy(chain).HasField("idle_timeout")  # the exact rule shadows the wildcard one
