@@ -44,6 +44,25 @@ print(json.dumps(out))
 """
 
 
+# One connection: a line and its echo, then how long until the peer closes the idle connection.
+IDLE_CLOSE = """
+import json, socket, sys, time
+host, port, wait = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.create_connection((host, port), timeout=5)
+s.sendall(b"x\\n")
+reply = s.makefile("rb").readline().decode().strip()
+s.settimeout(wait)
+start = time.monotonic()
+try:
+    closed = s.recv(1) == b""
+except socket.timeout:
+    closed = False
+except ConnectionResetError:
+    closed = True
+print(json.dumps({"reply": reply, "closed": closed, "after": time.monotonic() - start}))
+"""
+
+
 def fqdn(name: str) -> str:
     return f"{name}.default.svc.cluster.local"
 
@@ -209,6 +228,42 @@ def test_destination_subnets_steer_only_those_addresses(world: World) -> None:
         world.mesh.delete("vs-subnets")
     wait_for(lambda: connect_many(world.client, decoy, 7000, 1) == Counter({"decoy x": 1}), timeout=20,
              what="decoy reached directly again")
+
+
+def test_destination_rule_idle_timeout_closes_idle_tcp_connections(world: World) -> None:
+    """ConnectionPoolSettings.TCPSettings.idleTimeout: "The idle timeout for TCP connections. The
+    idle timeout is defined as the period in which there are no bytes sent or received on either
+    the upstream or downstream connection." With 1s the client sidecar closes a connection that
+    went quiet after one echo; without the rule it stays open (Envoy's default is 1h)."""
+    vip, listener = world.vips["front"], f"{world.vips['front']}_9000"
+
+    def idle(wait: float) -> dict[str, Any]:
+        out = world.client.ns.exec(*PYTHON, "-c", IDLE_CLOSE, vip, "9000", str(wait), timeout=wait + 20)
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    def idle_timeout() -> str | None:
+        for chain in world.envoys["client"].listeners().get(listener, {}).get("filter_chains", []):
+            for f in chain.get("filters", []):
+                if f.get("name") == TCP_PROXY:
+                    return f.get("typed_config", {}).get("idle_timeout")
+        return None
+
+    control = idle(3)
+    assert control["reply"] == "front1 x" and not control["closed"], control
+    try:
+        world.mesh.apply("dr-idle", {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                                     "metadata": {"name": "front", "namespace": "default"},
+                                     "spec": {"host": fqdn("front"),
+                                              "trafficPolicy": {"connectionPool": {"tcp": {"idleTimeout": "1s"}}}}})
+        wait_for(lambda: idle_timeout() == "1s", timeout=20, what="tcp_proxy idle_timeout 1s",
+                 describe=lambda: f"idle_timeout {idle_timeout()}")
+        got = idle(10)
+        assert got["reply"] == "front1 x" and got["closed"], got
+        assert 0.8 <= got["after"] <= 5, got
+    finally:
+        world.mesh.delete("dr-idle")
+    wait_for(lambda: idle_timeout() is None, timeout=20, what="tcp_proxy without idle_timeout")
 
 
 def test_tls_route_by_sni_without_terminating(world: World) -> None:

@@ -335,3 +335,18 @@ def test_most_specific_destination_rule_wins_even_without_tcp_fields() -> None:
     assert tcp_proxy(chain).idle_timeout.seconds == 30
     (chain,) = front_listener(*services(), wildcard, exact).filter_chains
     assert not tcp_proxy(chain).HasField("idle_timeout")  # the exact rule shadows the wildcard one
+
+
+def test_explicit_egress_port_is_the_port_matched_and_built() -> None:
+    """An egress listener on 9100 imports front (which declares 9000 only): the listener is
+    front's VIP on 9100, a match on port 9100 applies there, and a destination without port on a
+    multi-port service takes 9100."""
+    front = svc("front", ip=FRONT_VIP, ports="[{name: tcp, port: 9000}, {name: tcp-alt, port: 9100}]")
+    multi = svc("multi", ip="10.96.0.13", ports="[{name: tcp-a, port: 9000}, {name: tcp-b, port: 9100}]")
+    rules = vs("hosts: [front]\ntcp:\n- match: [{port: 9000}]\n  route: [{destination: {host: tcp-v1}}]\n"
+               "- match: [{port: 9100}]\n  route: [{destination: {host: multi}}]")
+    egress = sidecar("egress: [{port: {number: 9100, protocol: TCP, name: t}, hosts: ['./*']}]")
+    s = snap(view_of(front, multi, *services()[1:], rules, egress))
+    (chain,) = listener(s, f"{FRONT_VIP}_9100").filter_chains
+    assert targets(chain) == {"outbound|9100||multi.default.svc.cluster.local": 1}
+    assert f"{FRONT_VIP}_9000" not in s.get(TypeUrl.LISTENER)
