@@ -63,6 +63,44 @@ print(json.dumps({"reply": reply, "closed": closed, "after": time.monotonic() - 
 """
 
 
+# A minimal HTTP/1.1 CONNECT proxy (what a tunnel target such as Squid does): READY once listening.
+CONNECT_PROXY = """
+import socket, sys, threading
+srv = socket.create_server(("0.0.0.0", int(sys.argv[1])), reuse_port=True)
+print("READY", flush=True)
+def pipe(a, b):
+    try:
+        while data := a.recv(65536):
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+def handle(c):
+    with c:
+        head = c.makefile("rb")
+        method, target, _ = head.readline().decode().split(" ", 2)
+        while head.readline() not in (b"\\r\\n", b"\\n", b""):
+            pass
+        if method != "CONNECT":
+            c.sendall(b"HTTP/1.1 405 Method Not Allowed\\r\\ncontent-length: 0\\r\\n\\r\\n")
+            return
+        host, _, port = target.rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=5) as up:
+            c.sendall(b"HTTP/1.1 200 OK\\r\\n\\r\\n")
+            back = threading.Thread(target=pipe, args=(up, c), daemon=True)
+            back.start()
+            pipe(c, up)
+            back.join()
+while True:
+    conn, _ = srv.accept()
+    threading.Thread(target=handle, args=(conn,), daemon=True).start()
+"""
+
+
 def fqdn(name: str) -> str:
     return f"{name}.default.svc.cluster.local"
 
@@ -150,6 +188,10 @@ def world(xds_mesh: Mesh) -> World:
     for name in ("ext1", "decoy"):
         p = pods[name] = m.add_pod(name)  # outside the registry
         p.serve_tcp_echo(7000)
+    p = pods["tunnel1"] = m.add_pod("tunnel1", labels={"app": "tunnel"})
+    p.ns.spawn("connect-proxy-3128", [*PYTHON, "-c", CONNECT_PROXY, "3128"], ready_line="READY")
+    m.register(p)
+    vips["tunnel"] = m.service("tunnel", ports=[{"name": "tcp", "port": 3128, "targetPort": 3128}]).vip
     m.apply("ext-entry", {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
                           "metadata": {"name": "ext", "namespace": "default"},
                           "spec": {"hosts": ["ext.e2e.example"], "location": "MESH_EXTERNAL",
@@ -164,6 +206,7 @@ def world(xds_mesh: Mesh) -> World:
         for app, name in {"secure": "secure1", "tls-alt": "alt1"}.items():
             envoy.wait_endpoints(cluster(app, 443), {f"{pods[name].ip}:443"})
         envoy.wait_listener("0.0.0.0_7000")
+        envoy.wait_endpoints(cluster("tunnel", 3128), {f"{pods['tunnel1'].ip}:3128"})
     return World(m, client, other, envoys, vips, pods)
 
 
@@ -264,6 +307,35 @@ def test_destination_rule_idle_timeout_closes_idle_tcp_connections(world: World)
     finally:
         world.mesh.delete("dr-idle")
     wait_for(lambda: idle_timeout() is None, timeout=20, what="tcp_proxy without idle_timeout")
+
+
+def test_destination_rule_tunnel_carries_tcp_over_connect(world: World) -> None:
+    """TrafficPolicy.tunnel: "Configuration of tunneling TCP over other transport or application
+    layers for the host configured in the DestinationRule." A client connection to the tunnel
+    service is sent as `CONNECT <ext1>:7000` to its endpoint (an HTTP CONNECT proxy), which
+    reaches ext1's echo; without the rule the proxy gets the raw line and refuses it."""
+    vip, listener, target = world.vips["tunnel"], f"{world.vips['tunnel']}_3128", f"{world.pods['ext1'].ip}:7000"
+
+    def tunnel_hostname() -> str | None:
+        for chain in world.envoys["client"].listeners().get(listener, {}).get("filter_chains", []):
+            for f in chain.get("filters", []):
+                if f.get("name") == TCP_PROXY:
+                    return f.get("typed_config", {}).get("tunneling_config", {}).get("hostname")
+        return None
+
+    assert not world.client.tcp(vip, 3128, "x", timeout=3).reply.startswith("ext1")  # control
+    try:
+        world.mesh.apply("dr-tunnel", {
+            "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "tunnel", "namespace": "default"},
+            "spec": {"host": fqdn("tunnel"), "trafficPolicy": {"tunnel": {
+                "protocol": "CONNECT", "targetHost": world.pods["ext1"].ip, "targetPort": 7000}}}})
+        wait_for(lambda: tunnel_hostname() == target, timeout=20, what=f"tunneling_config {target}",
+                 describe=lambda: f"hostname {tunnel_hostname()}")
+        assert world.client.tcp(vip, 3128, "x").reply == "ext1 x"
+    finally:
+        world.mesh.delete("dr-tunnel")
+    wait_for(lambda: tunnel_hostname() is None, timeout=20, what="tcp_proxy without tunneling_config")
 
 
 def test_tls_route_by_sni_without_terminating(world: World) -> None:
