@@ -350,3 +350,17 @@ def test_explicit_egress_port_is_the_port_matched_and_built() -> None:
     (chain,) = listener(s, f"{FRONT_VIP}_9100").filter_chains
     assert targets(chain) == {"outbound|9100||multi.default.svc.cluster.local": 1}
     assert f"{FRONT_VIP}_9000" not in s.get(TypeUrl.LISTENER)
+
+
+def test_virtual_service_host_matching_a_wildcard_entry_routes_it() -> None:
+    """istio getConfigsForHost uses Name.Matches both ways: a VirtualService for a.wild.example
+    applies to the ServiceEntry `*.wild.example`."""
+    entry = service_entry("hosts: ['*.wild.example']\nports: [{number: 443, name: tls, protocol: TLS}]\n"
+                          "resolution: NONE\nlocation: MESH_EXTERNAL")
+    rules = vs("hosts: [a.wild.example]\ntls: [{match: [{sniHosts: [a.wild.example]}], "
+               "route: [{destination: {host: tcp-v1, port: {number: 9000}}}]}]")
+    lis = listener(snap(view_of(*services(), entry, rules)), "0.0.0.0_443")
+    (chain,) = lis.filter_chains
+    assert list(chain.filter_chain_match.server_names) == ["a.wild.example"]
+    assert targets(chain) == {f"outbound|9000||{V1}": 1}
+    assert lis.default_filter_chain.name == "PassthroughFilterChain"
