@@ -33,6 +33,7 @@ The results are frozen values: they are part of the listener's memo key (listene
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -216,12 +217,20 @@ def _first_of_each_match(chains: list[L4Chain]) -> list[L4Chain]:
     seen: set[tuple[frozenset[str], frozenset[str]]] = set()
     out = []
     for chain in chains:
-        key = (frozenset(h for h in chain.sni_hosts if h != "*"), frozenset(chain.cidrs))
+        key = (frozenset(h for h in chain.sni_hosts if h != "*"), frozenset(map(_network, chain.cidrs)))
         if key in seen:
             continue
         seen.add(key)
         out.append(chain)
     return out
+
+
+def _network(cidr: str) -> str:
+    """`10.3.0.5` and `10.3.0.5/32` are one prefix range to Envoy."""
+    try:
+        return str(ipaddress.ip_network(cidr, strict=False))
+    except ValueError:
+        return cidr
 
 
 @dataclass(slots=True)

@@ -364,3 +364,13 @@ def test_virtual_service_host_matching_a_wildcard_entry_routes_it() -> None:
     assert list(chain.filter_chain_match.server_names) == ["a.wild.example"]
     assert targets(chain) == {f"outbound|9000||{V1}": 1}
     assert lis.default_filter_chain.name == "PassthroughFilterChain"
+
+
+def test_a_bare_address_and_its_slash_32_are_one_match() -> None:
+    entry = service_entry("hosts: [db.example.com]\nports: [{number: 5432, name: tcp, protocol: TCP}]\n"
+                          "resolution: NONE\nlocation: MESH_EXTERNAL")
+    rules = vs("hosts: [db.example.com]\ntcp:\n- match: [{destinationSubnets: [10.1.0.5]}]\n"
+               "  route: [{destination: {host: tcp-v1}}]\n"
+               "- match: [{destinationSubnets: [10.1.0.5/32]}]\n  route: [{destination: {host: tcp-v2}}]")
+    (chain,) = listener(snap(view_of(*services(), entry, rules)), "0.0.0.0_5432").filter_chains
+    assert prefixes(chain) == ["10.1.0.5/32"] and targets(chain) == {f"outbound|9000||{V1}": 1}
