@@ -7,6 +7,8 @@ imported service port, compute a listener key (bind, port) and merge filter-chai
 into it, resolving HTTP/TCP/auto conflicts the way istiod does (oldest wins, mixes become
 sniffing listeners, Mongo/MySQL never mix, portless listeners cannot touch keys created by
 explicit-port ones). Each resulting listener is a frozen `ListenerSpec`, which is its memo key.
+The network chains of a TCP, TLS or auto service port (VirtualService tcp/tls routes, or the
+service's own chain, with DestinationRule tcp_proxy fields) come from tcp_routes.py.
 """
 
 from __future__ import annotations
