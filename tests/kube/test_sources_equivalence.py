@@ -28,7 +28,7 @@ from tests.support.ads_client import until
 from xds_server.commands.render import proxy_for
 from xds_server.resources import PUSH_ORDER
 from xds_server.sources.files import FileSource
-from xds_server.sources.kube_kinds import POD, SERVICE, SERVICE_ENTRY, SIDECAR
+from xds_server.sources.kube_kinds import DESTINATION_RULE, POD, SERVICE, SERVICE_ENTRY, SIDECAR, VIRTUAL_SERVICE
 from xds_server.sources.kubernetes import KubernetesSource
 from xds_server.store import Store
 from xds_server.translate import Memo, generate
@@ -91,7 +91,7 @@ def dump(kube_api: EnvTest, namespaces: list[str]) -> list[dict[str, Any]]:
     """What `kubectl get -o yaml` gives for every kind the source watches in these namespaces."""
     out: list[dict[str, Any]] = []
     for ns in namespaces:
-        for spec in (POD, SERVICE, SIDECAR, SERVICE_ENTRY):
+        for spec in (POD, SERVICE, SIDECAR, SERVICE_ENTRY, VIRTUAL_SERVICE, DESTINATION_RULE):
             prefix = f"/apis/{spec.group}/{spec.versions[0]}" if spec.group else f"/api/{spec.versions[0]}"
             items = kube_api.request("GET", f"{prefix}/namespaces/{ns}/{spec.plural}")["items"]
             out += [{"apiVersion": spec.api_version(spec.versions[0]), "kind": spec.kind, **item} for item in items]

@@ -76,8 +76,11 @@ def connection_pool(cp: pb.ConnectionPoolSettings, path: str, report: Report) ->
             ("maxConnectionDuration", "max_connection_duration"),
             ("idleTimeout", "idle_timeout"),
         ):
-            if tcp.HasField(field):
-                duration(getattr(tcp, field), f"{here}.{name}", report)
+            value = getattr(tcp, field)
+            # istio ValidateConnectionPool: an idleTimeout under 1ms (0s) disables the timeout.
+            if tcp.HasField(field) and not (field == "idle_timeout" and value.seconds == 0
+                                            and value.nanos < 1_000_000):
+                duration(value, f"{here}.{name}", report)
         if tcp.HasField("tcp_keepalive"):
             ka = tcp.tcp_keepalive
             if ka.HasField("time"):

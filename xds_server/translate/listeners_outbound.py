@@ -7,6 +7,8 @@ imported service port, compute a listener key (bind, port) and merge filter-chai
 into it, resolving HTTP/TCP/auto conflicts the way istiod does (oldest wins, mixes become
 sniffing listeners, Mongo/MySQL never mix, portless listeners cannot touch keys created by
 explicit-port ones). Each resulting listener is a frozen `ListenerSpec`, which is its memo key.
+The network chains of a TCP, TLS or auto service port (VirtualService tcp/tls routes, or the
+service's own chain, with DestinationRule tcp_proxy fields) come from tcp_routes.py.
 """
 
 from __future__ import annotations
@@ -28,22 +30,24 @@ from xds_server.mesh.scope import ProxyTraits, Scope
 from xds_server.mesh.services import UNSPECIFIED_IP, Port, Registry, Resolution, ServiceModel, endpoints_of
 from xds_server.resources import Built, TypeUrl
 from xds_server.store.view import StoreView
-from xds_server.translate import envoy
+from xds_server.translate import envoy, tcp_routes
+from xds_server.translate.tcp_routes import TcpProxySpec
 
 MONGO_PROXY = "envoy.filters.network.mongo_proxy"
 
 
 @dataclass(frozen=True, slots=True)
 class ChainOpt:
-    """One filter chain: its match and either a tcp_proxy target or an RDS name."""
+    """One filter chain: its match and either a tcp_proxy or an RDS name."""
 
     sni_hosts: tuple[str, ...] = ()
     cidrs: tuple[str, ...] = ()
     alpns: tuple[str, ...] = ()
     transport: str = ""
-    cluster: str = ""  # network chain: tcp_proxy to this cluster
+    tcp: TcpProxySpec | None = None  # network chain
     mongo: bool = False
     rds: str = ""  # HTTP chain: HCM with this route name
+    config: str = ""  # chain metadata `istio.config`: the VirtualService a tcp/tls route came from
 
     @property
     def is_http(self) -> bool:
@@ -117,13 +121,19 @@ class _Builder:
     memo: Memo
     entries: dict[tuple[str, int], _Entry] = field(default_factory=dict)
     headless_ips: set[str] = field(default_factory=set)
+    # The current egress listener's VirtualServices with tcp or tls routes (tcp_routes.py).
+    l4_rules: tcp_routes.L4Rules = tcp_routes.NO_L4_RULES
+    chain_context: tcp_routes.ChainContext | None = None
 
     # ---------------------------------------------------------- per egress listener
     def build(self) -> None:
         t = self.traits
+        hosts = self.memo.get(("tcp-policy-hosts", self.scope.rules), tcp_routes.policy_hosts, self.scope.rules)
+        self.chain_context = tcp_routes.ChainContext(self.scope, t, hosts)
         for egress in self.scope.egress:
             bind_to_port = not t.capture or egress.capture_none or is_unix(egress.bind)
             bind = egress.bind or (t.localhost if bind_to_port else "")
+            self.l4_rules = tcp_routes.L4Rules.of(egress.virtual_services)
             if egress.port is not None:
                 if not self._can_bind(bind_to_port, bind, egress.port, egress.protocol):
                     continue
@@ -257,18 +267,21 @@ class _Builder:
 
     def _tcp_opts(self, svc: ServiceModel, bind: str, number: int, proto: Protocol,
                   cidrs: tuple[str, ...]) -> list[ChainOpt]:
-        # An explicit egress port that the (single-port) service does not declare still goes
-        # to the service's port, as istiod does.
-        cluster_port = svc.ports[0].number if len(svc.ports) == 1 else number
-        cluster = names.outbound_cluster(cluster_port, svc.hostname)
+        """The service's network chains: its VirtualServices' tcp/tls routes, else its default chain."""
+        tls = protocol.is_tls(proto)
         sni: tuple[str, ...] = ()
-        if protocol.is_tls(proto):
+        if tls:
+            # The default chain matches the service's name when the address cannot tell it apart.
             addr = self._service_address(svc)
             if "/" in addr:
                 addr = ""
             if cidrs or not addr or (addr == self.traits.wildcard and bind == self.traits.wildcard):
                 sni = (svc.hostname,)
-        return [ChainOpt(sni_hosts=sni, cidrs=cidrs, cluster=cluster, mongo=proto is Protocol.MONGO)]
+        assert self.chain_context is not None
+        chains = tcp_routes.service_chains(self.chain_context, svc, self.l4_rules, number, tls, cidrs, sni)
+        mongo = proto is Protocol.MONGO
+        return [ChainOpt(sni_hosts=c.sni_hosts, cidrs=c.cidrs, tcp=c.tcp, mongo=mongo, config=c.config)
+                for c in chains]
 
     # ---------------------------------------------------------- result
     def specs(self) -> list[ListenerSpec]:
@@ -302,12 +315,12 @@ def _merge(entry: _Entry, incoming: list[ChainOpt]) -> None:
 
 
 # ------------------------------------------------------------------ protobuf
-def _network_filters(opt: ChainOpt) -> list[listener_components_pb2.Filter]:
+def _network_filters(tcp: TcpProxySpec, mongo: bool) -> list[listener_components_pb2.Filter]:
     filters = []
-    if opt.mongo:
+    if mongo:
         filters.append(listener_components_pb2.Filter(
-            name=MONGO_PROXY, typed_config=envoy.pack(mongo_proxy_pb2.MongoProxy(stat_prefix=opt.cluster))))
-    filters.append(envoy.tcp_proxy(opt.cluster))
+            name=MONGO_PROXY, typed_config=envoy.pack(mongo_proxy_pb2.MongoProxy(stat_prefix=tcp.stat_prefix))))
+    filters.append(tcp.filter())
     return filters
 
 
@@ -340,11 +353,13 @@ def build_listener(spec: ListenerSpec) -> Built:
     default_chain = None
     for opt in spec.chains:
         chain = listener_components_pb2.FilterChain()
+        if opt.config:
+            chain.metadata.CopyFrom(tcp_routes.config_metadata(opt.config))
         if opt.is_http:
             chain.filters.append(envoy.http_connection_manager(names.outbound_http_stat_prefix(spec.bind, spec.port),
                                                                rds=opt.rds))
-        else:
-            chain.filters.extend(_network_filters(opt))
+        elif opt.tcp is not None:
+            chain.filters.extend(_network_filters(opt.tcp, opt.mongo))
         if opt.match_all():
             default_chain = chain  # the last match-all chain is the fallback
         else:
