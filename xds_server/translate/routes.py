@@ -312,12 +312,12 @@ def _virtual_hosts(per_port: dict[int, list[tuple[ServiceModel, Port]]], listene
             with_vs.update(svc.hostname for svc, _ in bound)
     for number in sorted(per_port):
         for svc, port in sorted(per_port[number], key=lambda item: item[0].hostname):
-            if svc.hostname in with_vs:
+            if svc.hostname in with_vs or not _is_http_or_sniffed(port):
                 continue
             domains, alt = vhost_domains(svc, number, listener_port == 0, proxy_domain)
             cluster = names.outbound_cluster(number, svc.hostname)
             op = f"{svc.hostname}:{number}/*"
-            routes = context.default_routes(svc, number, cluster, op) if _is_http_or_sniffed(port) else ()
+            routes = context.default_routes(svc, number, cluster, op)
             vhosts.add(names.virtual_host(svc.hostname, number), domains, alt, number, cluster, op, routes)
     return vhosts.out
 
