@@ -55,11 +55,25 @@ def http_destinations(vs: ResolvedVirtualService) -> Iterable[pb.Destination]:
                 yield rd.destination
 
 
-def destination_cluster(destination: pb.Destination, port: int) -> str:
-    """istio GetDestinationCluster for a sidecar: the destination port, else the route's port."""
+def mirror_destinations(vs: ResolvedVirtualService) -> Iterable[pb.Destination]:
+    for rule in vs.spec.http:
+        if rule.HasField("mirror"):
+            yield rule.mirror
+        yield from (m.destination for m in rule.mirrors if m.HasField("destination"))
+
+
+def destination_cluster(destination: pb.Destination, port: int, single_ports: Mapping[str, int] | None = None) -> str:
+    """istio GetDestinationCluster for a sidecar: the destination port, else the route's port P
+    (the lookup map holds services trimmed to P); on merged routes (P = 0) the port of a
+    single-port service, else 0."""
     if not destination.host:
         return UNKNOWN_SERVICE
-    number = destination.port.number if destination.HasField("port") else port
+    if destination.HasField("port"):
+        number = destination.port.number
+    elif port == 0 and single_ports:
+        number = single_ports.get(destination.host, 0)
+    else:
+        number = port
     return names.outbound_cluster(number, destination.host, destination.subset)
 
 
@@ -138,7 +152,8 @@ def _add_header_ops(target: rc.Route | rc.WeightedCluster.ClusterWeight,
     target.response_headers_to_remove.extend(ops.response_remove)
 
 
-def _apply_destinations(route: rc.Route, rule: pb.HTTPRoute, port: int, authority: str, hashes: Hashes) -> None:
+def _apply_destinations(route: rc.Route, rule: pb.HTTPRoute, port: int, authority: str, hashes: Hashes,
+                        single_ports: Mapping[str, int]) -> None:
     """istio applyHTTPRouteDestination."""
     single = len(rule.route) == 1
     consistent = single and hashes.get(hash_key(rule.route[0].destination)) is not None
@@ -158,11 +173,12 @@ def _apply_destinations(route: rc.Route, rule: pb.HTTPRoute, port: int, authorit
             authority = rewrite.authority
     if authority:
         action.host_rewrite_literal = authority
-    action.request_mirror_policies.extend(route_policy.mirror_policies(rule, lambda d: destination_cluster(d, port)))
+    mirrors = route_policy.mirror_policies(rule, lambda d: destination_cluster(d, port, single_ports))
+    action.request_mirror_policies.extend(mirrors)
     policies: list[rc.RouteAction.HashPolicy] = []
     if single:
         dest = rule.route[0]
-        action.cluster = destination_cluster(dest.destination, port)
+        action.cluster = destination_cluster(dest.destination, port, single_ports)
         if dest.HasField("headers"):
             ops = route_policy.header_operations(dest.headers)
             _add_header_ops(route, ops)
@@ -173,7 +189,7 @@ def _apply_destinations(route: rc.Route, rule: pb.HTTPRoute, port: int, authorit
         for dest in rule.route:
             if dest.weight == 0:
                 continue
-            weight = rc.WeightedCluster.ClusterWeight(name=destination_cluster(dest.destination, port),
+            weight = rc.WeightedCluster.ClusterWeight(name=destination_cluster(dest.destination, port, single_ports),
                                                       weight=envoy.u32(dest.weight))
             if dest.HasField("headers"):
                 ops = route_policy.header_operations(dest.headers)
@@ -186,7 +202,7 @@ def _apply_destinations(route: rc.Route, rule: pb.HTTPRoute, port: int, authorit
 
 
 def translate_route(vs: ResolvedVirtualService, rule: pb.HTTPRoute, match: pb.HTTPMatchRequest | None,
-                    port: int, hashes: Hashes) -> rc.Route | None:
+                    port: int, hashes: Hashes, single_ports: Mapping[str, int] | None = None) -> rc.Route | None:
     """istio TranslateRoute for one (rule, match) on route port `port` (0: every port)."""
     name = rule.name
     if match is not None and match.name:
@@ -205,7 +221,7 @@ def translate_route(vs: ResolvedVirtualService, rule: pb.HTTPRoute, match: pb.HT
     elif rule.HasField("direct_response"):
         _apply_direct_response(out, rule.direct_response)
     else:
-        _apply_destinations(out, rule, port, authority, hashes)
+        _apply_destinations(out, rule, port, authority, hashes, single_ports or {})
     out.decorator.operation = operation(out, vs.source.meta.name, port)
     if rule.HasField("fault"):
         fault = route_policy.fault(rule.fault)
@@ -217,14 +233,15 @@ def translate_route(vs: ResolvedVirtualService, rule: pb.HTTPRoute, match: pb.HT
 
 
 def virtual_service_routes(vs: ResolvedVirtualService, port: int, proxy_namespace: str,
-                           proxy_labels: Mapping[str, str], hashes: Hashes) -> tuple[rc.Route, ...]:
+                           proxy_labels: Mapping[str, str], hashes: Hashes,
+                           single_ports: Mapping[str, int] | None = None) -> tuple[rc.Route, ...]:
     """istio BuildHTTPRoutesForVirtualService: the routes `vs` gives route port `port`; empty
     when every rule is filtered out (the VirtualService then binds nothing on this port)."""
     labels = dict(proxy_labels)
     out: list[rc.Route] = []
     for rule in vs.spec.http:
         if not rule.match:
-            route = translate_route(vs, rule, None, port, hashes)
+            route = translate_route(vs, rule, None, port, hashes, single_ports)
             if route is not None:
                 out.append(route)
             break  # a rule without match is a catch-all: later rules are unreachable
@@ -234,7 +251,7 @@ def virtual_service_routes(vs: ResolvedVirtualService, port: int, proxy_namespac
                 continue
             if not source_matches(match, labels, proxy_namespace):
                 continue
-            route = translate_route(vs, rule, match, port, hashes)
+            route = translate_route(vs, rule, match, port, hashes, single_ports)
             if route is None:
                 continue
             out.append(route)
@@ -248,12 +265,13 @@ def virtual_service_routes(vs: ResolvedVirtualService, port: int, proxy_namespac
 
 def serialized_routes(vs: ResolvedVirtualService, port: int, proxy_namespace: str,
                       proxy_labels: tuple[tuple[str, str], ...],
-                      hash_of: Callable[[pb.Destination], route_policy.ConsistentHash | None]) -> tuple[bytes, ...]:
+                      hash_of: Callable[[pb.Destination], route_policy.ConsistentHash | None],
+                      single_ports: tuple[tuple[str, int], ...] = ()) -> tuple[bytes, ...]:
     """`virtual_service_routes`, each route serialized once (what route configs are assembled from)."""
     hashes: dict[HashKey, route_policy.ConsistentHash] = {}
     for dest in http_destinations(vs):
         found = hash_of(dest)
         if found is not None:
             hashes[hash_key(dest)] = found
-    routes = virtual_service_routes(vs, port, proxy_namespace, dict(proxy_labels), hashes)
+    routes = virtual_service_routes(vs, port, proxy_namespace, dict(proxy_labels), hashes, dict(single_ports))
     return tuple(r.SerializeToString(deterministic=True) for r in routes)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -158,7 +159,10 @@ def route_spec(scope: Scope, traits: ProxyTraits, route_name: str, memo: Memo | 
                 continue
             per_port.setdefault(port.number, []).append((svc, port))
     selected = egress.virtual_services if egress is not None and scope.rules is not None else ()
-    context = _RouteContext(scope, traits, memo if memo is not None else Memo(), listener_port)
+    single_ports: dict[str, int] = {}
+    if listener_port == 0:
+        single_ports = {s.hostname: s.ports[0].number for s in services if len(s.ports) == 1}
+    context = _RouteContext(scope, traits, memo if memo is not None else Memo(), listener_port, single_ports)
     vhosts = _virtual_hosts(per_port, listener_port, traits.dns_domain, selected, context)
     if sniffed:
         vhosts = _for_sniffed(vhosts, parsed.host, route_name)
@@ -174,6 +178,7 @@ class _RouteContext:
     traits: ProxyTraits
     memo: Memo
     listener_port: int
+    single_ports: Mapping[str, int] = field(default_factory=dict)  # merged routes: host -> its only port
 
     def destination_rule(self, hostname: str) -> MergedDestinationRule | None:
         svc = self.scope.service(hostname)
@@ -190,9 +195,13 @@ class _RouteContext:
         rules = tuple(self.destination_rule(h) for h in hosts)
         by_host = dict(zip(hosts, rules, strict=True))
         namespace, labels = self.scope.namespace, self.traits.labels
-        return self.memo.get(("rds-vs-routes", vs, self.listener_port, namespace, labels, rules),
+        ports: tuple[tuple[str, int], ...] = ()
+        if self.single_ports:
+            targets = {d.host for d in (*http_routes.http_destinations(vs), *http_routes.mirror_destinations(vs))}
+            ports = tuple(sorted((h, p) for h, p in self.single_ports.items() if h in targets))
+        return self.memo.get(("rds-vs-routes", vs, self.listener_port, namespace, labels, rules, ports),
                              http_routes.serialized_routes, vs, self.listener_port, namespace, labels,
-                             lambda d: route_policy.destination_hash(by_host.get(d.host), d))
+                             lambda d: route_policy.destination_hash(by_host.get(d.host), d), ports)
 
     def default_routes(self, svc: ServiceModel, number: int, cluster: str, op: str) -> tuple[bytes, ...]:
         """The default route with a hash policy when the service's DestinationRule hashes, else ()."""

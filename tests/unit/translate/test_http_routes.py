@@ -597,3 +597,18 @@ def test_routes_are_shared_by_proxies_with_equal_traits() -> None:
     a = snap(view, proxy("client-1", ip="10.244.0.100"), memo).get(TypeUrl.ROUTE)["9080"]
     b = snap(view, proxy("client-2", ip="10.244.0.101"), memo).get(TypeUrl.ROUTE)["9080"]
     assert a is b
+
+
+def test_http_proxy_route_uses_each_bound_port_and_single_port_destinations() -> None:
+    proxy_port = sidecar("egress:\n- port: {number: 15080, protocol: HTTP_PROXY, name: proxy}\n  bind: 127.0.0.1\n"
+                         "  hosts: ['./*']")
+    multi = svc("multi", created=9, ports="[{name: http-a, port: 7001}, {name: http-b, port: 7002}]")
+    v = vs("hosts: [reviews]\nhttp:\n- match: [{port: 9080}]\n  route: [{destination: {host: ratings}}]\n"
+           "- route: [{destination: {host: ratings}}]\n  mirror: {host: multi}")
+    config = route(snap(view_of(BASE, multi, proxy_port, v)), "15080")
+    routes = vhost(config, f"{REVIEWS}:9080").routes
+    # Merged routes are built for port 0: a `port` match never applies, a single-port service's
+    # port is used, a multi-port one without an explicit port gets 0 (istiod GetDestinationCluster).
+    assert [r.route.cluster for r in routes] == [f"outbound|9080||{RATINGS}"]
+    assert routes[0].route.request_mirror_policies[0].cluster == "outbound|0||multi.default.svc.cluster.local"
+    assert vhost_domains(config)[f"{REVIEWS}:9080"][0] == f"{REVIEWS}:9080"
