@@ -194,7 +194,11 @@ class _RouteContext:
         hosts = sorted({d.host for d in http_routes.http_destinations(vs)}) if self.hashing() else []
         rules = tuple(self.destination_rule(h) for h in hosts)
         by_host = dict(zip(hosts, rules, strict=True))
-        namespace, labels = self.scope.namespace, self.traits.labels
+        # Only what the VirtualService's source tests read goes into the key, so scopes of other
+        # namespaces and proxies with other labels share its routes.
+        tests_namespace, tests_labels = self.memo.get(("rds-vs-source-tests", vs), _source_tests, vs)
+        namespace = self.scope.namespace if tests_namespace else ""
+        labels = self.traits.labels if tests_labels else ()
         ports: tuple[tuple[str, int], ...] = ()
         if self.single_ports:
             targets = {d.host for d in (*http_routes.http_destinations(vs), *http_routes.mirror_destinations(vs))}
@@ -211,6 +215,12 @@ class _RouteContext:
         if consistent is None:
             return ()
         return (_default_route(cluster, op, consistent.SerializeToString(deterministic=True)),)
+
+
+def _source_tests(vs: ResolvedVirtualService) -> tuple[bool, bool]:
+    """Whether any HTTP match tests the client's namespace, and its labels."""
+    matches = [m for rule in vs.spec.http for m in rule.match]
+    return any(m.source_namespace for m in matches), any(m.source_labels for m in matches)
 
 
 def _any_consistent_hash(rules: TrafficRules) -> bool:
