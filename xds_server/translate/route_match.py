@@ -91,12 +91,12 @@ def route_match(match: pb.HTTPMatchRequest | None) -> rc.RouteMatch:
 
 
 def is_catch_all(match: rc.RouteMatch) -> bool:
-    """istio IsCatchAllRoute: prefix `/` or regex `*`/`.*`, and nothing else tested."""
+    """istio IsCatchAllRoute: prefix `/` or regex `.*`, and nothing else tested."""
     kind = match.WhichOneof("path_specifier")
     if kind == "prefix":
         catch_all = match.prefix == "/"
     elif kind == "safe_regex":
-        catch_all = match.safe_regex.regex in ("*", ".*")
+        catch_all = match.safe_regex.regex == ".*"
     else:
         catch_all = False
     return catch_all and not match.headers and not match.query_parameters and not match.dynamic_metadata

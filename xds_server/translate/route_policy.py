@@ -22,6 +22,7 @@ from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
+from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
@@ -191,18 +192,19 @@ def cors(spec: pb.CorsPolicy) -> cors_pb2.CorsPolicy:
         expose_headers=",".join(spec.expose_headers),
         filter_enabled=base_pb2.RuntimeFractionalPercent(default_value=integer_percent(100)),
     )
-    for origin in spec.allow_origin:  # deprecated: exact origins
-        out.allow_origin_string_match.append(string_matcher(pb.StringMatch(exact=origin)))
-    for match in spec.allow_origins:
-        matcher = string_matcher(match)
-        if matcher is not None:
-            out.allow_origin_string_match.append(matcher)
+    if spec.allow_origins:
+        for match in spec.allow_origins:
+            matcher = string_matcher(match)
+            if matcher is not None:
+                out.allow_origin_string_match.append(matcher)
+    else:  # the deprecated exact origins, only when allowOrigins is absent
+        out.allow_origin_string_match.extend(string_pb2.StringMatcher(exact=o) for o in spec.allow_origin)
     if spec.HasField("max_age"):
         out.max_age = str(spec.max_age.seconds)
     if spec.HasField("allow_credentials"):
         out.allow_credentials.value = spec.allow_credentials
-    if spec.unmatched_preflights == pb.CorsPolicy.IGNORE:
-        out.forward_not_matching_preflights.value = False
+    # Envoy's behaviour before 1.30 (forward preflights no policy matched) unless told to IGNORE.
+    out.forward_not_matching_preflights.value = spec.unmatched_preflights != pb.CorsPolicy.IGNORE
     return out
 
 

@@ -5,6 +5,12 @@ each gives a virtual host `host:port` answering every name a client may use (FQD
 short names relative to the proxy's DNS domain, VIPs); a catch-all virtual host
 (allow_any / block_all) ends every non-sniffed route. A name the server cannot interpret gets
 an empty RouteConfiguration, as istiod answers it.
+
+VirtualServices (BuildSidecarVirtualHostWrapper): a service bound to one of the egress
+listener's VirtualServices gets that VirtualService's routes (translate/http_routes.py) instead
+of the default route; its hosts that name no imported service get virtual hosts of their own.
+Only HTTP and sniffed service ports get virtual hosts. A DestinationRule consistent hash adds a
+hash policy to the routes (translate/route_policy.py).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
 from xds_server.config import protocol
-from xds_server.config.hostname import is_wildcarded, subset_of
+from xds_server.config.hostname import is_wildcarded
+from xds_server.config.hostname import matches as host_matches
 from xds_server.memo import Memo
 from xds_server.mesh import names
 from xds_server.mesh.destination_rules import MergedDestinationRule
@@ -268,9 +275,10 @@ class _VhostSet:
 
 def _bound_services(vs: ResolvedVirtualService, by_host: dict[str, list[tuple[ServiceModel, Port]]],
                     selected: tuple[ResolvedVirtualService, ...]) -> tuple[list[str], list[tuple[ServiceModel, Port]]]:
-    """istio separateVSHostsAndServices: (VS hosts naming no imported service, the service ports
-    it binds). An exact host binds its service; a wildcard host binds the services for which
-    this VirtualService holds the most specific host (computeWildcardHostVirtualServiceIndex)."""
+    """istio separateVSHostsAndServices: (VS hosts naming no service of the route, the service
+    ports it binds). An exact host binds its service; a wildcard host binds the services for
+    which this VirtualService holds the most specific host (computeWildcardHostVirtualServiceIndex),
+    and counts as a service host as soon as it matches any service."""
     hosts: list[str] = []
     bound: dict[str, list[tuple[ServiceModel, Port]]] = {}
     for host in vs.spec.hosts:
@@ -283,12 +291,12 @@ def _bound_services(vs: ResolvedVirtualService, by_host: dict[str, list[tuple[Se
             continue
         found = False
         for hostname, entries in by_host.items():
-            if not subset_of(hostname, host):
+            if not host_matches(hostname, host):
                 continue
+            found = True
             binding = virtual_service_for_host(selected, hostname)
             if binding is not None and binding.virtual_service is vs:
                 bound.setdefault(hostname, entries)
-                found = True
         if not found:
             hosts.append(host)
     return hosts, [entry for entries in bound.values() for entry in entries]
@@ -297,7 +305,7 @@ def _bound_services(vs: ResolvedVirtualService, by_host: dict[str, list[tuple[Se
 def _virtual_hosts(per_port: dict[int, list[tuple[ServiceModel, Port]]], listener_port: int, proxy_domain: str,
                    selected: tuple[ResolvedVirtualService, ...], context: _RouteContext) -> list[VirtualHostSpec]:
     """istio BuildSidecarOutboundVirtualHosts: VirtualService-bound hosts first (in the listener's
-    VirtualService order), then every other service port with its default route."""
+    VirtualService order), then every other HTTP or sniffed service port with its default route."""
     known_fqdn: set[str] = set()
     for entries in per_port.values():
         for svc, port in entries:
@@ -305,23 +313,26 @@ def _virtual_hosts(per_port: dict[int, list[tuple[ServiceModel, Port]]], listene
     vhosts = _VhostSet(known_fqdn, listener_port)
     with_vs: set[str] = set()
     if selected:
+        # Every service of the route's port(s), whatever its protocol: a VS host naming one is not
+        # a host of its own (istiod's servicesByName); only HTTP and sniffed ports get its routes.
         by_host: dict[str, list[tuple[ServiceModel, Port]]] = {}
         for number in sorted(per_port):
             for svc, port in per_port[number]:
-                if _is_http_or_sniffed(port):
-                    by_host.setdefault(svc.hostname.lower(), []).append((svc, port))
+                by_host.setdefault(svc.hostname.lower(), []).append((svc, port))
         for vs in selected:
             routes = context.vs_routes(vs)
             if not routes:
                 continue  # nothing for this port: the VirtualService binds nothing here
-            hosts, bound = _bound_services(vs, by_host, selected)
+            hosts, matched = _bound_services(vs, by_host, selected)
+            bound = [(svc, port) for svc, port in matched if _is_http_or_sniffed(port)]
             numbers = sorted({port.number for _, port in bound})
-            if not bound and listener_port == 80:
+            if not numbers and listener_port == 80:
                 numbers = [80]  # istiod's legacy: a VirtualService binding no service is used on port 80
             for number in numbers:
                 for host in hosts:
-                    domains = _domain_port(host, number) if listener_port == 0 else [host]
-                    vhosts.add(names.virtual_host(host, number), domains, [], number, "", "", routes)
+                    # istiod SidecarIgnorePort: a VS host's only domain is the host itself.
+                    vhosts.add(names.virtual_host(host, number), [_ipv6_compliant(host)], [], number, "", "",
+                               routes)
                 for svc, port in sorted(bound, key=lambda item: item[0].hostname):
                     if port.number != number:
                         continue

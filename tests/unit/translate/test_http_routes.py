@@ -612,3 +612,38 @@ def test_http_proxy_route_uses_each_bound_port_and_single_port_destinations() ->
     assert [r.route.cluster for r in routes] == [f"outbound|9080||{RATINGS}"]
     assert routes[0].route.request_mirror_policies[0].cluster == "outbound|0||multi.default.svc.cluster.local"
     assert vhost_domains(config)[f"{REVIEWS}:9080"][0] == f"{REVIEWS}:9080"
+
+
+def test_cors_defaults_forward_unmatched_preflights_and_take_deprecated_origins_alone() -> None:
+    v = vs("hosts: [reviews]\nhttp:\n- corsPolicy: {allowOrigin: [https://old.example]}\n"
+           "  route: [{destination: {host: reviews}}]")
+    cors = cors_pb2.CorsPolicy()
+    routes_for(v)[0].typed_per_filter_config["envoy.filters.http.cors"].Unpack(cors)
+    assert [o.exact for o in cors.allow_origin_string_match] == ["https://old.example"]
+    assert cors.forward_not_matching_preflights.value is True and not cors.HasField("allow_credentials")
+
+
+def test_only_prefix_slash_or_regex_dot_star_ends_the_route_list() -> None:
+    v = vs("hosts: [reviews]\nhttp:\n- match: [{uri: {regex: '.*'}}, {uri: {prefix: /x}}]\n"
+           "  route: [{destination: {host: reviews}}]\n- route: [{destination: {host: ratings}}]")
+    assert paths(routes_for(v)) == ["safe_regex:.*"]
+    h = vs("hosts: [reviews]\nhttp:\n- match: [{uri: {prefix: /}, headers: {x: {exact: y}}}]\n"
+           "  route: [{destination: {host: reviews}}]\n- route: [{destination: {host: ratings}}]")
+    assert paths(routes_for(h)) == ["prefix:/", "prefix:/"]
+
+
+def test_a_service_host_on_another_protocol_or_bound_elsewhere_is_not_a_host_of_its_own() -> None:
+    tcp80 = svc("db", created=6, ports="[{name: tcp, port: 80, protocol: TCP}]")
+    web = svc("web", created=5, ports="[{name: http, port: 80}]")
+    v = vs("hosts: [db, ext.example.com]\nhttp: [{route: [{destination: {host: web}}]}]", name="db")
+    config = route(snap(view_of(BASE, tcp80, web, v)), "80")
+    assert sorted(vhost_domains(config)) == ["allow_any", "ext.example.com:80", "web.default.svc.cluster.local:80"]
+    # A wildcard host matching a service another VirtualService binds more specifically.
+    wide = vs("hosts: ['*.default.svc.cluster.local', wide.example.com]\nhttp: [{route: [{destination: {host: web}}]}]",
+              name="wide", created=1)
+    exact = vs("hosts: [web]\nhttp: [{route: [{destination: {host: web, subset: a}}]}]", name="exact", created=2)
+    config = route(snap(view_of(BASE, web, wide, exact)), "80")
+    names = sorted(vhost_domains(config))
+    assert "*.default.svc.cluster.local:80" not in names and "wide.example.com:80" in names
+    assert vhost(config, "web.default.svc.cluster.local:80").routes[0].route.cluster == (
+        "outbound|80|a|web.default.svc.cluster.local")
