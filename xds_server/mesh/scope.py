@@ -168,11 +168,13 @@ def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, m
             break
         watched |= only
     has_rules = bool(view.virtual_services or view.destination_rules)
-    destinations = _virtual_service_destinations(egress, registry, namespace, memo)
+    # Each listener's own services, then its VirtualServices' destinations (collectImportedServices).
+    imported = [group for e in egress for group in (e.services, _virtual_service_destinations(e, registry,
+                                                                                              namespace, memo))]
     if any(vs.spec.http or vs.spec.tcp or vs.spec.tls for e in egress for vs in e.virtual_services):
         # A Service or ServiceEntry named by a VirtualService destination may appear in any namespace.
         every_namespace = True
-    return Scope(namespace, sidecar, egress, _union([*(e.services for e in egress), destinations]),
+    return Scope(namespace, sidecar, egress, _union(imported),
                  _policy(view, spec), rules if has_rules else None,
                  origin=origin,
                  watched=None if every_namespace else frozenset(watched))
@@ -233,30 +235,28 @@ def _union(imported: Iterable[Iterable[ServiceModel]]) -> tuple[ServiceModel, ..
 
 
 # ------------------------------------------------------------------ VirtualService destinations
-def _virtual_service_destinations(egress: Iterable[EgressListener], registry: ServiceRegistry, namespace: str,
+def _virtual_service_destinations(listener: EgressListener, registry: ServiceRegistry, namespace: str,
                                   memo: Memo) -> tuple[ServiceModel, ...]:
-    """istio sidecar.go collectImportedServices: every destination host of the listeners'
+    """istio sidecar.go collectImportedServices: every destination host of the listener's
     VirtualServices (routes, mirrors, tcp, tls) joins the CDS services even when the egress hosts
     do not import it; listeners and virtual hosts still come from the imported services only.
     A listener with a port takes the service trimmed to it (serviceMatchingListenerPort), else
     the ports the destinations name (serviceMatchingVirtualServicePorts)."""
     by_host: dict[str, list[ServiceModel]] | None = None
     out: list[ServiceModel] = []
-    for listener in egress:
-        for vs in listener.virtual_services:
-            for host, ports in _destination_ports(vs.spec, namespace).items():
-                if by_host is None:
-                    by_host = memo.get(("registry-by-hostname", registry), _by_hostname, registry)
-                svc = _destination_service(by_host.get(host, ()), registry, namespace)
-                if svc is None or not svc.builds_config:
-                    continue
-                if listener.matches_port:
-                    port = svc.port(listener.port or 0)
-                    if port is None:
-                        continue
+    for vs in listener.virtual_services:
+        for host, ports in _destination_ports(vs.spec, namespace).items():
+            if by_host is None:
+                by_host = memo.get(("registry-by-hostname", registry), _by_hostname, registry)
+            svc = _destination_service(by_host.get(host, ()), registry, namespace)
+            if svc is None or not svc.builds_config:
+                continue
+            if listener.matches_port:
+                port = svc.port(listener.port or 0)
+                if port is not None:
                     out.append(svc.with_ports((port,)))
-                elif (matched := _matching_ports(svc, ports)) is not None:
-                    out.append(matched)
+            elif (matched := _matching_ports(svc, ports)) is not None:
+                out.append(matched)
     return tuple(out)
 
 
@@ -317,9 +317,7 @@ def _matching_ports(svc: ServiceModel, ports: set[int]) -> ServiceModel | None:
     found = tuple(p for p in svc.ports if p.number in ports)
     if len(found) == len(svc.ports):
         return svc
-    if found:
-        return svc.with_ports(found)
-    return svc if len(svc.ports) == 1 else None  # a multi-port service none of whose ports match
+    return svc.with_ports(found) if found else None  # none of the named ports: no cluster at all
 
 
 def _policy(view: StoreView, spec: pb.Sidecar | None) -> OutboundPolicy:

@@ -188,8 +188,11 @@ class _RouteContext:
     single_ports: Mapping[str, int] = field(default_factory=dict)  # merged routes: host -> its only port
 
     def destination_rule(self, hostname: str) -> MergedDestinationRule | None:
+        """istio SidecarScope.DestinationRule: rules are resolved for the scope's services only."""
         svc = self.scope.service(hostname)
-        return self.scope.destination_rule(hostname, svc.namespace if svc is not None else "", self.traits)
+        if svc is None:
+            return None
+        return self.scope.destination_rule(hostname, svc.namespace, self.traits)
 
     def hashing(self) -> bool:
         """Whether any DestinationRule sets a consistent hash (else no lookups are needed)."""

@@ -647,3 +647,18 @@ def test_a_service_host_on_another_protocol_or_bound_elsewhere_is_not_a_host_of_
     assert "*.default.svc.cluster.local:80" not in names and "wide.example.com:80" in names
     assert vhost(config, "web.default.svc.cluster.local:80").routes[0].route.cluster == (
         "outbound|80|a|web.default.svc.cluster.local")
+
+
+def test_virtual_service_destination_naming_no_port_of_the_service_adds_no_cluster() -> None:
+    only_reviews = sidecar("egress: [{hosts: ['./reviews.default.svc.cluster.local']}]")
+    v = vs("hosts: [reviews]\nhttp: [{route: [{destination: {host: ratings, port: {number: 7777}}}]}]")
+    s = snap(view_of(BASE, only_reviews, v))
+    assert outbound_clusters(s) == [f"outbound|9080||{REVIEWS}"]
+
+
+def test_hash_policy_needs_the_destination_to_be_a_service_of_the_scope() -> None:
+    v = vs("hosts: [reviews]\nhttp: [{route: [{destination: {host: nowhere.example.com}}]}]")
+    rule = dr("host: nowhere.example.com\ntrafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x}}}",
+              name="nowhere")
+    r = routes_for(v, rule)[0]
+    assert not r.route.hash_policy and r.route.retry_policy.retry_host_predicate
