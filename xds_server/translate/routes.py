@@ -25,7 +25,7 @@ from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
 from xds_server.config import protocol
-from xds_server.config.hostname import is_wildcarded
+from xds_server.config.hostname import is_wildcarded, subset_of
 from xds_server.config.hostname import matches as host_matches
 from xds_server.memo import Memo
 from xds_server.mesh import names
@@ -194,14 +194,20 @@ class _RouteContext:
             return None
         return self.scope.destination_rule(hostname, svc.namespace, self.traits)
 
-    def hashing(self) -> bool:
-        """Whether any DestinationRule sets a consistent hash (else no lookups are needed)."""
+    def hashing(self, hostname: str | None = None) -> bool:
+        """Whether some DestinationRule with a consistent hash could apply (to `hostname`): when
+        none can, no lookups are needed."""
         rules = self.scope.rules
-        return rules is not None and self.memo.get(("rds-dr-hashing", rules), _any_consistent_hash, rules)
+        if rules is None:
+            return False
+        exact, wildcards = self.memo.get(("rds-dr-hash-hosts", rules), _hash_hosts, rules)
+        if hostname is None:
+            return bool(exact or wildcards)
+        return hostname in exact or any(subset_of(hostname, w) for w in wildcards)
 
     def vs_routes(self, vs: ResolvedVirtualService) -> tuple[bytes, ...]:
         """The VirtualService's serialized routes on this route's port, built once per what they read."""
-        hosts = sorted({d.host for d in http_routes.http_destinations(vs)}) if self.hashing() else []
+        hosts = sorted({d.host for d in http_routes.http_destinations(vs) if self.hashing(d.host)})
         rules = tuple(self.destination_rule(h) for h in hosts)
         by_host = dict(zip(hosts, rules, strict=True))
         # Only what the VirtualService's source tests read goes into the key, so scopes of other
@@ -219,7 +225,7 @@ class _RouteContext:
 
     def default_routes(self, svc: ServiceModel, number: int, cluster: str, op: str) -> tuple[bytes, ...]:
         """The default route with a hash policy when the service's DestinationRule hashes, else ()."""
-        if not self.hashing():
+        if not self.hashing(svc.hostname):
             return ()
         consistent = route_policy.service_hash(self.destination_rule(svc.hostname), number)
         if consistent is None:
@@ -233,15 +239,17 @@ def _source_tests(vs: ResolvedVirtualService) -> tuple[bool, bool]:
     return any(m.source_namespace for m in matches), any(m.source_labels for m in matches)
 
 
-def _any_consistent_hash(rules: TrafficRules) -> bool:
+def _hash_hosts(rules: TrafficRules) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The hosts (exact, wildcard) of the DestinationRules that set a consistent hash anywhere."""
+    exact: set[str] = set()
+    wildcards: set[str] = set()
     for rule in rules.destination_rules.rules():
         spec = rule.spec
         policies = [spec.traffic_policy, *(s.traffic_policy for s in spec.subsets)]
-        for policy in policies:
-            levels = [policy.load_balancer, *(p.load_balancer for p in policy.port_level_settings)]
-            if any(lb.HasField("consistent_hash") for lb in levels):
-                return True
-    return False
+        levels = [lb for p in policies for lb in (p.load_balancer, *(pl.load_balancer for pl in p.port_level_settings))]
+        if any(lb.HasField("consistent_hash") for lb in levels):
+            (wildcards if is_wildcarded(rule.host) else exact).add(rule.host)
+    return frozenset(exact), tuple(sorted(wildcards))
 
 
 def _is_http_or_sniffed(port: Port) -> bool:
