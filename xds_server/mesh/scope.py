@@ -168,7 +168,14 @@ def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, m
             break
         watched |= only
     has_rules = bool(view.virtual_services or view.destination_rules)
-    return Scope(namespace, sidecar, egress, _union(egress), _policy(view, spec), rules if has_rules else None,
+    # Each listener's own services, then its VirtualServices' destinations (collectImportedServices).
+    imported = [group for e in egress for group in (e.services, _virtual_service_destinations(e, registry,
+                                                                                              namespace, memo))]
+    if any(vs.spec.http or vs.spec.tcp or vs.spec.tls for e in egress for vs in e.virtual_services):
+        # A Service or ServiceEntry named by a VirtualService destination may appear in any namespace.
+        every_namespace = True
+    return Scope(namespace, sidecar, egress, _union(imported),
+                 _policy(view, spec), rules if has_rules else None,
                  origin=origin,
                  watched=None if every_namespace else frozenset(watched))
 
@@ -212,11 +219,11 @@ def _one_namespace_per_host(imported: list[ServiceModel], namespace: str) -> tup
     return tuple(s for s in imported if chosen[s.hostname].namespace == s.namespace)
 
 
-def _union(egress: Iterable[EgressListener]) -> tuple[ServiceModel, ...]:
+def _union(imported: Iterable[Iterable[ServiceModel]]) -> tuple[ServiceModel, ...]:
     """CDS services: first listener to import a host wins; ports merge within one namespace."""
     added: dict[str, ServiceModel] = {}
-    for listener in egress:
-        for svc in listener.services:
+    for services in imported:
+        for svc in services:
             cur = added.get(svc.hostname)
             if cur is None:
                 added[svc.hostname] = svc
@@ -225,6 +232,92 @@ def _union(egress: Iterable[EgressListener]) -> tuple[ServiceModel, ...]:
                 if extra:
                     added[svc.hostname] = cur.with_ports(cur.ports + extra)
     return tuple(added.values())
+
+
+# ------------------------------------------------------------------ VirtualService destinations
+def _virtual_service_destinations(listener: EgressListener, registry: ServiceRegistry, namespace: str,
+                                  memo: Memo) -> tuple[ServiceModel, ...]:
+    """istio sidecar.go collectImportedServices: every destination host of the listener's
+    VirtualServices (routes, mirrors, tcp, tls) joins the CDS services even when the egress hosts
+    do not import it; listeners and virtual hosts still come from the imported services only.
+    A listener with a port takes the service trimmed to it (serviceMatchingListenerPort), else
+    the ports the destinations name (serviceMatchingVirtualServicePorts)."""
+    by_host: dict[str, list[ServiceModel]] | None = None
+    out: list[ServiceModel] = []
+    for vs in listener.virtual_services:
+        for host, ports in _destination_ports(vs.spec, namespace).items():
+            if by_host is None:
+                by_host = memo.get(("registry-by-hostname", registry), _by_hostname, registry)
+            svc = _destination_service(by_host.get(host, ()), registry, namespace)
+            if svc is None or not svc.builds_config:
+                continue
+            if listener.matches_port:
+                port = svc.port(listener.port or 0)
+                if port is not None:
+                    out.append(svc.with_ports((port,)))
+            elif (matched := _matching_ports(svc, ports)) is not None:
+                out.append(matched)
+    return tuple(out)
+
+
+def _by_hostname(registry: ServiceRegistry) -> dict[str, list[ServiceModel]]:
+    out: dict[str, list[ServiceModel]] = {}
+    for svc in registry.services:
+        out.setdefault(svc.hostname, []).append(svc)
+    return out
+
+
+def _destination_ports(spec: pb.VirtualService, namespace: str) -> dict[str, set[int]]:
+    """istio virtualServiceDestinations: host -> ports named (0: a destination without a port,
+    meaning every port). An HTTP rule whose matches all name other source namespaces is skipped."""
+    out: dict[str, set[int]] = {}
+
+    def add(dest: pb.Destination) -> None:
+        out.setdefault(dest.host, set()).add(dest.port.number if dest.HasField("port") else 0)
+
+    for http in spec.http:
+        sources = {m.source_namespace for m in http.match if m.source_namespace}
+        if sources and namespace not in sources:
+            continue
+        for rd in http.route:
+            if rd.HasField("destination"):
+                add(rd.destination)
+        if http.HasField("mirror"):
+            add(http.mirror)
+        for mirror in http.mirrors:
+            if mirror.HasField("destination"):
+                add(mirror.destination)
+    for routes in (spec.tcp, spec.tls):
+        for rule in routes:
+            for rd in rule.route:
+                if rd.HasField("destination"):
+                    add(rd.destination)
+    out.pop("", None)
+    return out
+
+
+def _destination_service(candidates: Iterable[ServiceModel], registry: ServiceRegistry,
+                         namespace: str) -> ServiceModel | None:
+    """The proxy's namespace's service of that name, else a visible Kubernetes Service, else the
+    oldest visible ServiceEntry (PILOT_SIDECAR_PICK_BEST_SERVICE_NAMESPACE)."""
+    visible: list[ServiceModel] = []
+    for svc in candidates:
+        if svc.namespace == namespace:
+            return svc
+        if registry.visible(svc, namespace):
+            visible.append(svc)
+    if not visible:
+        return None
+    return min(visible, key=lambda s: (not s.is_kubernetes, s.creation, s.namespace))
+
+
+def _matching_ports(svc: ServiceModel, ports: set[int]) -> ServiceModel | None:
+    if not ports or 0 in ports:
+        return svc
+    found = tuple(p for p in svc.ports if p.number in ports)
+    if len(found) == len(svc.ports):
+        return svc
+    return svc.with_ports(found) if found else None  # none of the named ports: no cluster at all
 
 
 def _policy(view: StoreView, spec: pb.Sidecar | None) -> OutboundPolicy:
