@@ -287,11 +287,11 @@ def _destination_ports(spec: pb.VirtualService, namespace: str) -> dict[str, set
         for mirror in http.mirrors:
             if mirror.HasField("destination"):
                 add(mirror.destination)
-    for routes in (spec.tcp, spec.tls):
-        for rule in routes:
-            for rd in rule.route:
-                if rd.HasField("destination"):
-                    add(rd.destination)
+    l4_routes: list[pb.RouteDestination] = [rd for rule in spec.tcp for rd in rule.route]
+    l4_routes += [rd for rule in spec.tls for rd in rule.route]
+    for l4 in l4_routes:
+        if l4.HasField("destination"):
+            add(l4.destination)
     out.pop("", None)
     return out
 

@@ -397,7 +397,8 @@ def _default_route(cluster: str, op: str, consistent_hash: bytes) -> bytes:
     policy = route_policy.hash_policy(consistent)
     if policy is not None:
         route.route.hash_policy.append(policy)
-    return route.SerializeToString(deterministic=True)
+    encoded: bytes = route.SerializeToString(deterministic=True)
+    return encoded
 
 
 def _catch_all(policy: OutboundPolicy) -> rc.VirtualHost:
