@@ -104,12 +104,14 @@ def operation(route: rc.Route, vs_name: str, port: int) -> str:
 
 
 def _set_timeout(action: rc.RouteAction, rule: pb.HTTPRoute) -> None:
-    """istio setTimeout: the rule's timeout, else 0s (none). istiod also sets the deprecated
-    max_grpc_timeout; MaxStreamDuration.grpc_timeout_header_max is its replacement."""
+    """istio setTimeout: the rule's timeout, else 0s (none), and the same as max_grpc_timeout.
+
+    Not MaxStreamDuration, the field's documented replacement: a route with any
+    max_stream_duration block makes Envoy ignore `timeout` (envoy source/common/router/
+    config_impl.cc `using_new_timeouts_`), so a VirtualService timeout would never fire."""
     timeout = rule.timeout if rule.HasField("timeout") else envoy.duration(0)
     action.timeout.CopyFrom(timeout)
-    action.max_stream_duration.max_stream_duration.CopyFrom(envoy.duration(0))
-    action.max_stream_duration.grpc_timeout_header_max.CopyFrom(timeout)
+    action.max_grpc_timeout.CopyFrom(timeout)
 
 
 def _apply_redirect(route: rc.Route, redirect: pb.HTTPRedirect, port: int) -> bool:

@@ -107,7 +107,8 @@ def test_seed_egress_timeout_on_an_external_host() -> None:
     routes = routes_for(se, v, port="80", host="httpbin.org")
     action = routes[0].route
     assert action.cluster == "outbound|80||httpbin.org"
-    assert action.timeout.seconds == 3 and action.max_stream_duration.grpc_timeout_header_max.seconds == 3
+    assert action.timeout.seconds == 3 and action.max_grpc_timeout.seconds == 3
+    assert not action.HasField("max_stream_duration")  # it would make Envoy ignore `timeout`
     assert action.retry_policy.num_retries.value == 2
     assert not routes[0].match.HasField("case_sensitive")  # no match: prefix "/" only
 
@@ -313,7 +314,7 @@ def test_timeout_default_and_set() -> None:
            "  route: [{destination: {host: reviews}}]\n- route: [{destination: {host: reviews}}]")
     slow, rest = routes_for(v)
     assert (slow.route.timeout.seconds, slow.route.timeout.nanos) == (2, 500000000)
-    assert slow.route.max_stream_duration.grpc_timeout_header_max.nanos == 500000000
+    assert slow.route.max_grpc_timeout.nanos == 500000000
     assert rest.route.timeout.seconds == 0 and rest.route.HasField("timeout")
 
 
