@@ -1,7 +1,8 @@
 """Client run inside a pod (stdlib only; `python -I -S netclient.py MODE ...`); prints one JSON line.
 
-http: {"status", "headers", "body"} or {"error", "kind"}; --count N makes N fresh connections and
-      prints a list (load-balancing scenarios).
+http: {"status", "headers", "body", "elapsed"} or {"error", "kind", "elapsed"} (elapsed: seconds
+      from connecting to the end of the response or the error); --count N makes N fresh
+      connections and prints a list (load-balancing scenarios).
       https:// URLs use TLS (--sni, --ca to verify the server, --cert/--key to present a client
       certificate).
 tcp:  connect, send one line, read one line back: {"reply"} or {"error", "kind"}; --tls wraps the
@@ -94,6 +95,7 @@ def http_once(args: argparse.Namespace) -> dict[str, Any]:
     headers = {k.strip(): v.strip() for k, v in headers.items()}
     if args.host:
         headers["Host"] = args.host
+    start = time.monotonic()
     try:
         conn.request(args.method, path, headers=headers)
         resp = conn.getresponse()
@@ -102,9 +104,10 @@ def http_once(args: argparse.Namespace) -> dict[str, Any]:
             "status": resp.status,
             "headers": {k.lower(): v for k, v in resp.getheaders()},
             "body": body.decode(errors="replace"),
+            "elapsed": time.monotonic() - start,
         }
     except Exception as e:
-        return {"error": f"{type(e).__name__}: {e}", "kind": classify(e)}
+        return {"error": f"{type(e).__name__}: {e}", "kind": classify(e), "elapsed": time.monotonic() - start}
     finally:
         conn.close()
 
