@@ -220,7 +220,8 @@ def reviews_split(v1: int, v2: int) -> dict[str, Any]:
 def test_subset_weights_shift_at_runtime(world: World) -> None:
     """Canary: a route to subsets v1 and v2 of reviews weighted 100/0 sends everything to the v1
     pod; the same VirtualService changed to 50/50 while the client runs splits requests between
-    both. Control: without the VirtualService both pods answer."""
+    both, and 1/3 (weights need not sum to 100) a quarter to v1. Control: without the
+    VirtualService both pods answer."""
     url = world.url(REVIEWS, 9080, "/")
     subset = {v: f"outbound|9080|{v}|{REVIEWS}" for v in ("v1", "v2")}
     for v in ("v1", "v2"):
@@ -240,6 +241,14 @@ def test_subset_weights_shift_at_runtime(world: World) -> None:
         assert views.route_clusters(routes[0]) == {subset["v1"]: 50, subset["v2"]: 50}
         got = world.served(url, 200)
         # Binomial(200, 0.5): 60..140 is more than 5 standard deviations either side.
+        assert set(got) == {"reviews-v1", "reviews-v2"} and 60 <= got["reviews-v1"] <= 140, got
+
+        # Weights need not sum to 100: Envoy splits by their sum, 1/3 is a quarter to v1.
+        world.mesh.apply("vs-reviews", reviews_split(1, 3))
+        world.wait_routes("9080", f"{REVIEWS}:9080",
+                          lambda rs: views.route_clusters(rs[0]) == {subset["v1"]: 1, subset["v2"]: 3}, "1/3")
+        got = world.served(url, 400)
+        # Binomial(400, 0.25): mean 100, sd 8.7; 60..140 is more than 4.5 sd either side.
         assert set(got) == {"reviews-v1", "reviews-v2"} and 60 <= got["reviews-v1"] <= 140, got
     finally:
         world.mesh.delete("vs-reviews")
@@ -279,13 +288,96 @@ def test_header_and_uri_matches(world: World) -> None:
     world.wait_default_route("9080", f"{REVIEWS}:9080", f"outbound|9080||{REVIEWS}")
 
 
+def test_query_method_without_headers_and_no_catch_all(world: World) -> None:
+    """`queryParams`, `method` and `withoutHeaders` matches; a VirtualService without a catch-all
+    rule leaves other requests without a route: 404 (response flag NR)."""
+    world.mesh.apply("vs-reviews", virtual_service("reviews", {"hosts": ["reviews"], "http": [
+        {"name": "query", "match": [{"queryParams": {"q": {"exact": "1"}}}], "route": [to("reviews", "v2")]},
+        {"name": "post", "match": [{"method": {"exact": "POST"}}], "route": [to("reviews", "v2")]},
+        {"name": "without", "match": prefix("/w", withoutHeaders={"x-skip": {}}), "route": [to("reviews", "v2")]},
+        {"name": "v1", "match": prefix("/v1"), "route": [to("reviews", "v1")]},
+    ]}))
+    try:
+        world.wait_routes("9080", f"{REVIEWS}:9080", lambda rs: len(rs) == 4, "four routes")
+
+        def answered(path: str, count: int = 4, **headers: str) -> set[tuple[int | None, str | None]]:
+            results = world.client.http_many(world.url(REVIEWS, 9080, path), count, headers=headers or None)
+            return {(r.status, r.served_by) for r in results}
+
+        assert answered("/v1/x?q=1") == {(200, "reviews-v2")}
+        assert answered("/v1/x?q=2") == {(200, "reviews-v1")}
+        r = world.client.http(world.url(REVIEWS, 9080, "/v1/x"), method="POST")
+        assert r.served_by == "reviews-v2", r
+        assert answered("/w/x") == {(200, "reviews-v2")}
+        no_route = sum(v for k, v in world.envoy.stats("no_route").items() if k.endswith(".no_route"))
+        assert answered("/w/x", 2, **{"x-skip": "1"}) == {(404, None)}
+        assert answered("/other", 2) == {(404, None)}
+        wait_for(lambda: sum(v for k, v in world.envoy.stats("no_route").items()
+                             if k.endswith(".no_route")) >= no_route + 4, timeout=5, what="4 more no_route (NR)")
+    finally:
+        world.mesh.delete("vs-reviews")
+    world.wait_default_route("9080", f"{REVIEWS}:9080", f"outbound|9080||{REVIEWS}")
+
+
+def test_source_labels_select_routes_per_client(world: World) -> None:
+    """`sourceLabels` is decided per proxy when its routes are built: the client (app=sleep)
+    gets the rule for its labels; a VirtualService all of whose rules name other clients gives
+    this client no routes at all, so the service keeps its default route (both pods answer)."""
+    url = world.url(REVIEWS, 9080, "/")
+    world.mesh.apply("vs-reviews", virtual_service("reviews", {"hosts": ["reviews"], "http": [
+        {"match": [{"sourceLabels": {"app": "sleep"}}], "route": [to("reviews", "v2")]},
+        {"route": [to("reviews", "v1")]},
+    ]}))
+    try:
+        world.wait_routes("9080", f"{REVIEWS}:9080",
+                          lambda rs: views.route_clusters(rs[0]).keys() == {f"outbound|9080|v2|{REVIEWS}"},
+                          "the sleep rule first")
+        assert world.served(url, 6) == {"reviews-v2": 6}
+
+        world.mesh.apply("vs-reviews", virtual_service("reviews", {"hosts": ["reviews"], "http": [
+            {"match": [{"sourceLabels": {"app": "someone-else"}}], "route": [to("reviews", "v2")]}]}))
+        world.wait_default_route("9080", f"{REVIEWS}:9080", f"outbound|9080||{REVIEWS}")
+        wait_for(lambda: set(world.served(url, 20)) == {"reviews-v1", "reviews-v2"}, timeout=10,
+                 what="both reviews pods answer through the default route")
+    finally:
+        world.mesh.delete("vs-reviews")
+    world.wait_default_route("9080", f"{REVIEWS}:9080", f"outbound|9080||{REVIEWS}")
+
+
+def test_delegate_virtual_service(world: World) -> None:
+    """A root rule with `delegate` is replaced by the delegate's routes, each of which must fit
+    inside the root's match: /d/v2 goes where the delegate says (reviews v2); the delegate's
+    /other route conflicts with the root's /d prefix and is dropped, so /other falls to the
+    root's catch-all (echo), as does /d/else, which no delegate route matches."""
+    delegate = virtual_service("faults-delegate", {"http": [
+        {"match": prefix("/d/v2"), "route": [to("reviews", "v2")]},
+        {"match": prefix("/other"), "route": [to("reviews", "v2")]},
+    ]})
+    root = virtual_service("faults", {"hosts": ["faults"], "http": [
+        {"match": prefix("/d"), "delegate": {"name": "faults-delegate", "namespace": NS}},
+        {"route": [to("faults")]},
+    ]})
+    world.mesh.apply("vs-faults", delegate, root)
+    try:
+        world.wait_routes("8080", f"{FAULTS}:8080",
+                          lambda rs: any(f"outbound|9080|v2|{REVIEWS}" in views.route_clusters(r) for r in rs),
+                          "the delegate's route to reviews v2")
+        for path, pod in (("/d/v2/x", "reviews-v2"), ("/other", "echo"), ("/d/else", "echo")):
+            r = world.client.http(world.url(FAULTS, 8080, path))
+            assert r.status == 200 and r.served_by == pod, (path, r)
+    finally:
+        world.mesh.delete("vs-faults")
+    world.wait_default_route("8080", f"{FAULTS}:8080", f"outbound|8080||{FAULTS}")
+
+
 # ---------------------------------------------------------------------------- retries
 
 
 def test_retries_on_5xx_reach_a_backend_that_fails_once(world: World) -> None:
     """`retries {attempts: 2, retryOn: 5xx}`: a backend answering 503 once, then 200, gives the
     client 200 after two upstream tries; one that fails five times is tried three times (the
-    first try and two retries) and its 503 reaches the client."""
+    first try and two retries) and its 503 reaches the client. `retryOn: "503"` retries that
+    status (three tries) and not a 500 (one)."""
     echo = world.pods["echo"]
     world.mesh.apply("vs-flaky", virtual_service("flaky", {"hosts": ["flaky"], "http": [
         {"route": [to("flaky")], "retries": {"attempts": 2, "retryOn": "5xx"}}]}))
@@ -302,6 +394,17 @@ def test_retries_on_5xx_reach_a_backend_that_fails_once(world: World) -> None:
         r = world.client.http(world.url(FLAKY, 8080, always))
         assert r.status == 503, r
         assert echo.seen(always)["hits"] == 3
+
+        # Status codes in retryOn: retriable_status_codes; a code not listed is not retried.
+        world.mesh.apply("vs-flaky", virtual_service("flaky", {"hosts": ["flaky"], "http": [
+            {"route": [to("flaky")], "retries": {"attempts": 2, "retryOn": "503"}}]}))
+        world.wait_routes("8080", f"{FLAKY}:8080",
+                          lambda rs: rs[0]["route"].get("retry_policy", {}).get("retriable_status_codes") == [503],
+                          "retriable_status_codes [503]")
+        for code, hits in (("503", 3), ("500", 1)):
+            path = f"/fail/{code}/5/{key()}"
+            r = world.client.http(world.url(FLAKY, 8080, path))
+            assert r.status == int(code) and echo.seen(path)["hits"] == hits, (code, r)
     finally:
         world.mesh.delete("vs-flaky")
     world.wait_default_route("8080", f"{FLAKY}:8080", f"outbound|8080||{FLAKY}")
