@@ -71,11 +71,14 @@ def virtual_service(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": NS}, "spec": spec}
 
 
-def to(host: str, subset: str | None = None, weight: int | None = None) -> dict[str, Any]:
-    """One `route[]` entry: a destination (short host name, as Istio's docs write them)."""
+def to(host: str, subset: str | None = None, weight: int | None = None, *, port: int | None = None) -> dict[str, Any]:
+    """One `route[]` entry: a destination (short host name, as Istio's docs write them). Without
+    `port` the destination's port is the listener's (istiod's GetDestinationCluster)."""
     destination: dict[str, Any] = {"host": host}
     if subset:
         destination["subset"] = subset
+    if port:
+        destination["port"] = {"number": port}
     return {"destination": destination, **({"weight": weight} if weight is not None else {})}
 
 
@@ -199,7 +202,7 @@ def test_seed_004_timeout_on_an_external_service(world: World) -> None:
         # One destination: a plain cluster (its weight 100 is not a weighted_clusters entry).
         assert [views.route_clusters(rt) for rt in routes] == [{HTTPBIN_CLUSTER: 1}]
         r = world.client.http(url, timeout=15)
-        assert r.status == 504, r
+        assert r.status == 504, (r, world.routes("80", "httpbin.org:80"))
         assert r.body == "upstream request timeout", r
         assert 2.5 <= r.elapsed <= 4.5, r.elapsed
         # Response flag UT: the request timed out upstream (counted per cluster).
@@ -350,8 +353,8 @@ def test_delegate_virtual_service(world: World) -> None:
     /other route conflicts with the root's /d prefix and is dropped, so /other falls to the
     root's catch-all (echo), as does /d/else, which no delegate route matches."""
     delegate = virtual_service("faults-delegate", {"http": [
-        {"match": prefix("/d/v2"), "route": [to("reviews", "v2")]},
-        {"match": prefix("/other"), "route": [to("reviews", "v2")]},
+        {"match": prefix("/d/v2"), "route": [to("reviews", "v2", port=9080)]},
+        {"match": prefix("/other"), "route": [to("reviews", "v2", port=9080)]},
     ]})
     root = virtual_service("faults", {"hosts": ["faults"], "http": [
         {"match": prefix("/d"), "delegate": {"name": "faults-delegate", "namespace": NS}},
