@@ -97,8 +97,9 @@ class World:
         return f"http://{host}:{port}{path}"
 
     def served(self, url: str, count: int, **kw: Any) -> Counter[str | None]:
-        """Which pod answered each of `count` requests (None: not our app, e.g. an error)."""
-        return Counter(r.served_by for r in self.client.http_many(url, count, **kw))
+        """Which pod answered each of `count` requests (None: not our app, e.g. an error), sent on
+        one connection: the sidecar routes and balances each request on its own."""
+        return Counter(r.served_by for r in self.client.http_many(url, count, keep_alive=True, **kw))
 
     def routes(self, route_name: str, vhost: str) -> list[dict[str, Any]]:
         return views.vhost_routes(self.envoy.route_configs().get(route_name, {}), vhost)
