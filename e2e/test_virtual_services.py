@@ -66,9 +66,9 @@ spec:
 """
 
 
-def virtual_service(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+def virtual_service(name: str, spec: dict[str, Any], namespace: str = NS) -> dict[str, Any]:
     return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": name, "namespace": NS}, "spec": spec}
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
 def to(host: str, subset: str | None = None, weight: int | None = None, *, port: int | None = None) -> dict[str, Any]:
@@ -371,6 +371,65 @@ def test_delegate_virtual_service(world: World) -> None:
             assert r.status == 200 and r.served_by == pod, (path, r)
     finally:
         world.mesh.delete("vs-faults")
+    world.wait_default_route("8080", f"{FAULTS}:8080", f"outbound|8080||{FAULTS}")
+
+
+def test_destination_port_defaults_to_the_listener_port(world: World) -> None:
+    """A destination without `port` uses the port the request came in on: a rule on flaky:8080
+    sending to reviews (which has only 9080) names a cluster that does not exist, so 503 (NC);
+    with `port: 9080` the same rule reaches reviews."""
+    url = world.url(FLAKY, 8080, "/")
+    for port, expected in ((None, {(503, None)}), (9080, {(200, "reviews-v1"), (200, "reviews-v2")})):
+        world.mesh.apply("vs-flaky", virtual_service("flaky", {"hosts": ["flaky"], "http": [
+            {"route": [to("reviews", port=port)]}]}))
+        cluster = f"outbound|{port or 8080}||{REVIEWS}"
+        world.wait_routes("8080", f"{FLAKY}:8080", lambda rs, c=cluster: views.route_clusters(rs[0]) == {c: 1},
+                          f"a route to {cluster}")
+        got = wait_for(lambda e=expected: (g := {(r.status, r.served_by) for r in
+                                                 world.client.http_many(url, 12, keep_alive=True)}) == e and g,
+                       timeout=10, what=f"flaky answered by {expected}")
+        assert got == expected
+    world.mesh.delete("vs-flaky")
+    world.wait_default_route("8080", f"{FLAKY}:8080", f"outbound|8080||{FLAKY}")
+
+
+def test_gateways_and_export_to_decide_who_sees_a_rule(world: World) -> None:
+    """A VirtualService bound only to a gateway does not reach sidecars; adding `mesh` does. A
+    VirtualService in another namespace for reviews.default with `exportTo: ["."]` is visible
+    only there, not to this client in `default`; `exportTo: ["*"]` reaches it."""
+    url = world.url(REVIEWS, 9080, "/")
+    all_v2 = {"hosts": ["reviews"], "http": [{"route": [to("reviews", "v2")]}]}
+    v2_cluster = f"outbound|9080|v2|{REVIEWS}"
+
+    def to_v2() -> bool:
+        return views.route_clusters(world.routes("9080", f"{REVIEWS}:9080")[0]) == {v2_cluster: 1}
+
+    def rule_applies(spec: dict[str, Any], namespace: str = NS) -> bool:
+        world.mesh.apply("vs-reviews", virtual_service("reviews", spec, namespace))
+        # A marker route on another service, applied after the rule, tells when the server has
+        # pushed the change (the rule itself may rightly change nothing).
+        marker = key()
+        world.mesh.apply("vs-marker", virtual_service("marker", {"hosts": ["faults"], "http": [
+            {"match": prefix(f"/{marker}"), "route": [to("faults")]}, {"route": [to("faults")]}]}))
+        world.wait_routes("8080", f"{FAULTS}:8080",
+                          lambda rs: rs[0].get("match", {}).get("prefix") == f"/{marker}", "the marker")
+        applies = to_v2()
+        assert set(world.served(url, 12)) == ({"reviews-v2"} if applies else {"reviews-v1", "reviews-v2"})
+        return applies
+
+    try:
+        assert not rule_applies({**all_v2, "gateways": ["istio-system/ingress"]})
+        assert rule_applies({**all_v2, "gateways": ["istio-system/ingress", "mesh"]})
+        world.mesh.delete("vs-reviews")
+        world.wait_default_route("9080", f"{REVIEWS}:9080", f"outbound|9080||{REVIEWS}")
+        # From another namespace the names are written in full (short ones resolve there).
+        full = {"hosts": [REVIEWS], "http": [{"route": [{"destination": {"host": REVIEWS, "subset": "v2"}}]}]}
+        assert not rule_applies({**full, "exportTo": ["."]}, "other")
+        assert rule_applies({**full, "exportTo": ["*"]}, "other")
+    finally:
+        world.mesh.delete("vs-reviews")
+        world.mesh.delete("vs-marker")
+    world.wait_default_route("9080", f"{REVIEWS}:9080", f"outbound|9080||{REVIEWS}")
     world.wait_default_route("8080", f"{FAULTS}:8080", f"outbound|8080||{FAULTS}")
 
 
