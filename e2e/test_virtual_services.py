@@ -1,8 +1,9 @@
 """VirtualService HTTP routes (with DestinationRule subsets) at traffic level, through a real
 client sidecar: Istio's egress-task timeout on httpbin.org, canary weights shifted at run time,
-header and URI matches, retries, fault injection, mirroring, rewrites, redirects, direct
-responses, header operations and CORS. Each behaviour is shown next to a control: the same
-request without the rule, or another request the rule must not touch.
+header, URI, query, method and source-label matches, the missing catch-all (404), delegates, the
+destination port, `gateways` and `exportTo`, retries, fault injection, mirroring, rewrites,
+redirects, direct responses, header operations and CORS. Each behaviour is shown next to a
+control: the same request without the rule, or another request the rule must not touch.
 
 Pods (all but `sleep` without a sidecar, so what they receive is what the client's sidecar sent):
 `sleep` (the client, captured); `httpbin` (HTTP on 80, `httpbin.org` in the node DNS);
