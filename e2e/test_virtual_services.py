@@ -394,10 +394,51 @@ def test_destination_port_defaults_to_the_listener_port(world: World) -> None:
     world.wait_default_route("8080", f"{FLAKY}:8080", f"outbound|8080||{FLAKY}")
 
 
+def pushed(world: World) -> None:
+    """Until the client has every change made before this call: a marker route on another
+    service, applied now, arrives after them (for a change that may rightly alter nothing)."""
+    marker = key()
+    world.mesh.apply("vs-marker", virtual_service("marker", {"hosts": ["faults"], "http": [
+        {"match": prefix(f"/{marker}"), "route": [to("faults")]}, {"route": [to("faults")]}]}))
+    world.wait_routes("8080", f"{FAULTS}:8080",
+                      lambda rs: rs[0].get("match", {}).get("prefix") == f"/{marker}", "the marker")
+
+
+def test_oldest_virtual_service_wins_a_host(world: World) -> None:
+    """Two VirtualServices for one host are not merged for sidecars: the oldest one's routes
+    are used (creation time first, before the names, which would pick the other)."""
+    def answering(name: str, created: str) -> dict[str, Any]:
+        doc = virtual_service(name, {"hosts": ["flaky"], "http": [
+            {"directResponse": {"status": 200, "body": {"string": name}}}]})
+        doc["metadata"]["creationTimestamp"] = created
+        return doc
+
+    url = world.url(FLAKY, 8080, "/")
+    world.mesh.apply("vs-flaky-older", answering("z-older", "2024-01-01T00:00:00Z"))
+    try:
+        world.wait_routes("8080", f"{FLAKY}:8080", lambda rs: "direct_response" in rs[0], "the older rule")
+        assert world.client.http(url).body == "z-older"
+        world.mesh.apply("vs-flaky-newer", answering("a-newer", "2025-01-01T00:00:00Z"))
+        pushed(world)
+        assert {r.body for r in world.client.http_many(url, 4, keep_alive=True)} == {"z-older"}
+        world.mesh.delete("vs-flaky-older")
+        world.wait_routes("8080", f"{FLAKY}:8080",
+                          lambda rs: rs[0].get("direct_response", {}).get("body", {}).get("inline_string") == "a-newer",
+                          "the newer rule once the older is gone")
+        assert world.client.http(url).body == "a-newer"
+    finally:
+        world.mesh.delete("vs-flaky-older")
+        world.mesh.delete("vs-flaky-newer")
+        world.mesh.delete("vs-marker")
+    world.wait_default_route("8080", f"{FLAKY}:8080", f"outbound|8080||{FLAKY}")
+    world.wait_default_route("8080", f"{FAULTS}:8080", f"outbound|8080||{FAULTS}")
+
+
 def test_gateways_and_export_to_decide_who_sees_a_rule(world: World) -> None:
-    """A VirtualService bound only to a gateway does not reach sidecars; adding `mesh` does. A
-    VirtualService in another namespace for reviews.default with `exportTo: ["."]` is visible
-    only there, not to this client in `default`; `exportTo: ["*"]` reaches it."""
+    """A VirtualService in another namespace for the short host `reviews` is about reviews.other,
+    not reviews.default. One bound only to a gateway does not reach sidecars; adding `mesh` does.
+    One in another namespace for reviews.default with `exportTo: ["."]` is visible only there,
+    not to this client in `default`; `exportTo: ["*"]` reaches it."""
     url = world.url(REVIEWS, 9080, "/")
     all_v2 = {"hosts": ["reviews"], "http": [{"route": [to("reviews", "v2")]}]}
     v2_cluster = f"outbound|9080|v2|{REVIEWS}"
@@ -407,18 +448,14 @@ def test_gateways_and_export_to_decide_who_sees_a_rule(world: World) -> None:
 
     def rule_applies(spec: dict[str, Any], namespace: str = NS) -> bool:
         world.mesh.apply("vs-reviews", virtual_service("reviews", spec, namespace))
-        # A marker route on another service, applied after the rule, tells when the server has
-        # pushed the change (the rule itself may rightly change nothing).
-        marker = key()
-        world.mesh.apply("vs-marker", virtual_service("marker", {"hosts": ["faults"], "http": [
-            {"match": prefix(f"/{marker}"), "route": [to("faults")]}, {"route": [to("faults")]}]}))
-        world.wait_routes("8080", f"{FAULTS}:8080",
-                          lambda rs: rs[0].get("match", {}).get("prefix") == f"/{marker}", "the marker")
+        pushed(world)
         applies = to_v2()
         assert set(world.served(url, 12)) == ({"reviews-v2"} if applies else {"reviews-v1", "reviews-v2"})
         return applies
 
     try:
+        # A short host names the service in the VirtualService's own namespace: reviews.other.
+        assert not rule_applies(all_v2, "other")
         assert not rule_applies({**all_v2, "gateways": ["istio-system/ingress"]})
         assert rule_applies({**all_v2, "gateways": ["istio-system/ingress", "mesh"]})
         world.mesh.delete("vs-reviews")
