@@ -324,6 +324,45 @@ def test_query_method_without_headers_and_no_catch_all(world: World) -> None:
     world.wait_default_route("9080", f"{REVIEWS}:9080", f"outbound|9080||{REVIEWS}")
 
 
+def test_regex_header_authority_scheme_port_and_source_namespace_matches(world: World) -> None:
+    """The other match fields: a URI regex (whole path), header prefix and regex, authority,
+    scheme; `port` and `sourceNamespace` decide per proxy whether a rule exists at all, so rules
+    naming another port or namespace are left out and their requests fall to the catch-all."""
+    v2 = [to("reviews", "v2")]
+    world.mesh.apply("vs-reviews", virtual_service("reviews", {"hosts": ["reviews"], "http": [
+        {"name": "regex", "match": [{"uri": {"regex": "/r[0-9]+"}}], "route": v2},
+        {"name": "header-prefix", "match": [{"headers": {"x-user": {"prefix": "ja"}}}], "route": v2},
+        {"name": "header-regex", "match": [{"headers": {"x-tier": {"regex": "gold|silver"}}}], "route": v2},
+        {"name": "authority", "match": [{"authority": {"prefix": "reviews:"}}], "route": v2},
+        {"name": "scheme", "match": prefix("/scheme", scheme={"exact": "http"}), "route": v2},
+        {"name": "other-port", "match": prefix("/p", port=9999), "route": v2},
+        {"name": "this-port", "match": prefix("/q", port=9080), "route": v2},
+        {"name": "other-ns", "match": prefix("/ons", sourceNamespace="other"), "route": v2},
+        {"name": "this-ns", "match": prefix("/ns", sourceNamespace=NS), "route": v2},
+        {"name": "rest", "route": [to("reviews", "v1")]},
+    ]}))
+    try:
+        routes = world.wait_routes("9080", f"{REVIEWS}:9080", lambda rs: len(rs) == 8, "eight routes")
+        assert [r.get("name") for r in routes] == ["regex", "header-prefix", "header-regex", "authority",
+                                                   "scheme", "this-port", "this-ns", "rest"]
+
+        def answered(path: str, host: str = REVIEWS, **headers: str) -> set[str | None]:
+            return set(world.served(world.url(host, 9080, path), 4, headers=headers or None))
+
+        v1, v2_pod = {"reviews-v1"}, {"reviews-v2"}
+        assert answered("/r12") == v2_pod
+        assert answered("/r12x") == v1 and answered("/rx") == v1  # the regex matches whole paths
+        assert answered("/", **{"x-user": "jason"}) == v2_pod and answered("/", **{"x-user": "bob"}) == v1
+        assert answered("/", **{"x-tier": "gold"}) == v2_pod and answered("/", **{"x-tier": "goldx"}) == v1
+        assert answered("/", host="reviews") == v2_pod  # Host "reviews:9080", same vhost
+        assert answered("/scheme") == v2_pod
+        assert answered("/p") == v1 and answered("/q") == v2_pod
+        assert answered("/ons") == v1 and answered("/ns") == v2_pod
+    finally:
+        world.mesh.delete("vs-reviews")
+    world.wait_default_route("9080", f"{REVIEWS}:9080", f"outbound|9080||{REVIEWS}")
+
+
 def test_source_labels_select_routes_per_client(world: World) -> None:
     """`sourceLabels` is decided per proxy when its routes are built: the client (app=sleep)
     gets the rule for its labels; a VirtualService all of whose rules name other clients gives
@@ -609,8 +648,12 @@ ALLOWED_ORIGIN = "http://ok.example"
 ECHO_RULES: list[dict[str, Any]] = [
     {"name": "mirror", "match": prefix("/mirror"), "route": [to("echo")],
      "mirror": {"host": "mirror"}, "mirrorPercentage": {"value": 100}},
+    {"name": "no-mirror", "match": prefix("/unmirrored"), "route": [to("echo")],
+     "mirror": {"host": "mirror"}, "mirrorPercentage": {"value": 0}},
     {"name": "rewrite", "match": prefix("/old"), "route": [to("echo")],
      "rewrite": {"uri": "/new", "authority": "rewritten.example"}},
+    {"name": "regex-rewrite", "match": [{"uri": {"regex": "/rx/([a-z]+)/([0-9]+)"}}], "route": [to("echo")],
+     "rewrite": {"uriRegexRewrite": {"match": "/rx/([a-z]+)/([0-9]+)", "rewrite": "/\\2/\\1"}}},
     {"name": "redirect", "match": prefix("/moved"),
      "redirect": {"uri": "/elsewhere", "authority": "other.example"}},
     {"name": "direct", "match": prefix("/direct"),
@@ -639,12 +682,13 @@ def echo_rules(world: World) -> Iterator[World]:
 
 def test_mirror_sends_a_copy(echo_rules: World) -> None:
     """`mirror` with `mirrorPercentage: 100`: the echo pod answers, and the mirror pod receives a
-    copy with the original Host (Istio disables Envoy's `-shadow` host suffix). Control: a request
-    on another rule is not copied."""
+    copy with the original Host (Istio disables Envoy's `-shadow` host suffix). Controls: a
+    request on another rule, and one on a rule mirroring 0 %, are not copied."""
     w, echo, mirror = echo_rules, echo_rules.pods["echo"], echo_rules.pods["mirror"]
     k = key()
-    r = w.client.http(w.url(ECHO, 8080, f"/plain/{k}"))
-    assert r.served_by == "echo", r
+    for path in (f"/plain/{k}", f"/unmirrored/{k}"):
+        r = w.client.http(w.url(ECHO, 8080, path))
+        assert r.served_by == "echo", r
     r = w.client.http(w.url(ECHO, 8080, f"/mirror/{k}"))
     assert r.served_by == "echo", r
     seen = wait_for(lambda: (s := mirror.seen(f"/mirror/{k}"))["hits"] and s, timeout=5,
@@ -652,15 +696,20 @@ def test_mirror_sends_a_copy(echo_rules: World) -> None:
     assert seen["hits"] == 1 and seen["last"]["host"] == f"{ECHO}:8080", seen
     assert echo.seen(f"/mirror/{k}")["hits"] == 1
     assert mirror.seen(f"/plain/{k}")["hits"] == 0
+    # mirrorPercentage 0: no copy (sent before the /mirror request, whose copy has arrived).
+    assert mirror.seen(f"/unmirrored/{k}")["hits"] == 0
 
 
 def test_rewrite_uri_and_authority(echo_rules: World) -> None:
     """`rewrite {uri: /new, authority: rewritten.example}`: the matched prefix /old is replaced
-    (the rest of the path and the query kept) and the backend sees the new Host."""
+    (the rest of the path and the query kept) and the backend sees the new Host;
+    `uriRegexRewrite` substitutes the regex's capture groups."""
     w = echo_rules
     r = w.client.http(w.url(ECHO, 8080, "/old/page?q=1"))
     assert r.served_by == "echo", r
     assert (r.json()["path"], r.json()["host"]) == ("/new/page?q=1", "rewritten.example"), r
+    r = w.client.http(w.url(ECHO, 8080, "/rx/abc/12"))  # uriRegexRewrite: capture groups swapped
+    assert r.served_by == "echo" and r.json()["path"] == "/12/abc", r
     r = w.client.http(w.url(ECHO, 8080, "/other/page"))  # control: another rule, untouched
     assert (r.json()["path"], r.json()["host"]) == ("/other/page", f"{ECHO}:8080"), r
 
