@@ -661,6 +661,9 @@ ECHO_RULES: list[dict[str, Any]] = [
     {"name": "headers", "match": prefix("/headers"), "route": [to("echo")],
      "headers": {"request": {"set": {"x-set": "yes"}, "add": {"x-add": "a"}, "remove": ["x-remove"]},
                  "response": {"set": {"x-resp": "set"}, "remove": ["x-served-by"]}}},
+    {"name": "destination-headers", "match": prefix("/dest-headers"),
+     "route": [{**to("echo"), "headers": {"request": {"set": {"x-dest": "echo"}},
+                                          "response": {"set": {"x-dest-resp": "echo"}}}}]},
     {"name": "cors", "match": prefix("/cors"), "route": [to("echo")],
      "corsPolicy": {"allowOrigins": [{"exact": ALLOWED_ORIGIN}], "allowMethods": ["GET", "POST"],
                     "allowHeaders": ["x-custom"], "maxAge": "60s"}},
@@ -728,7 +731,8 @@ def test_redirect_and_direct_response(echo_rules: World) -> None:
 
 def test_header_operations(echo_rules: World) -> None:
     """`headers.request` set/add/remove reach the backend as written; `headers.response` set
-    and remove reach the client. Control: another rule passes the same headers untouched."""
+    and remove reach the client; so do a destination's own `headers`. Control: another rule
+    passes the same headers untouched."""
     w = echo_rules
     sent = {"x-remove": "gone", "x-keep": "kept"}
     r = w.client.http(w.url(ECHO, 8080, "/headers"), headers=sent)
@@ -738,9 +742,12 @@ def test_header_operations(echo_rules: World) -> None:
     assert "x-remove" not in got, got
     assert r.headers.get("x-resp") == "set" and "x-served-by" not in r.headers, r.headers
 
+    r = w.client.http(w.url(ECHO, 8080, "/dest-headers"))  # a destination's own header operations
+    assert r.json()["headers"].get("x-dest") == "echo" and r.headers.get("x-dest-resp") == "echo", r
+
     r = w.client.http(w.url(ECHO, 8080, "/plain"), headers=sent)
     got = r.json()["headers"]
-    assert got.get("x-remove") == "gone" and "x-set" not in got, got
+    assert got.get("x-remove") == "gone" and "x-set" not in got and "x-dest" not in got, got
     assert r.served_by == "echo" and "x-resp" not in r.headers, r.headers
 
 
