@@ -28,11 +28,12 @@ class HttpResult:
     body: str = ""
     error: str = ""
     kind: str = ""  # refused | reset | timeout | closed | unreachable | other, when error
+    elapsed: float = 0.0  # seconds from connecting to the end of the response (or the error)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HttpResult:
         return cls(data.get("status"), data.get("headers", {}), data.get("body", ""),
-                   data.get("error", ""), data.get("kind", ""))
+                   data.get("error", ""), data.get("kind", ""), data.get("elapsed", 0.0))
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -88,9 +89,13 @@ def http(
 
 
 def http_many(ns: Netns, url: str, count: int, *, host: str | None = None,
-              timeout: float = 5.0) -> list[HttpResult]:
-    """`count` requests, each on its own connection (so each is load-balanced separately)."""
-    args = [*_http_args(url, host, "GET", None, None, timeout), "--count", str(count)]
+              headers: dict[str, str] | None = None, timeout: float = 5.0,
+              keep_alive: bool = False) -> list[HttpResult]:
+    """`count` requests, each on its own connection (so each is load-balanced separately even
+    without a sidecar); `keep_alive`: all on one connection (faster; a sidecar routes and
+    load-balances every request of it on its own)."""
+    args = [*_http_args(url, host, "GET", headers, None, timeout), "--count", str(count),
+            *(["--keep-alive"] if keep_alive else [])]
     out = ns.exec(*PYTHON, NETCLIENT, *args, timeout=timeout * count + 15)
     return [HttpResult.from_json(r) for r in json.loads(out)]
 

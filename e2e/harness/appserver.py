@@ -2,7 +2,14 @@
 
 http:     answers every request with JSON {"pod", "host", "path", "method", "peer", "headers"},
           so a test sees which pod served it, what Host/path arrived and from which address
-          (127.0.0.6 means "came through the inbound sidecar").
+          (127.0.0.6 means "came through the inbound sidecar"). A few paths behave like httpbin,
+          for routing policies (timeouts, retries, faults, mirroring) to act on:
+            /delay/<seconds>...          answers after that many seconds (httpbin's /delay/N)
+            /status/<code>...            answers with that status (httpbin's /status/N)
+            /fail/<code>/<n>/<key>...    the first n requests on that exact path answer <code>,
+                                         later ones 200 (a backend that fails n times, then works)
+          Every request is counted by path (query excluded); /_seen/<path> answers {"hits", "last"}
+          (how many requests arrived for /<path>, the JSON of the last one) and counts nothing.
 tcp-echo: line-based; replies "<pod> <line>" for every line received.
 tls-echo: tcp-echo inside TLS (--cert/--key; --ca makes client certificates mandatory); replies
           "<pod> sni=<server name the client sent, or -> <line>", so a test sees where SNI routed it.
@@ -23,27 +30,75 @@ import socket
 import socketserver
 import ssl
 import sys
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class Seen:
+    """Requests per path (query excluded) and the last one's JSON, shared by the server's threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.hits: dict[str, int] = {}
+        self.last: dict[str, dict[str, object]] = {}
+
+    def record(self, path: str, request: dict[str, object]) -> int:
+        with self.lock:
+            self.hits[path] = self.hits.get(path, 0) + 1
+            self.last[path] = request
+            return self.hits[path]
+
+    def report(self, path: str) -> dict[str, object]:
+        with self.lock:
+            return {"hits": self.hits.get(path, 0), "last": self.last.get(path)}
+
+
+BEHAVIOUR = re.compile(r"^/(?:delay/(?P<delay>\d+(?:\.\d+)?)|status/(?P<status>\d{3})"
+                       r"|fail/(?P<fail_code>\d{3})/(?P<fail_n>\d+)/)")
+
+
 def http_handler(pod: str) -> type[BaseHTTPRequestHandler]:
+    seen = Seen()
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as Envoy's upstream connections expect
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body are two writes: with Nagle the body waits for the peer's delayed
+            # ACK (~40 ms a request on a kept-alive connection). Not for unix sockets.
+            if isinstance(self.client_address, tuple) and self.client_address[0] != "unix":
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def _answer(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             if length:
                 self.rfile.read(length)
             peer = self.client_address[0] if isinstance(self.client_address, tuple) else "unix"
-            body = json.dumps({
+            request = {
                 "pod": pod,
                 "host": self.headers.get("host", ""),
                 "path": self.path,
                 "method": self.command,
                 "peer": peer,
                 "headers": {k.lower(): v for k, v in self.headers.items()},
-            }).encode()
-            self.send_response(200)
+            }
+            path = self.path.split("?", 1)[0]
+            status = 200
+            if path.startswith("/_seen/"):
+                body = json.dumps(seen.report(path.removeprefix("/_seen"))).encode()
+            else:
+                hits = seen.record(path, request)
+                m = BEHAVIOUR.match(path)
+                if m and m["delay"]:
+                    time.sleep(float(m["delay"]))  # the behaviour asked for, not synchronisation
+                elif m and m["status"]:
+                    status = int(m["status"])
+                elif m and m["fail_code"] and hits <= int(m["fail_n"]):
+                    status = int(m["fail_code"])
+                body = json.dumps(request).encode()
+            self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
             self.send_header("x-served-by", pod)
@@ -51,7 +106,7 @@ def http_handler(pod: str) -> type[BaseHTTPRequestHandler]:
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = _answer
 
         def log_message(self, format: str, *args: object) -> None:
             sys.stderr.write(f"{self.command} {self.path} from {self.client_address}\n")

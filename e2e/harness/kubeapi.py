@@ -31,6 +31,8 @@ KINDS: dict[str, Kind] = {
     "Deployment": Kind("/apis/apps/v1", "deployments"),
     "Sidecar": Kind("/apis/networking.istio.io/v1", "sidecars"),
     "ServiceEntry": Kind("/apis/networking.istio.io/v1", "serviceentries"),
+    "VirtualService": Kind("/apis/networking.istio.io/v1", "virtualservices"),
+    "DestinationRule": Kind("/apis/networking.istio.io/v1", "destinationrules"),
 }
 
 

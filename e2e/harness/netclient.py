@@ -1,7 +1,9 @@
 """Client run inside a pod (stdlib only; `python -I -S netclient.py MODE ...`); prints one JSON line.
 
-http: {"status", "headers", "body"} or {"error", "kind"}; --count N makes N fresh connections and
-      prints a list (load-balancing scenarios).
+http: {"status", "headers", "body", "elapsed"} or {"error", "kind", "elapsed"} (elapsed: seconds
+      from connecting to the end of the response or the error); --count N makes N fresh
+      connections and prints a list (load-balancing scenarios); with --keep-alive the N requests
+      share one connection (a sidecar still routes each request on its own).
       https:// URLs use TLS (--sni, --ca to verify the server, --cert/--key to present a client
       certificate).
 tcp:  connect, send one line, read one line back: {"reply"} or {"error", "kind"}; --tls wraps the
@@ -79,34 +81,43 @@ def tls_context(args: argparse.Namespace) -> ssl.SSLContext:
     return ctx
 
 
-def http_once(args: argparse.Namespace) -> dict[str, Any]:
+def connection(args: argparse.Namespace) -> http.client.HTTPConnection:
+    url = urllib.parse.urlsplit(args.url)
+    if args.unix:
+        return UnixConnection(args.unix, args.timeout)
+    if url.scheme == "https":
+        return TlsConnection(url.hostname or "", url.port or 443, args.timeout, tls_context(args),
+                             args.sni or url.hostname or "")
+    return http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
+
+
+def http_once(args: argparse.Namespace, kept: http.client.HTTPConnection | None = None) -> dict[str, Any]:
+    """One request on a fresh connection, or on `kept` (left open for the next one unless it failed)."""
     url = urllib.parse.urlsplit(args.url)
     path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    conn: http.client.HTTPConnection
-    if args.unix:
-        conn = UnixConnection(args.unix, args.timeout)
-    elif url.scheme == "https":
-        conn = TlsConnection(url.hostname or "", url.port or 443, args.timeout, tls_context(args),
-                             args.sni or url.hostname or "")
-    else:
-        conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
+    conn = kept or connection(args)
+    failed = True
     headers = dict(h.split(":", 1) for h in args.header)
     headers = {k.strip(): v.strip() for k, v in headers.items()}
     if args.host:
         headers["Host"] = args.host
+    start = time.monotonic()
     try:
         conn.request(args.method, path, headers=headers)
         resp = conn.getresponse()
         body = resp.read()
+        failed = False
         return {
             "status": resp.status,
             "headers": {k.lower(): v for k, v in resp.getheaders()},
             "body": body.decode(errors="replace"),
+            "elapsed": time.monotonic() - start,
         }
     except Exception as e:
-        return {"error": f"{type(e).__name__}: {e}", "kind": classify(e)}
+        return {"error": f"{type(e).__name__}: {e}", "kind": classify(e), "elapsed": time.monotonic() - start}
     finally:
-        conn.close()
+        if kept is None or failed:
+            conn.close()  # a kept connection that failed reconnects on its next request
 
 
 def tcp_once(args: argparse.Namespace) -> dict[str, Any]:
@@ -171,6 +182,7 @@ def main() -> None:
     h = sub.add_parser("http")
     add_http_args(h)
     h.add_argument("--count", type=int, default=0)
+    h.add_argument("--keep-alive", action="store_true")
     t = sub.add_parser("tcp")
     t.add_argument("--host", required=True)
     t.add_argument("--port", type=int, required=True)
@@ -188,7 +200,8 @@ def main() -> None:
         loop(args)
         return
     if args.mode == "http":
-        out: Any = [http_once(args) for _ in range(args.count)] if args.count else http_once(args)
+        kept = connection(args) if args.keep_alive else None
+        out: Any = [http_once(args, kept) for _ in range(args.count)] if args.count else http_once(args)
     else:
         out = tcp_once(args)
     json.dump(out, sys.stdout)

@@ -74,6 +74,14 @@ class Pod:
     def http_many(self, url: str, count: int, **kw: Any) -> list[HttpResult]:
         return apps.http_many(self.ns, url, count, **kw)
 
+    def seen(self, path: str, port: int = 8080) -> dict[str, Any]:
+        """What this pod's http app on `port` received for `path`: {"hits", "last"} (asked over
+        loopback inside the pod, so the question is neither captured nor counted)."""
+        r = apps.http(self.ns, f"http://127.0.0.1:{port}/_seen{path}")
+        assert r.status == 200, f"{self.name} /_seen{path}: {r}"
+        seen: dict[str, Any] = r.json()
+        return seen
+
     def tcp(self, host: str, port: int, send: str = "ping", **kw: Any) -> TcpResult:
         return apps.tcp(self.ns, host, port, send, **kw)
 

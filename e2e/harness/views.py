@@ -21,3 +21,19 @@ def chain_clusters(listener: dict[str, Any]) -> dict[str, str]:
 
 def vhost_domains(route_config: dict[str, Any]) -> dict[str, list[str]]:
     return {v["name"]: v.get("domains", []) for v in route_config.get("virtual_hosts", [])}
+
+
+def vhost_routes(route_config: dict[str, Any], vhost: str) -> list[dict[str, Any]]:
+    """The routes of one virtual host (by name, e.g. "reviews.default.svc.cluster.local:9080")."""
+    for v in route_config.get("virtual_hosts", []):
+        if v["name"] == vhost:
+            return list(v.get("routes", []))
+    return []
+
+
+def route_clusters(route: dict[str, Any]) -> dict[str, int]:
+    """Cluster -> weight a route sends to: its one `cluster` (weight 1) or its weighted clusters."""
+    action = route.get("route", {})
+    if "cluster" in action:
+        return {action["cluster"]: 1}
+    return {c["name"]: int(c.get("weight", 0)) for c in action.get("weighted_clusters", {}).get("clusters", [])}
