@@ -2,7 +2,9 @@
 
 http:     answers every request with JSON {"pod", "host", "path", "method", "peer", "headers"},
           so a test sees which pod served it, what Host/path arrived and from which address
-          (127.0.0.6 means "came through the inbound sidecar").
+          (127.0.0.6 means "came through the inbound sidecar"). --status CODE answers every
+          request with that status (a failing backend); a path `/delay/<seconds>` answers after
+          that long (a slow backend, httpbin's /delay).
 tcp-echo: line-based; replies "<pod> <line>" for every line received.
 tls-echo: tcp-echo inside TLS (--cert/--key; --ca makes client certificates mandatory); replies
           "<pod> sni=<server name the client sent, or -> <line>", so a test sees where SNI routed it.
@@ -23,10 +25,13 @@ import socket
 import socketserver
 import ssl
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+DELAY_PATH = re.compile(r"^/delay/(\d+(?:\.\d+)?)(?:[/?]|$)")
 
-def http_handler(pod: str) -> type[BaseHTTPRequestHandler]:
+
+def http_handler(pod: str, status: int = 200) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as Envoy's upstream connections expect
 
@@ -34,6 +39,9 @@ def http_handler(pod: str) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("content-length") or 0)
             if length:
                 self.rfile.read(length)
+            delay = DELAY_PATH.match(self.path)
+            if delay:
+                time.sleep(float(delay.group(1)))  # the slowness is the behaviour under test
             peer = self.client_address[0] if isinstance(self.client_address, tuple) else "unix"
             body = json.dumps({
                 "pod": pod,
@@ -43,7 +51,7 @@ def http_handler(pod: str) -> type[BaseHTTPRequestHandler]:
                 "peer": peer,
                 "headers": {k.lower(): v for k, v in self.headers.items()},
             }).encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
             self.send_header("x-served-by", pod)
@@ -128,11 +136,12 @@ def main() -> None:
     parser.add_argument("--cert", default="")
     parser.add_argument("--key", default="")
     parser.add_argument("--ca", default="")
+    parser.add_argument("--status", type=int, default=200)
     args = parser.parse_args()
 
     server: socketserver.BaseServer
     if args.mode == "http":
-        handler = http_handler(args.pod)
+        handler = http_handler(args.pod, args.status)
         if args.unix:
             if os.path.exists(args.unix):
                 os.unlink(args.unix)
