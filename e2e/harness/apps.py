@@ -164,7 +164,8 @@ def serve_tcp_echo(ns: Netns, pod: str, port: int, bind: str = "0.0.0.0") -> Pro
 
 
 def serve_tcp(ns: Netns, pod: str, mode: str, port: int, bind: str = "0.0.0.0", *extra: str) -> Proc:
-    """The other line-based apps: `tls-echo` (extra: --cert/--key[/--ca]), `dual`, `banner`."""
+    """The other apps: `tls-echo` (extra: --cert/--key[/--ca]), `dual`, `banner`; `http` with
+    --cert/--key (HTTPS)."""
     return ns.spawn(f"{mode}-{bind}-{port}", [*PYTHON, APPSERVER, mode, "--pod", pod, "--bind", bind,
                                               "--port", str(port), *extra], ready_line="READY")
 

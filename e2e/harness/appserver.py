@@ -4,7 +4,8 @@ http:     answers every request with JSON {"pod", "host", "path", "method", "pee
           so a test sees which pod served it, what Host/path arrived and from which address
           (127.0.0.6 means "came through the inbound sidecar"). --status CODE answers every
           request with that status (a failing backend); a path `/delay/<seconds>` answers after
-          that long (a slow backend, httpbin's /delay).
+          that long (a slow backend, httpbin's /delay). --cert/--key: HTTPS, and the JSON also
+          has "sni" (the server name the client sent, or null).
 tcp-echo: line-based; replies "<pod> <line>" for every line received.
 tls-echo: tcp-echo inside TLS (--cert/--key; --ca makes client certificates mandatory); replies
           "<pod> sni=<server name the client sent, or -> <line>", so a test sees where SNI routed it.
@@ -43,7 +44,9 @@ def http_handler(pod: str, status: int = 200) -> type[BaseHTTPRequestHandler]:
             if delay:
                 time.sleep(float(delay.group(1)))  # the slowness is the behaviour under test
             peer = self.client_address[0] if isinstance(self.client_address, tuple) else "unix"
+            tls = {"sni": getattr(self.request, "e2e_sni", None)} if isinstance(self.request, ssl.SSLSocket) else {}
             body = json.dumps({
+                **tls,
                 "pod": pod,
                 "host": self.headers.get("host", ""),
                 "path": self.path,
@@ -73,6 +76,16 @@ class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
     def get_request(self):  # type: ignore[no-untyped-def]
         conn, _ = self.socket.accept()
         return conn, ("unix", 0)  # BaseHTTPRequestHandler wants an address tuple
+
+
+class TlsHTTPServer(ThreadingHTTPServer):
+    """HTTPS: each accepted connection is wrapped, its handshake done in the handler's thread."""
+
+    context: ssl.SSLContext
+
+    def get_request(self):  # type: ignore[no-untyped-def]
+        conn, addr = self.socket.accept()
+        return self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False), addr
 
 
 class EchoHandler(socketserver.StreamRequestHandler):
@@ -126,6 +139,17 @@ class ThreadingTCP(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
+def server_tls_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    # The server name the client asked for, kept on its socket for the reply.
+    ctx.sni_callback = lambda sock, name, _ctx: setattr(sock, "e2e_sni", name)  # type: ignore[assignment]
+    if ca:
+        ctx.load_verify_locations(ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=("http", "tcp-echo", "tls-echo", "dual", "banner"))
@@ -147,6 +171,10 @@ def main() -> None:
                 os.unlink(args.unix)
             server = UnixHTTPServer(args.unix, handler)
             os.chmod(args.unix, 0o777)
+        elif args.cert:
+            TlsHTTPServer.allow_reuse_address = True
+            server = TlsHTTPServer((args.bind, args.port), handler)
+            server.context = server_tls_context(args.cert, args.key, args.ca)
         else:
             ThreadingHTTPServer.allow_reuse_address = True
             server = ThreadingHTTPServer((args.bind, args.port), handler)
@@ -155,14 +183,7 @@ def main() -> None:
             "tcp-echo": EchoHandler, "tls-echo": TlsEchoHandler, "dual": DualHandler, "banner": BannerHandler}
         handler_cls = type("Handler", (handlers[args.mode],), {"pod": args.pod})
         if args.mode == "tls-echo":
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(args.cert, args.key)
-            # The server name the client asked for, kept on its socket for the reply.
-            ctx.sni_callback = lambda sock, name, _ctx: setattr(sock, "e2e_sni", name)  # type: ignore[assignment]
-            if args.ca:
-                ctx.load_verify_locations(args.ca)
-                ctx.verify_mode = ssl.CERT_REQUIRED
-            handler_cls.context = ctx  # type: ignore[attr-defined]
+            handler_cls.context = server_tls_context(args.cert, args.key, args.ca)  # type: ignore[attr-defined]
         server = ThreadingTCP((args.bind, args.port), handler_cls)
     if isinstance(server, socketserver.TCPServer):
         server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

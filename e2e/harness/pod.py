@@ -41,6 +41,12 @@ class Pod:
         self.ports.append(port)
         return apps.serve_http(self.ns, self.name, port, bind, status)
 
+    def serve_https(self, port: int, keys: KeyPair, bind: str = "0.0.0.0") -> Proc:
+        """The JSON echo inside TLS; its JSON also names the SNI the client sent ("sni")."""
+        self.ports.append(port)
+        return apps.serve_tcp(self.ns, self.name, "http", port, bind, "--cert", str(keys.cert),
+                              "--key", str(keys.key))
+
     def serve_http_unix(self, name: str = "app.sock") -> Path:
         path = self.workdir / "uds" / name
         apps.serve_http_unix(self.ns, self.name, path)
