@@ -31,6 +31,7 @@ NS = "prod-us1"
 RATINGS = f"ratings.{NS}.svc.cluster.local"
 CLUSTER_9443 = f"outbound|9443||{RATINGS}"
 CLUSTER_9080 = f"outbound|9080||{RATINGS}"
+INBOUND_HANDSHAKES = "listener.0.0.0.0_15006.ssl.handshake"  # TLS terminated by the ratings sidecar
 
 # The reference's Sidecar examples for prod-us1 (namespace default; ratings), its PeerAuthentication
 # (a kind xds-server does not read: skipped) and its DestinationRule, as published.
@@ -221,21 +222,23 @@ def test_client_sidecar_originates_tls_to_ratings_9443(world: World) -> None:
     client, server = world.client_envoy, world.ratings_envoy
     wait_client_tls(world, world.certs_dir / "ca-certs.pem")
     before = client.cluster_stat(CLUSTER_9443, "ssl.handshake")
-    server_before = server.stat("listener.0.0.0.0_15006.ssl.handshake")
+    server_before = server.stat(INBOUND_HANDSHAKES)
 
     r = world.client.http(f"http://{RATINGS}:9443/ratings/0")
     assert r.status == 200 and r.served_by == "ratings", r
     assert (r.json()["peer"], r.json()["path"]) == ("unix", "/ratings/0")
     client.wait_stat(client.cluster_stat_name(CLUSTER_9443, "ssl.handshake"), before + 1)
-    server.wait_stat("listener.0.0.0.0_15006.ssl.handshake", server_before + 1)
+    server.wait_stat(INBOUND_HANDSHAKES, server_before + 1)
 
 
 def test_ratings_9443_speaks_only_tls(world: World) -> None:
     """What the ratings sidecar itself accepts on 9443, from outside the mesh: HTTPS verified
     against the CA reaches the UDS app; plain HTTP does not get an answer from the app."""
-    url = f"{world.ratings.ip}:9443/direct"
+    url, server = f"{world.ratings.ip}:9443/direct", world.ratings_envoy
+    before = server.stat(INBOUND_HANDSHAKES)
     r = world.plain.http(f"https://{url}", tls=TlsClient(sni=RATINGS, ca=str(world.certs_dir / "ca-certs.pem")))
     assert r.status == 200 and r.served_by == "ratings" and r.json()["peer"] == "unix", r
+    server.wait_stat(INBOUND_HANDSHAKES, before + 1)
     r = world.plain.http(f"http://{url}", timeout=3)
     assert r.served_by is None, r
 
