@@ -134,7 +134,8 @@ def test_consistent_hash_on_a_header_keeps_a_user_on_one_pod(world: World) -> No
             if len(seen) > 1:
                 break
         assert len(seen) > 1, seen
-        assert set(pods_for("alice")) <= {"h1", "h2", "h3"} and len(pods_for("alice")) == 1
+        alice = pods_for("alice")  # the user whose requests spread before
+        assert len(alice) == 1 and None not in alice, alice
     finally:
         world.mesh.delete("dr-hash")
     world.wait_cluster("hash", lambda c: c["lb_policy"] == "LEAST_REQUEST", "back to LEAST_REQUEST")
@@ -182,10 +183,10 @@ def test_connection_pool_overflow_answers_503(world: World) -> None:
     """DestinationRule reference (ConnectionPoolSettings): "maxConnections: Maximum number of HTTP1
     /TCP connections to a destination host"; "http1MaxPendingRequests: Maximum number of requests
     that will be queued while waiting for a ready connection pool connection." With 1 and 1, six
-    parallel requests to a backend that takes 1.5 s get some 503s from the client's sidecar itself
+    parallel requests to a backend that takes 1 s get some 503s from the client's sidecar itself
     (x-envoy-overloaded; the cluster's upstream_rq_pending_overflow counts them) next to 200s.
     Control: without the rule all six are 200."""
-    url = f"http://{fqdn('slow')}:8080/delay/1.5"
+    url = f"http://{fqdn('slow')}:8080/delay/1"
     results = world.client.http_many(url, 6, parallel=True, timeout=10)
     assert [r.status for r in results] == [200] * 6, [str(r) for r in results]
 
@@ -277,7 +278,8 @@ def test_tls_simple_origination_with_sni_and_subject_alt_names(world: World) -> 
     echo inside TLS the client's sidecar originated, with the rule's SNI. A subjectAltNames entry
     the certificate does not carry fails the handshake (ssl.fail_verify_san): no reply. Control:
     without the rule the echo gets plaintext and answers nothing."""
-    r = world.client.tcp(world.secure_vip, 9443, "hi", timeout=3)
+    # More than a TLS record header's 5 bytes, so the echo fails its handshake at once.
+    r = world.client.tcp(world.secure_vip, 9443, "plaintext line", timeout=3)
     assert r.reply == "", r
 
     env, ca = world.envoy, str(world.certs.ca)
