@@ -237,6 +237,30 @@ def test_max_requests_per_connection_opens_a_connection_per_request(world: World
     world.wait_cluster("pool", lambda c: max_requests_per_connection(c) is None, "limit removed")
 
 
+def test_istio_mutual_stays_plaintext_and_keeps_the_rest_of_the_rule(world: World) -> None:
+    """xds-server has no mesh mTLS (no Istio CA, no agent): a DestinationRule `tls: {mode:
+    ISTIO_MUTUAL}` is accepted with a warning naming the field, the connection stays plaintext
+    (never a half-built TLS context) and the rest of the rule applies: with it,
+    maxRequestsPerConnection 1 opens a connection per request, and requests are answered."""
+    env, url = world.envoy, f"http://{fqdn('pool')}:8080/mtls"
+    world.mesh.apply("dr-pool", destination_rule("pool", fqdn("pool"), {
+        "tls": {"mode": "ISTIO_MUTUAL"}, "connectionPool": {"http": {"maxRequestsPerConnection": 1}}}))
+    try:
+        world.wait_cluster("pool", lambda c: max_requests_per_connection(c) == 1, "the rule's pool settings")
+        assert "transport_socket" not in world.cluster("pool")
+        connections = env.cluster_stat_name(cluster_name("pool"), "upstream_cx_total")
+        before = env.stat(connections)
+        assert [(r.status, r.served_by) for r in world.client.http_many(url, 3)] == [(200, "pool1")] * 3
+        env.wait_stat(connections, before + 3)
+        assert world.mesh.server is not None
+        log = world.mesh.server.proc.log
+        assert "spec.trafficPolicy.tls.mode: ISTIO_MUTUAL needs Istio's mesh mTLS" in log.read_text(), \
+            world.mesh.server.proc.log_tail()
+    finally:
+        world.mesh.delete("dr-pool")
+    world.wait_cluster("pool", lambda c: max_requests_per_connection(c) is None, "rule removed")
+
+
 def test_tls_simple_origination_on_an_http_port(world: World) -> None:
     """DestinationRule reference (ClientTLSSettings SIMPLE): "Originate a TLS connection to the
     upstream endpoint." The client app speaks plain HTTP to secure:8443; its sidecar wraps it in
