@@ -6,7 +6,7 @@ the end, whatever happened.
 
 Pods (namespace default; backends without sidecars, registered so they are endpoints):
 `client` (captured sidecar); `h1`..`h3` (app=hash); `good` and `bad` (app=flaky; bad answers
-every request with 500); `slow1` (app=slow; /delay/<s> answers after s seconds); `pool1`
+every request with 500); `slow1` (app=slow, version=v1; /delay/<s> answers after s seconds); `pool1`
 (app=pool); `secure1` (app=secure: HTTPS on 8443, TLS line echo on 9443, certificate for
 secure.default.svc.cluster.local from the harness CA).
 """
@@ -48,6 +48,9 @@ class World:
     wrong_ca: str  # a CA that signed nothing the backends present
     secure_vip: str
 
+    def pod(self, name: str) -> Pod:
+        return self.mesh.pods[f"{name}.default"]
+
     def cluster(self, service: str, port: int = 8080) -> dict[str, Any]:
         return self.envoy.clusters()[cluster_name(service, port)]
 
@@ -74,7 +77,7 @@ def world(xds_mesh: Mesh) -> World:
     for app, names in (("hash", ("h1", "h2", "h3")), ("flaky", ("good", "bad")), ("slow", ("slow1",)),
                        ("pool", ("pool1",))):
         for name in names:
-            p = m.add_pod(name, labels={"app": app})
+            p = m.add_pod(name, labels={"app": app, **({"version": "v1"} if app == "slow" else {})})
             p.serve_http(8080, status=500 if name == "bad" else 200)
             m.register(p)
             backends[app].append(p)
@@ -162,7 +165,7 @@ def test_outlier_detection_ejects_the_failing_endpoint(world: World) -> None:
                            "outlier_detection configured")
         env = world.envoy
         active = env.cluster_stat_name(cluster_name("flaky"), "outlier_detection.ejections_active")
-        bad = next(p for p in world.mesh.pods.values() if p.name == "bad")
+        bad = world.pod("bad")
 
         def ejected() -> bool:
             world.client.http(url)  # traffic is what makes a failure count
@@ -211,6 +214,55 @@ def test_connection_pool_overflow_answers_503(world: World) -> None:
     finally:
         world.mesh.delete("dr-slow")
     world.wait_cluster("slow", lambda c: not limited(c), "limits removed")
+
+
+def test_policy_precedence_subset_over_port_level_over_top_level(world: World) -> None:
+    """DestinationRule reference (TrafficPolicy.portLevelSettings): "Traffic policies specific to
+    individual ports. Note that port level settings will override the destination-level
+    settings." and (Subset.trafficPolicy): "Traffic policies that apply to this subset. Subsets
+    inherit the traffic policies specified at the DestinationRule level. Settings specified at
+    the subset level will override the corresponding settings specified at the DestinationRule
+    level." (istio MergeSubsetTrafficPolicy). A generous top-level pool, a strict port-level pool
+    for 8080 and a generous pool on subset v1: requests the VirtualService sends to subset v1 are
+    all answered, the others overflow (503) at the port-level limit."""
+    url = f"http://{fqdn('slow')}:8080/delay/1"
+    generous = {"tcp": {"maxConnections": 100}, "http": {"http1MaxPendingRequests": 100}}
+    strict = {"tcp": {"maxConnections": 1}, "http": {"http1MaxPendingRequests": 1}}
+    rule = destination_rule("slow", fqdn("slow"), {
+        "connectionPool": generous, "portLevelSettings": [{"port": {"number": 8080}, "connectionPool": strict}]})
+    rule["spec"]["subsets"] = [{"name": "v1", "labels": {"version": "v1"},
+                                "trafficPolicy": {"connectionPool": generous}}]
+    world.mesh.apply("dr-slow", rule)
+    world.mesh.apply("vs-slow", {
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "slow", "namespace": "default"},
+        "spec": {"hosts": [fqdn("slow")], "http": [
+            {"match": [{"headers": {"x-subset": {"exact": "v1"}}}],
+             "route": [{"destination": {"host": fqdn("slow"), "subset": "v1"}}]},
+            {"route": [{"destination": {"host": fqdn("slow")}}]}]}})
+    subset = f"outbound|8080|v1|{fqdn('slow')}"
+    try:
+        def limits(name: str) -> tuple[int, int]:
+            t = world.envoy.clusters()[name]["circuit_breakers"]["thresholds"][0]
+            return t.get("max_connections"), t.get("max_pending_requests")
+
+        wait_for(lambda: limits(cluster_name("slow")) == (1, 1) and limits(subset) == (100, 100),
+                 timeout=15, what="port-level limits on the service cluster, the subset's on the subset cluster",
+                 describe=lambda: f"clusters: {[n for n in world.envoy.clusters() if 'slow' in n]}")
+        world.envoy.wait_endpoints(subset, {f"{world.pod('slow1').ip}:8080"})
+        vhost_name = f"{fqdn('slow')}:8080"
+        wait_for(lambda: subset in {r.get("route", {}).get("cluster")
+                                    for r in (vhost(world.envoy, "8080", vhost_name) or {}).get("routes", [])},
+                 timeout=15, what="the route to subset v1",
+                 describe=lambda: f"vhost: {vhost(world.envoy, '8080', vhost_name)}")
+        results = world.client.http_many(url, 6, parallel=True, headers={"x-subset": "v1"}, timeout=10)
+        assert [r.status for r in results] == [200] * 6, [str(r) for r in results]
+        statuses = Counter(r.status for r in world.client.http_many(url, 6, parallel=True, timeout=10))
+        assert statuses[503] >= 1 and statuses[200] >= 1 and set(statuses) == {200, 503}, statuses
+    finally:
+        world.mesh.delete("vs-slow")
+        world.mesh.delete("dr-slow")
+    wait_for(lambda: subset not in world.envoy.clusters(), timeout=15, what=f"{subset} removed")
 
 
 def test_max_requests_per_connection_opens_a_connection_per_request(world: World) -> None:
