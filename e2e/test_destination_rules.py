@@ -5,10 +5,10 @@ expected cluster (and route) config, and proves the effect with traffic; the rul
 the end, whatever happened.
 
 Pods (namespace default; backends without sidecars, registered so they are endpoints):
-`client` (captured sidecar); `h1`..`h3` (app=hash); `good` and `bad` (app=flaky; bad answers
-every request with 500); `slow1` (app=slow, version=v1; /delay/<s> answers after s seconds); `pool1`
-(app=pool); `secure1` (app=secure: HTTPS on 8443, TLS line echo on 9443, certificate for
-secure.default.svc.cluster.local from the harness CA).
+`client` (captured sidecar); `h1`..`h3` (app=hash; HTTP 8080, TCP line echo 9000); `good` and
+`bad` (app=flaky; bad answers every request with 500); `slow1` (app=slow, version=v1;
+/delay/<s> answers after s seconds); `pool1` (app=pool); `secure1` (app=secure: HTTPS on 8443,
+TLS line echo on 9443, certificate for secure.default.svc.cluster.local from the harness CA).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class World:
     certs: Certs
     wrong_ca: str  # a CA that signed nothing the backends present
     secure_vip: str
+    hash_vip: str
 
     def pod(self, name: str) -> Pod:
         return self.mesh.pods[f"{name}.default"]
@@ -79,9 +80,11 @@ def world(xds_mesh: Mesh) -> World:
         for name in names:
             p = m.add_pod(name, labels={"app": app, **({"version": "v1"} if app == "slow" else {})})
             p.serve_http(8080, status=500 if name == "bad" else 200)
+            if app == "hash":
+                p.serve_tcp_echo(9000)
             m.register(p)
             backends[app].append(p)
-    for app in backends:
+    for app in ("flaky", "slow", "pool"):
         m.service(app, ports=[8080])
     certs = make_ca(m.workdir / "certs")
     keys = certs.issue("secure", [fqdn("secure")])
@@ -89,6 +92,7 @@ def world(xds_mesh: Mesh) -> World:
     secure.serve_https(8443, keys)
     secure.serve_tls_echo(9443, keys)
     m.register(secure)
+    hash_vip = m.service("hash", ports=[8080, {"name": "tcp", "port": 9000, "targetPort": 9000}]).vip
     svc = m.service("secure", ports=[{"name": "http-secure", "port": 8443, "targetPort": 8443},
                                      {"name": "tcp-secure", "port": 9443, "targetPort": 9443}])
     client = m.add_pod("client", labels={"app": "client"})
@@ -97,8 +101,9 @@ def world(xds_mesh: Mesh) -> World:
         envoy.wait_endpoints(cluster_name(app), {f"{p.ip}:8080" for p in pods})
     for port in (8443, 9443):
         envoy.wait_endpoints(cluster_name("secure", port), {f"{secure.ip}:{port}"})
+    envoy.wait_endpoints(cluster_name("hash", 9000), {f"{p.ip}:9000" for p in backends["hash"]})
     wrong = make_ca(m.workdir / "wrong-ca", "someone-else")
-    return World(m, client, envoy, certs, str(wrong.ca), svc.vip)
+    return World(m, client, envoy, certs, str(wrong.ca), svc.vip, hash_vip)
 
 
 @pytest.fixture(autouse=True)
@@ -142,6 +147,36 @@ def test_consistent_hash_on_a_header_keeps_a_user_on_one_pod(world: World) -> No
     finally:
         world.mesh.delete("dr-hash")
     world.wait_cluster("hash", lambda c: c["lb_policy"] == "LEAST_REQUEST", "back to LEAST_REQUEST")
+
+
+def test_consistent_hash_on_the_source_ip_keeps_tcp_connections_on_one_pod(world: World) -> None:
+    """DestinationRule reference (ConsistentHashLB.useSourceIp): "Hash based on the source IP
+    address. This is applicable for both TCP and HTTP connections." The client's connections to
+    hash:9000 (a TCP port, three pods) all reach one pod once the rule is in place: the cluster is
+    RING_HASH and the listener's tcp_proxy hashes on the source IP (istiod's
+    buildOutboundNetworkFilters). Control: without the rule (LEAST_REQUEST) they spread."""
+    def pods() -> Counter[str]:
+        return Counter(r.reply.split(" ")[0] for r in world.client.tcp_many(world.hash_vip, 9000, 20, "x"))
+
+    spread = pods()
+    assert len(spread) > 1 and set(spread) <= {"h1", "h2", "h3"}, spread
+
+    def tcp_proxies() -> list[dict[str, Any]]:
+        listener = world.envoy.listeners()[f"{world.hash_vip}_9000"]
+        return [f.get("typed_config", {}) for chain in listener.get("filter_chains", []) for f in chain["filters"]
+                if f["name"] == "envoy.filters.network.tcp_proxy"]
+
+    world.mesh.apply("dr-hash", destination_rule("hash", fqdn("hash"), {
+        "loadBalancer": {"consistentHash": {"useSourceIp": True}}}))
+    try:
+        world.wait_cluster("hash", lambda c: c["lb_policy"] == "RING_HASH", "lb_policy RING_HASH", port=9000)
+        wait_for(lambda: [p.get("hash_policy") for p in tcp_proxies()] == [[{"source_ip": {}}]], timeout=15,
+                 what="the tcp_proxy hashing on the source IP", describe=lambda: f"tcp_proxy: {tcp_proxies()}")
+        got = pods()
+        assert len(got) == 1 and set(got) <= {"h1", "h2", "h3"}, got
+    finally:
+        world.mesh.delete("dr-hash")
+    world.wait_cluster("hash", lambda c: c["lb_policy"] == "LEAST_REQUEST", "back to LEAST_REQUEST", port=9000)
 
 
 def test_outlier_detection_ejects_the_failing_endpoint(world: World) -> None:
