@@ -1,8 +1,10 @@
 """DestinationRule traffic policies at traffic level, through a real client sidecar: consistent
-hash, outlier detection, connection pool limits. Each test first shows the behaviour without the
-rule (the positive control), then applies the rule, waits until the client's Envoy holds the
-expected cluster (and route) config, and proves the effect with traffic; the rule is removed at
-the end, whatever happened.
+hash (HTTP header, source IP), outlier detection, connection pool limits and their precedence
+(subset > port level > top level), TLS origination (SIMPLE with auto SNI, with `sni` and
+`subjectAltNames`; ISTIO_MUTUAL stays plaintext). Each test first shows the behaviour without the
+rule (the positive control) where there is one, then applies the rule, waits until the client's
+Envoy holds the expected cluster (and route) config, and proves the effect with traffic; the
+rule is removed at the end, whatever happened.
 
 Pods (namespace default; backends without sidecars, registered so they are endpoints):
 `client` (captured sidecar); `h1`..`h3` (app=hash; HTTP 8080, TCP line echo 9000); `good` and
