@@ -297,7 +297,8 @@ class KubeMesh(Mesh):
             for ref in refs:
                 api.delete(ref, grace=0)
         for ns in getattr(self, "namespaces", set()):
-            for kind in ("Deployment", "Pod", "Service", "Sidecar", "ServiceEntry"):
+            for kind in ("Deployment", "Pod", "Service", "Sidecar", "ServiceEntry", "VirtualService",
+                         "DestinationRule"):
                 try:
                     items = api.list(kind, ns)["items"]
                 except KubeError:
