@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from e2e.harness import Mesh, Pod, Run, iptables
+from e2e.harness import Mesh, Pod, Run, TlsClient, iptables
+from e2e.harness.certs import make_ca
 from e2e.harness.mesh import VIP_NET
 from e2e.harness.netns import Netns, list_netns, netns_pids, sh
 from e2e.harness.run import cleanup_stale
@@ -55,6 +56,29 @@ def test_unix_socket_and_loopback_apps(pod: Callable[..., Pod]) -> None:
     a.serve_http(8081, bind="127.0.0.1")
     assert a.http("http://127.0.0.1:8081/").served_by == "a"
     assert b.http(f"http://{a.ip}:8081/", timeout=2).kind == "refused"
+
+
+def test_backends_for_traffic_policies(mesh: Mesh, pod: Callable[..., Pod]) -> None:
+    """The backends DestinationRule tests act on: always-failing, slow, HTTPS (naming the SNI it
+    got); and the clients: parallel requests with headers, repeated TCP connections."""
+    a, b = pod("a"), pod("b")
+    b.serve_http(8080, status=500)
+    b.serve_http(8081)
+    b.serve_tcp_echo(9000)
+    certs = make_ca(mesh.workdir / "smoke-certs")
+    b.serve_https(8443, certs.issue("b", ["b.e2e.test"]))
+
+    r = a.http(f"http://{b.ip}:8080/x")
+    assert (r.status, r.served_by) == (500, "b"), r
+    start = time.monotonic()
+    results = a.http_many(f"http://{b.ip}:8081/delay/1", 4, parallel=True, headers={"x-user": "u1"})
+    assert time.monotonic() - start < 3  # in flight together: one after another takes 4 s
+    assert [(r.status, r.json()["headers"]["x-user"]) for r in results] == [(200, "u1")] * 4
+    assert [r.reply for r in a.tcp_many(b.ip, 9000, 3, "hi")] == ["b hi"] * 3
+
+    r = a.http(f"https://{b.ip}:8443/s", tls=TlsClient(sni="b.e2e.test", ca=str(certs.ca)))
+    assert (r.status, r.json()["sni"], r.json()["path"]) == (200, "b.e2e.test", "/s"), r
+    assert a.http(f"http://{b.ip}:8443/plain", timeout=2).status is None  # TLS only
 
 
 def test_capture_sends_traffic_through_envoy(pod: Callable[..., Pod]) -> None:

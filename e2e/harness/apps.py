@@ -89,14 +89,18 @@ def http(
 
 
 def http_many(ns: Netns, url: str, count: int, *, host: str | None = None,
-              headers: dict[str, str] | None = None, timeout: float = 5.0,
-              keep_alive: bool = False) -> list[HttpResult]:
+              headers: dict[str, str] | None = None, parallel: bool = False,
+              timeout: float = 5.0, keep_alive: bool = False) -> list[HttpResult]:
     """`count` requests, each on its own connection (so each is load-balanced separately even
-    without a sidecar); `keep_alive`: all on one connection (faster; a sidecar routes and
+    without a sidecar): one after another, or with `parallel` all started at once (all in flight
+    together); `keep_alive`: one after another on one connection (faster; a sidecar routes and
     load-balances every request of it on its own)."""
-    args = [*_http_args(url, host, "GET", headers, None, timeout), "--count", str(count),
-            *(["--keep-alive"] if keep_alive else [])]
-    out = ns.exec(*PYTHON, NETCLIENT, *args, timeout=timeout * count + 15)
+    args = [*_http_args(url, host, "GET", headers, None, timeout), "--count", str(count)]
+    if parallel:
+        args.append("--parallel")
+    if keep_alive:
+        args.append("--keep-alive")
+    out = ns.exec(*PYTHON, NETCLIENT, *args, timeout=(timeout if parallel else timeout * count) + 15)
     return [HttpResult.from_json(r) for r in json.loads(out)]
 
 
@@ -118,19 +122,37 @@ def tcp(ns: Netns, host: str, port: int, send: str = "ping", *, timeout: float =
 
     `tls`: inside TLS; `banner`: send nothing and return the first line a server-first peer sends.
     """
+    out = ns.exec(*PYTHON, NETCLIENT, *_tcp_args(host, port, send, timeout, tls, banner),
+                  timeout=timeout + 15)
+    return _tcp_result(json.loads(out))
+
+
+def tcp_many(ns: Netns, host: str, port: int, count: int, send: str = "ping", *,
+             timeout: float = 5.0, tls: TlsClient | None = None) -> list[TcpResult]:
+    """`count` connections one after another (each balanced or routed on its own), one line each."""
+    args = [*_tcp_args(host, port, send, timeout, tls, False), "--count", str(count)]
+    out = ns.exec(*PYTHON, NETCLIENT, *args, timeout=timeout * count + 15)
+    return [_tcp_result(d) for d in json.loads(out)]
+
+
+def _tcp_args(host: str, port: int, send: str, timeout: float, tls: TlsClient | None,
+              banner: bool) -> list[str]:
     args = ["tcp", "--host", host, "--port", str(port), "--send", send, "--timeout", str(timeout)]
     if tls:
         args += ["--tls", *tls.args()]
     if banner:
         args.append("--banner")
-    out = ns.exec(*PYTHON, NETCLIENT, *args, timeout=timeout + 15)
-    data = json.loads(out)
+    return args
+
+
+def _tcp_result(data: dict[str, Any]) -> TcpResult:
     return TcpResult(data.get("reply", ""), data.get("error", ""), data.get("kind", ""))
 
 
-def serve_http(ns: Netns, pod: str, port: int, bind: str = "0.0.0.0") -> Proc:
+def serve_http(ns: Netns, pod: str, port: int, bind: str = "0.0.0.0", status: int = 200) -> Proc:
     return ns.spawn(f"http-{bind}-{port}", [*PYTHON, APPSERVER, "http", "--pod", pod, "--bind", bind,
-                                            "--port", str(port)], ready_line="READY")
+                                            "--port", str(port), "--status", str(status)],
+                    ready_line="READY")
 
 
 def serve_http_unix(ns: Netns, pod: str, path: Path) -> Proc:
@@ -147,7 +169,8 @@ def serve_tcp_echo(ns: Netns, pod: str, port: int, bind: str = "0.0.0.0") -> Pro
 
 
 def serve_tcp(ns: Netns, pod: str, mode: str, port: int, bind: str = "0.0.0.0", *extra: str) -> Proc:
-    """The other line-based apps: `tls-echo` (extra: --cert/--key[/--ca]), `dual`, `banner`."""
+    """The other apps: `tls-echo` (extra: --cert/--key[/--ca]), `dual`, `banner`; `http` with
+    --cert/--key (HTTPS)."""
     return ns.spawn(f"{mode}-{bind}-{port}", [*PYTHON, APPSERVER, mode, "--pod", pod, "--bind", bind,
                                               "--port", str(port), *extra], ready_line="READY")
 

@@ -2,12 +2,14 @@
 
 http:     answers every request with JSON {"pod", "host", "path", "method", "peer", "headers"},
           so a test sees which pod served it, what Host/path arrived and from which address
-          (127.0.0.6 means "came through the inbound sidecar"). A few paths behave like httpbin,
+          (127.0.0.6 means "came through the inbound sidecar"). --status CODE answers every
+          request with that status (a failing backend). --cert/--key: HTTPS, and the JSON also
+          has "sni" (the server name the client sent, or null). A few paths behave like httpbin,
           for routing policies (timeouts, retries, faults, mirroring) to act on:
             /delay/<seconds>...          answers after that many seconds (httpbin's /delay/N)
             /status/<code>...            answers with that status (httpbin's /status/N)
             /fail/<code>/<n>/<key>...    the first n requests on that exact path answer <code>,
-                                         later ones 200 (a backend that fails n times, then works)
+                                         later ones as usual (fails n times, then works)
           Every request is counted by path (query excluded); /_seen/<path> answers {"hits", "last"}
           (how many requests arrived for /<path>, the JSON of the last one) and counts nothing.
 tcp-echo: line-based; replies "<pod> <line>" for every line received.
@@ -34,6 +36,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+DELAY_PATH = re.compile(r"^/delay/(\d+(?:\.\d+)?)(?:[/?]|$)")
+
 
 class Seen:
     """Requests per path (query excluded) and the last one's JSON, shared by the server's threads."""
@@ -54,11 +58,10 @@ class Seen:
             return {"hits": self.hits.get(path, 0), "last": self.last.get(path)}
 
 
-BEHAVIOUR = re.compile(r"^/(?:delay/(?P<delay>\d+(?:\.\d+)?)|status/(?P<status>\d{3})"
-                       r"|fail/(?P<fail_code>\d{3})/(?P<fail_n>\d+)/)")
+STATUS_PATH = re.compile(r"^/(?:status/(?P<status>\d{3})|fail/(?P<fail_code>\d{3})/(?P<fail_n>\d+)/)")
 
 
-def http_handler(pod: str) -> type[BaseHTTPRequestHandler]:
+def http_handler(pod: str, status: int = 200) -> type[BaseHTTPRequestHandler]:
     seen = Seen()
 
     class Handler(BaseHTTPRequestHandler):
@@ -75,8 +78,13 @@ def http_handler(pod: str) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("content-length") or 0)
             if length:
                 self.rfile.read(length)
+            delay = DELAY_PATH.match(self.path)
+            if delay:
+                time.sleep(float(delay.group(1)))  # the slowness is the behaviour under test
             peer = self.client_address[0] if isinstance(self.client_address, tuple) else "unix"
+            tls = {"sni": getattr(self.request, "e2e_sni", None)} if isinstance(self.request, ssl.SSLSocket) else {}
             request = {
+                **tls,
                 "pod": pod,
                 "host": self.headers.get("host", ""),
                 "path": self.path,
@@ -85,20 +93,18 @@ def http_handler(pod: str) -> type[BaseHTTPRequestHandler]:
                 "headers": {k.lower(): v for k, v in self.headers.items()},
             }
             path = self.path.split("?", 1)[0]
-            status = 200
+            code = status
             if path.startswith("/_seen/"):
                 body = json.dumps(seen.report(path.removeprefix("/_seen"))).encode()
             else:
                 hits = seen.record(path, request)
-                m = BEHAVIOUR.match(path)
-                if m and m["delay"]:
-                    time.sleep(float(m["delay"]))  # the behaviour asked for, not synchronisation
-                elif m and m["status"]:
-                    status = int(m["status"])
+                m = STATUS_PATH.match(path)
+                if m and m["status"]:
+                    code = int(m["status"])
                 elif m and m["fail_code"] and hits <= int(m["fail_n"]):
-                    status = int(m["fail_code"])
+                    code = int(m["fail_code"])
                 body = json.dumps(request).encode()
-            self.send_response(status)
+            self.send_response(code)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
             self.send_header("x-served-by", pod)
@@ -120,6 +126,16 @@ class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
     def get_request(self):  # type: ignore[no-untyped-def]
         conn, _ = self.socket.accept()
         return conn, ("unix", 0)  # BaseHTTPRequestHandler wants an address tuple
+
+
+class TlsHTTPServer(ThreadingHTTPServer):
+    """HTTPS: each accepted connection is wrapped, its handshake done in the handler's thread."""
+
+    context: ssl.SSLContext
+
+    def get_request(self):  # type: ignore[no-untyped-def]
+        conn, addr = self.socket.accept()
+        return self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False), addr
 
 
 class EchoHandler(socketserver.StreamRequestHandler):
@@ -173,6 +189,17 @@ class ThreadingTCP(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
+def server_tls_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    # The server name the client asked for, kept on its socket for the reply.
+    ctx.sni_callback = lambda sock, name, _ctx: setattr(sock, "e2e_sni", name)  # type: ignore[assignment]
+    if ca:
+        ctx.load_verify_locations(ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=("http", "tcp-echo", "tls-echo", "dual", "banner"))
@@ -183,16 +210,21 @@ def main() -> None:
     parser.add_argument("--cert", default="")
     parser.add_argument("--key", default="")
     parser.add_argument("--ca", default="")
+    parser.add_argument("--status", type=int, default=200)
     args = parser.parse_args()
 
     server: socketserver.BaseServer
     if args.mode == "http":
-        handler = http_handler(args.pod)
+        handler = http_handler(args.pod, args.status)
         if args.unix:
             if os.path.exists(args.unix):
                 os.unlink(args.unix)
             server = UnixHTTPServer(args.unix, handler)
             os.chmod(args.unix, 0o777)
+        elif args.cert:
+            TlsHTTPServer.allow_reuse_address = True
+            server = TlsHTTPServer((args.bind, args.port), handler)
+            server.context = server_tls_context(args.cert, args.key, args.ca)
         else:
             ThreadingHTTPServer.allow_reuse_address = True
             server = ThreadingHTTPServer((args.bind, args.port), handler)
@@ -201,14 +233,7 @@ def main() -> None:
             "tcp-echo": EchoHandler, "tls-echo": TlsEchoHandler, "dual": DualHandler, "banner": BannerHandler}
         handler_cls = type("Handler", (handlers[args.mode],), {"pod": args.pod})
         if args.mode == "tls-echo":
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(args.cert, args.key)
-            # The server name the client asked for, kept on its socket for the reply.
-            ctx.sni_callback = lambda sock, name, _ctx: setattr(sock, "e2e_sni", name)  # type: ignore[assignment]
-            if args.ca:
-                ctx.load_verify_locations(args.ca)
-                ctx.verify_mode = ssl.CERT_REQUIRED
-            handler_cls.context = ctx  # type: ignore[attr-defined]
+            handler_cls.context = server_tls_context(args.cert, args.key, args.ca)  # type: ignore[attr-defined]
         server = ThreadingTCP((args.bind, args.port), handler_cls)
     if isinstance(server, socketserver.TCPServer):
         server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -94,8 +94,12 @@ class KubeApi:
     # -- objects -------------------------------------------------------------------------------
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply (`kubectl apply --server-side --force-conflicts`)."""
-        return self.request("PATCH", Ref.of(obj).path(), obj, content_type="application/apply-patch+yaml",
+        """Server-side apply (`kubectl apply --server-side --force-conflicts`), at the object's own
+        apiVersion (the API server refuses an apply body of another version than the URL's)."""
+        version = str(obj.get("apiVersion") or "")
+        prefix = f"/apis/{version}" if "/" in version else f"/api/{version or 'v1'}"
+        path = Ref.of(obj).path().replace(KINDS[obj["kind"]].prefix, prefix, 1)
+        return self.request("PATCH", path, obj, content_type="application/apply-patch+yaml",
                             fieldManager=FIELD_MANAGER, force="true")
 
     def create(self, obj: dict[str, Any], *, ok_exists: bool = False) -> dict[str, Any]:

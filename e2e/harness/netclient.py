@@ -2,12 +2,14 @@
 
 http: {"status", "headers", "body", "elapsed"} or {"error", "kind", "elapsed"} (elapsed: seconds
       from connecting to the end of the response or the error); --count N makes N fresh
-      connections and prints a list (load-balancing scenarios); with --keep-alive the N requests
-      share one connection (a sidecar still routes each request on its own).
+      connections and prints a list (load-balancing scenarios); with --parallel they are all in
+      flight at once (connection-pool scenarios); with --keep-alive the N requests share one
+      connection (a sidecar still routes each request on its own).
       https:// URLs use TLS (--sni, --ca to verify the server, --cert/--key to present a client
       certificate).
 tcp:  connect, send one line, read one line back: {"reply"} or {"error", "kind"}; --tls wraps the
-      connection (same TLS options); --banner sends nothing and returns the server's first line.
+      connection (same TLS options); --banner sends nothing and returns the server's first line;
+      --count N makes N connections one after another and prints a list.
 loop: HTTP requests one after another (fresh connection each) until SIGTERM, one JSON line per
       request appended to --out: {"t", "status", "by", "kind"}; READY on stdout once started.
 kind is one of refused | reset | timeout | closed | unreachable | tls | other, so tests can tell
@@ -24,6 +26,7 @@ import signal
 import socket
 import ssl
 import sys
+import threading
 import time
 import urllib.parse
 from typing import Any
@@ -159,6 +162,23 @@ def loop(args: argparse.Namespace) -> None:
             time.sleep(args.interval)  # request pacing, not synchronisation
 
 
+def http_parallel(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """`args.count` requests started together, each on its own connection; results in start order."""
+    results: list[dict[str, Any]] = [{} for _ in range(args.count)]
+    start = threading.Barrier(args.count)
+
+    def one(i: int) -> None:
+        start.wait()
+        results[i] = http_once(args)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(args.count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
 def add_tls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sni", default="")
     p.add_argument("--ca", default="")
@@ -183,6 +203,7 @@ def main() -> None:
     add_http_args(h)
     h.add_argument("--count", type=int, default=0)
     h.add_argument("--keep-alive", action="store_true")
+    h.add_argument("--parallel", action="store_true")
     t = sub.add_parser("tcp")
     t.add_argument("--host", required=True)
     t.add_argument("--port", type=int, required=True)
@@ -190,6 +211,7 @@ def main() -> None:
     t.add_argument("--timeout", type=float, default=5.0)
     t.add_argument("--tls", action="store_true")
     t.add_argument("--banner", action="store_true")
+    t.add_argument("--count", type=int, default=0)
     add_tls_args(t)
     lp = sub.add_parser("loop")
     add_http_args(lp)
@@ -199,11 +221,14 @@ def main() -> None:
     if args.mode == "loop":
         loop(args)
         return
-    if args.mode == "http":
+    out: Any
+    if args.mode == "http" and args.count and args.parallel:
+        out = http_parallel(args)
+    elif args.mode == "http":
         kept = connection(args) if args.keep_alive else None
-        out: Any = [http_once(args, kept) for _ in range(args.count)] if args.count else http_once(args)
+        out = [http_once(args, kept) for _ in range(args.count)] if args.count else http_once(args)
     else:
-        out = tcp_once(args)
+        out = [tcp_once(args) for _ in range(args.count)] if args.count else tcp_once(args)
     json.dump(out, sys.stdout)
 
 

@@ -35,9 +35,17 @@ class Pod:
 
     # -- apps -----------------------------------------------------------------------------------
 
-    def serve_http(self, port: int = 8080, bind: str = "0.0.0.0") -> Proc:
+    def serve_http(self, port: int = 8080, bind: str = "0.0.0.0", *, status: int = 200) -> Proc:
+        """The JSON echo; `status`: answer every request with that status (a failing backend).
+        A path `/delay/<seconds>` answers after that long (a slow backend)."""
         self.ports.append(port)
-        return apps.serve_http(self.ns, self.name, port, bind)
+        return apps.serve_http(self.ns, self.name, port, bind, status)
+
+    def serve_https(self, port: int, keys: KeyPair, bind: str = "0.0.0.0") -> Proc:
+        """The JSON echo inside TLS; its JSON also names the SNI the client sent ("sni")."""
+        self.ports.append(port)
+        return apps.serve_tcp(self.ns, self.name, "http", port, bind, "--cert", str(keys.cert),
+                              "--key", str(keys.key))
 
     def serve_http_unix(self, name: str = "app.sock") -> Path:
         path = self.workdir / "uds" / name
@@ -84,6 +92,9 @@ class Pod:
 
     def tcp(self, host: str, port: int, send: str = "ping", **kw: Any) -> TcpResult:
         return apps.tcp(self.ns, host, port, send, **kw)
+
+    def tcp_many(self, host: str, port: int, count: int, send: str = "ping", **kw: Any) -> list[TcpResult]:
+        return apps.tcp_many(self.ns, host, port, count, send, **kw)
 
     def request_loop(self, name: str, url: str, *, expect_pod: str | set[str], **kw: Any) -> RequestLoop:
         """Requests to `url` in the background until stopped (or the pod is removed)."""
