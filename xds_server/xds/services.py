@@ -39,6 +39,7 @@ from xds_server.xds.delta import DeltaMachine
 from xds_server.xds.machine import MachineBase, Outgoing, StreamError
 from xds_server.xds.observer import NullObserver, NullServerObserver, ServerObserver
 from xds_server.xds.proxy import P, XdsProxy
+from xds_server.xds.shared import SharedResponses
 from xds_server.xds.sotw import SotwMachine
 from xds_server.xds.subscription import NameSets
 from xds_server.xds.watchdog import WriteWatchdog
@@ -113,6 +114,7 @@ class XdsServices(Generic[P]):
         # (the garbage collector's tick waits for it to end, push/collector.py).
         self.pending_wakes = 0
         self._name_sets = name_sets if name_sets is not None else NameSets()  # shared by every stream
+        self.shared = SharedResponses()  # a change's delta response, encoded once for every stream (shared.py)
 
     # ------------------------------------------------------------------ registration
     def handlers(self) -> list[grpc.GenericRpcHandler]:
@@ -168,7 +170,7 @@ class XdsServices(Generic[P]):
         if self._authorize is not None:
             await self._check_identity(context, proxy)
         machine: MachineBase[Any] = (SotwMachine if kind == "sotw" else DeltaMachine)(
-            only, control_plane=self._control_plane, name_sets=self._name_sets)
+            only, control_plane=self._control_plane, name_sets=self._name_sets, shared=self.shared)
         conn = Connection(f"{proxy.key}-{next(self._ids)}", proxy, context.peer(), kind, method, machine)
         machine.observer = self.observer.stream_observer(conn)
         pump = _Pump(self, conn, context, first)
