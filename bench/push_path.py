@@ -38,9 +38,11 @@ from xds_server.store import Store
 from xds_server.translate import generate
 from xds_server.xds.delta import DeltaMachine
 from xds_server.xds.services import Connection
+from xds_server.xds.shared import SharedResponses
 from xds_server.xds.subscription import NameSets
 
 NAME_SETS = NameSets()  # shared by every stream, as in the server
+SHARED = SharedResponses()  # likewise
 
 
 class Stream:
@@ -48,7 +50,7 @@ class Stream:
 
     def __init__(self, n: int, identity: mesh.ProxyIdentity, planner: Planner, metrics: Metrics) -> None:
         self.proxy = proxy_from_node(identity.node_id, identity.metadata())
-        self.machine = DeltaMachine(None, name_sets=NAME_SETS)
+        self.machine = DeltaMachine(None, name_sets=NAME_SETS, shared=SHARED)
         self.conn = Connection(f"{self.proxy.key}-{n}", self.proxy, "bench", "delta", "Delta", self.machine)
         self.machine.observer = metrics.stream_observer(self.conn)
         self.metrics = metrics

@@ -63,6 +63,13 @@ def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
         # within 30 s by default, and on a starved CPU a 2,000-stream cold start took longer than that
         # (half the streams saw CANCELLED and reconnected after a backoff, bench/RESULTS.md).
         ("grpc.server_max_unrequested_time_in_server", 600),
+        # No BDP probing of the clients' send direction (gRPC core's flow control, chttp2 "BDP
+        # estimator"): with it, every request received (an xDS ACK, ~100 bytes) makes the server
+        # send a PING and read its ACK, to size a receive window that xDS requests never need.
+        # At 2,000 streams that was ~2,000 more sendmsg and recvmsg and half of gRPC's own CPU per
+        # push (bench/RESULTS.md). Requests then flow in the default 64 KiB window: a large one
+        # (a reconnect listing many initial_resource_versions) takes a few more round trips.
+        ("grpc.http2.bdp_probe", 0),
     ]
     if settings.max_connection_age > 0:
         # As istiod's MAX_CONNECTION_AGE (grpc-go's MaxConnectionAge): gRPC core itself adds +-10 %

@@ -126,13 +126,14 @@ class ResourceMap(dict[str, Built]):
     derives all of these from its base in time proportional to the extra part.
     """
 
-    __slots__ = ("_blob", "_dangling", "_diffs", "_ordered", "_overrides", "_same_names", "_sum", "_versions", "base",
-                 "extra", "token")
+    __slots__ = ("_blob", "_dangling", "_diffs", "_ordered", "_overrides", "_same_names", "_sum", "_version",
+                 "_versions", "base", "extra", "token")
 
     def __init__(self, builts: Iterable[Built] = ()) -> None:
         super().__init__((b.name, b) for b in builts)
         self.token = next(_tokens)
         self._sum: int | None = None
+        self._version: str | None = None
         self._diffs: dict[int, tuple[tuple[Built, ...], tuple[str, ...]]] | None = None
         self._dangling: dict[int, tuple[tuple[str, str], ...]] | None = None
         self._ordered: list[Built] | None = None
@@ -213,7 +214,10 @@ class ResourceMap(dict[str, Built]):
 
     @property
     def version(self) -> str:
-        return _hex(self.sum)
+        """Every stream sending this mapping's changes asks (its system_version_info): formatted once."""
+        if self._version is None:
+            self._version = _hex(self.sum)
+        return self._version
 
     def ordered(self) -> list[Built]:
         """Every entry, sorted by name (a fresh list over a cached order)."""

@@ -111,3 +111,38 @@ async def test_automatic_collections_are_off_while_it_runs_and_back_after() -> N
     with pytest.raises(asyncio.CancelledError):
         await task
     assert gc.isenabled()
+
+
+async def test_a_tick_waits_for_the_fan_out_to_end_but_never_longer_than_longest_wait() -> None:
+    sending = [True]
+    collector = Collector(tick=0.01, recheck=0.005, longest_wait=60.0, sending=lambda: sending[0])
+    task = asyncio.create_task(collector.run())
+    garbage = cycle()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while collector.deferred == 0 and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert collector.deferred == 1
+    for _ in range(5):  # the tick is waiting: nothing collected while streams are being sent
+        await asyncio.sleep(0.02)
+        assert garbage() is not None
+    sending[0] = False
+    while garbage() is not None and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert garbage() is None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    # Always sending: the tick still runs, `longest_wait` late.
+    collector = Collector(tick=0.01, recheck=0.005, longest_wait=0.05, sending=lambda: True)
+    task = asyncio.create_task(collector.run())
+    garbage = cycle()
+    deadline = loop.time() + 5.0
+    while garbage() is not None and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert garbage() is None
+    assert collector.deferred >= 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

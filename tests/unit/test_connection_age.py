@@ -30,3 +30,8 @@ def test_negative_values_are_refused() -> None:
     assert check(parse("--max-connection-age", "60")) is None
     assert "--max-connection-age-grace" in (check(parse("--max-connection-age-grace", "-1")) or "")
     assert "--max-connection-age" in (check(parse("--max-connection-age", "-5")) or "")
+
+
+def test_no_bdp_probing_of_the_clients_requests() -> None:
+    # Every request received would otherwise cost a PING and its ACK (app.py says why it is off).
+    assert dict(grpc_options(parse()))["grpc.http2.bdp_probe"] == 0

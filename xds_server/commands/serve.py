@@ -94,7 +94,7 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # This process is the server's own: keep the cyclic garbage collector off the push path.
-    collector = Collector()
+    collector = Collector(sending=lambda: app.planner.pushing or app.services.pending_wakes > 0)
     app.planner.after_push = collector.busy
     collecting = asyncio.create_task(collector.run(), name="gc")
     await stop.wait()

@@ -14,6 +14,12 @@ objects that die are still freed by reference counting (a closed stream's state 
 breaks its one reference cycle); a full collection (unfreeze, collect, freeze) reclaims any
 other cyclic garbage every `full_every` seconds, at a moment without pushes when there is one
 (or regardless, once it is twice overdue).
+
+A tick also waits, up to `longest_wait`, while a push is being sent (`sending`: a push visiting
+proxies, or streams woken and not yet answered): the young collection then finds the fan-out's
+objects still alive anyway (none of it is garbage yet), and run in its middle it held up every
+stream behind it (30-50 ms at 2,000 streams, each tick). Right after the fan-out it costs the
+same and delays nobody's config.
 """
 
 from __future__ import annotations
@@ -29,8 +35,13 @@ log = logging.getLogger("xds_server.push")
 
 class Collector:
     def __init__(self, *, tick: float = 1.0, idle: float = 2.0, full_every: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, sending: Callable[[], bool] | None = None,
+                 recheck: float = 0.02, longest_wait: float = 2.0) -> None:
         self.tick = tick
+        self.sending = sending
+        self.recheck = recheck
+        self.longest_wait = longest_wait
+        self.deferred = 0  # ticks that waited for a fan-out to end
         self.idle = idle
         self.full_every = full_every
         self._clock = clock
@@ -66,11 +77,23 @@ class Collector:
         else:
             self.settle()
 
+    async def quiet_moment(self) -> None:
+        """Return once nothing is being sent, or after `longest_wait`: a tick is never skipped."""
+        sending = self.sending
+        if sending is None or not sending():
+            return
+        self.deferred += 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.longest_wait
+        while sending() and loop.time() < deadline:
+            await asyncio.sleep(self.recheck)
+
     async def run(self) -> None:
         gc.disable()
         try:
             while True:
                 await asyncio.sleep(self.tick)
+                await self.quiet_moment()
                 self.step()
         finally:
             gc.enable()

@@ -61,6 +61,7 @@ class Planner:
         self.last_push_at = 0.0
         self.rejected: dict[str, list[str]] = {}  # proxy key -> problems of its last rejected snapshot
         self.after_push: Callable[[], None] | None = None  # e.g. Collector.busy (serve sets it)
+        self.pushing = False  # a push is visiting proxies (it yields to the loop every YIELD_EVERY)
 
     def build(self, proxy: Proxy, view: StoreView | None = None) -> ProxySnapshot:
         """Snapshot for one proxy on `view` (default: the current generation, as on first connect)."""
@@ -82,6 +83,15 @@ class Planner:
         return snapshot
 
     async def push(self, changed: frozenset[ObjectRef], debounce_seconds: float = 0.0) -> None:
+        self.pushing = True
+        try:
+            await self._push(changed, debounce_seconds)
+        finally:
+            self.pushing = False
+        if self.after_push is not None:
+            self.after_push()
+
+    async def _push(self, changed: frozenset[ObjectRef], debounce_seconds: float) -> None:
         start = time.perf_counter()
         self.memo.rotate()
         entries = list(self.cache.entries())
@@ -112,5 +122,3 @@ class Planner:
         self.observer.push_done(connected, updated, elapsed, debounce_seconds)
         log.debug("push: %d of %d proxies visited, %d snapshots replaced in %.3fs (%d changed objects)",
                   len(entries), connected, updated, elapsed, len(changed))
-        if self.after_push is not None:
-            self.after_push()

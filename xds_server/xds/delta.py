@@ -15,7 +15,7 @@ Rules (Envoy's xds_protocol.rst, "Incremental xDS"; what both variants share is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
@@ -27,6 +27,10 @@ from xds_server.xds.machine import MachineBase, Outgoing, TypeState, eds_refs
 from xds_server.xds.subscription import NameSets
 
 _NONE: frozenset[str] = frozenset()
+
+
+def _name(b: Built) -> str:
+    return b.name
 
 
 class DeltaState(TypeState):
@@ -170,15 +174,14 @@ class DeltaMachine(MachineBase[DeltaState]):
         removed.sort()  # the same bytes whichever way the diff was found
         # Everything of a shared mapping (a first response): its bytes and versions are shared too.
         whole = resources if isinstance(resources, ResourceMap) and len(changed) == len(resources) else None
-        entries: Iterable[bytes]
-        if whole is not None:
-            entries = whole.delta_entries()
-        else:
-            changed.sort(key=lambda b: b.name)
-            entries = (b.delta_entry for b in changed)
         nonce = self._next_nonce()
         version = snapshot.version(type_url)
-        payload = wire.delta_response(type_url, nonce, entries, removed, version, self.control_plane)
+        if whole is not None:
+            payload = wire.delta_response(type_url, nonce, whole.delta_entries(), removed, version, self.control_plane)
+        else:
+            # A push's change: the same bytes (but the nonce) for every stream that sends it, encoded once.
+            changed.sort(key=_name)
+            payload = self.shared.delta_response(type_url, nonce, changed, removed, version, self.control_plane)
         known = st.known
         if whole is not None:
             known.update_from(whole.versions())  # shared, not copied

@@ -32,6 +32,7 @@ import grpc
 
 from xds_server.resources import PUSH_ORDER, SERVED_TYPES, WILDCARD_TYPES, Built, ProxySnapshot, TypeUrl
 from xds_server.xds.observer import NullObserver, StreamObserver
+from xds_server.xds.shared import SharedResponses
 from xds_server.xds.status import Nack, TypeStatus
 from xds_server.xds.subscription import NameSets, Subscription
 
@@ -81,13 +82,15 @@ class MachineBase(ABC, Generic[S]):
 
     def __init__(self, only_type: TypeUrl | None = None, observer: StreamObserver | None = None,
                  clock: Callable[[], float] = time.time, *, control_plane: bytes = b"",
-                 name_sets: NameSets | None = None) -> None:
+                 name_sets: NameSets | None = None, shared: SharedResponses | None = None) -> None:
         self.only_type = only_type  # set on a per-type service (CDS, EDS, ...): no other type is served
         self.observer: StreamObserver = observer or NullObserver()
         self.clock = clock
         self.control_plane = control_plane  # the encoded ControlPlane every response carries (wire.py)
         # Subscription name sets are shared with the server's other streams (subscription.py).
         self.name_sets = name_sets if name_sets is not None else NameSets()
+        # So are the encoded responses of a change that many streams send (shared.py).
+        self.shared = shared if shared is not None else SharedResponses()
         self.types: dict[TypeUrl, S] = {}
         self._nonce = 0
 

@@ -39,6 +39,7 @@ from xds_server.xds.delta import DeltaMachine
 from xds_server.xds.machine import MachineBase, Outgoing, StreamError
 from xds_server.xds.observer import NullObserver, NullServerObserver, ServerObserver
 from xds_server.xds.proxy import P, XdsProxy
+from xds_server.xds.shared import SharedResponses
 from xds_server.xds.sotw import SotwMachine
 from xds_server.xds.subscription import NameSets
 from xds_server.xds.watchdog import WriteWatchdog
@@ -109,7 +110,11 @@ class XdsServices(Generic[P]):
         self.watchdog = WriteWatchdog(self.settings.send_timeout)
         self.budget = SendBudget(self.settings.max_bytes_in_flight)
         self.accepting = True
+        # Streams woken by a push and not yet answered: while any are, a push is being sent
+        # (the garbage collector's tick waits for it to end, push/collector.py).
+        self.pending_wakes = 0
         self._name_sets = name_sets if name_sets is not None else NameSets()  # shared by every stream
+        self.shared = SharedResponses()  # a change's delta response, encoded once for every stream (shared.py)
 
     # ------------------------------------------------------------------ registration
     def handlers(self) -> list[grpc.GenericRpcHandler]:
@@ -165,7 +170,7 @@ class XdsServices(Generic[P]):
         if self._authorize is not None:
             await self._check_identity(context, proxy)
         machine: MachineBase[Any] = (SotwMachine if kind == "sotw" else DeltaMachine)(
-            only, control_plane=self._control_plane, name_sets=self._name_sets)
+            only, control_plane=self._control_plane, name_sets=self._name_sets, shared=self.shared)
         conn = Connection(f"{proxy.key}-{next(self._ids)}", proxy, context.peer(), kind, method, machine)
         machine.observer = self.observer.stream_observer(conn)
         pump = _Pump(self, conn, context, first)
@@ -265,6 +270,7 @@ class _Pump:
         self.queue: deque[Any] = deque()
         self.writing = False
         self.woken = False
+        self.ended = False  # run() is over: wake-ups are no longer counted
         self.closed = False
         self.error: StreamError | None = None  # set by the reader: end the stream with it
         # The send timeout: the server's watchdog looks at the write in progress (watchdog.py),
@@ -276,8 +282,15 @@ class _Pump:
         self.charged = 0  # this stream's bytes in the send budget: built and not yet written
 
     def wake(self) -> None:
-        self.woken = True
+        if not self.woken and not self.ended:
+            self.woken = True
+            self.services.pending_wakes += 1
         self.signal.set()
+
+    def _unwake(self) -> None:
+        if self.woken:
+            self.woken = False
+            self.services.pending_wakes -= 1
 
     async def _read(self, requests: AsyncIterator[Any], entry: CacheEntry[Any]) -> None:
         limit = self.services.settings.max_queued_requests
@@ -336,6 +349,8 @@ class _Pump:
                         raise self.error
                     return
         finally:
+            self.ended = True
+            self._unwake()
             watchdog.discard(self)
             if self.charged:  # built and never written (the stream ended): no longer held
                 self.services.budget.release(self.charged)
@@ -370,7 +385,7 @@ class _Pump:
 
     def _answer_wake(self, snapshot: Any) -> list[Outgoing]:
         """The newest snapshot's answer; a wake-up that came while waiting for the turn is included."""
-        self.woken = False
+        self._unwake()
         return self.conn.machine.on_snapshot(snapshot)
 
     def _answer(self, req: Any, entry: CacheEntry[Any]) -> list[Outgoing]:

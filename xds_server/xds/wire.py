@@ -40,11 +40,27 @@ def sotw_response(type_url: str, version: str, nonce: str, entries: Iterable[byt
 
 def delta_response(type_url: str, nonce: str, entries: Iterable[bytes], removed: Iterable[str] = (),
                    system_version: str = "", control_plane_msg: bytes = b"") -> bytes:
+    head, tail = delta_response_parts(type_url, entries, removed, system_version, control_plane_msg)
+    return with_nonce(head, nonce, tail)
+
+
+def delta_response_parts(type_url: str, entries: Iterable[bytes], removed: Iterable[str] = (),
+                         system_version: str = "", control_plane_msg: bytes = b"") -> tuple[bytes, bytes]:
+    """A DeltaDiscoveryResponse without its nonce: the fields before it and after it.
+
+    Every stream numbers its own responses; the rest is the same for every stream that sends the
+    same change, so it can be encoded once for all of them (xds/shared.py).
+    """
     parts = [length_delimited(1, system_version.encode())] if system_version else []
     parts.extend(entries)
     parts.append(_field(4, type_url.encode()))
-    parts.append(length_delimited(5, nonce.encode()))
-    parts.extend(length_delimited(6, name.encode()) for name in removed)
+    head = b"".join(parts)
+    tail = [length_delimited(6, name.encode()) for name in removed]
     if control_plane_msg:
-        parts.append(_field(7, control_plane_msg))
-    return b"".join(parts)
+        tail.append(_field(7, control_plane_msg))
+    return head, b"".join(tail)
+
+
+def with_nonce(head: bytes, nonce: str, tail: bytes) -> bytes:
+    """head + nonce (field 5 of both response kinds) + tail."""
+    return b"".join((head, length_delimited(5, nonce.encode()), tail))
