@@ -94,7 +94,9 @@ class _Plan:
     Besides the scope and the traits, outbound config reads the store in two ways only: the
     MeshConfig and service endpoints. `reads` holds the endpoints the clusters and listeners were
     built from (DNS clusters' inline hosts, headless listeners); `eds` the EDS clusters by
-    namespace, each with the endpoints its assignment holds. The next generation, with the same
+    namespace, each with the endpoints its assignment holds (a DestinationRule subset's cluster
+    with its service narrowed to the subset's labels, translate/endpoints.py subset_service, so a
+    Pod change re-reads subset assignments the same way). The next generation, with the same
     scope, re-reads only endpoints of namespaces whose Pods changed and rebuilds only assignments
     whose endpoints differ: unchanged clusters, listeners and routes are kept without being looked at.
     """
@@ -140,13 +142,16 @@ def _full_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, p
         specs = clusters.outbound_cluster_specs(view, scope, traits, memo)
         cds = [*clusters.fixed_clusters(view.mesh, traits, memo), *clusters.outbound_clusters(specs, memo)]
         lds = listeners_outbound.build_outbound_listeners(view, scope, traits, memo)
-    # An assignment for every EDS cluster; empty when no endpoint is ready (503 UH, as istiod).
+    # An assignment for every EDS cluster, subset clusters included (their service is narrowed to
+    # the subset's endpoints); empty when no endpoint is ready or matches (503 UH, as istiod).
     by_ns: dict[str, list[_EdsInput]] = {}
     eds: list[Built] = []
     for svc, port, spec in specs:
         if spec.is_eds:
-            eps = endpoints_of(view, svc, port, memo)
-            by_ns.setdefault(svc.namespace, []).append((svc, port, spec.name, eps))
+            eps: tuple[Endpoint, ...] = ()
+            if svc is not None:  # None: a subset no endpoint can match, its assignment stays empty
+                eps = endpoints_of(view, svc, port, memo)
+                by_ns.setdefault(svc.namespace, []).append((svc, port, spec.name, eps))
             eds.append(endpoints.load_assignment(spec.name, eps, memo))
     listeners = list(lds.listeners)
     if traits.capture:
