@@ -46,7 +46,6 @@ UNSUPPORTED_FIELDS: dict[str, dict[str, str]] = {
 # such object once; `validate` prints a warning. Remove a kind here when the translator learns it.
 NOT_TRANSLATED: dict[str, str] = {
     Kind.VIRTUAL_SERVICE: "routing (VirtualService) is not translated into Envoy routes yet",
-    Kind.DESTINATION_RULE: "traffic policies (DestinationRule) are not translated into Envoy clusters yet",
 }
 
 
