@@ -21,7 +21,7 @@ from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.type.v3 import percent_pb2
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.config import protocol
+from xds_server.config import ObjectRef, protocol
 from xds_server.config.protocol import Protocol
 from xds_server.config.traffic import ConnectionPool
 from xds_server.translate import cluster_tls, connection_pool, envoy
@@ -39,6 +39,12 @@ DEFAULT_RETRY_BUDGET_PERCENT = 20.0
 DEFAULT_RETRY_BUDGET_MIN_CONCURRENCY = 3
 RAW_BUFFER_SOCKET = "envoy.transport_sockets.raw_buffer"
 MESH_H2_UPGRADE = False  # MeshConfig h2UpgradePolicy default DO_NOT_UPGRADE
+
+
+def rule_config_path(ref: ObjectRef) -> str:
+    """`istio.config` metadata (istio `util.AddConfigInfoMetadata`): the rule's path in istiod's
+    internal API version, v1, whichever version it was written in."""
+    return f"/apis/networking.istio.io/v1/namespaces/{ref.namespace}/destination-rule/{ref.name}"
 
 
 def is_passthrough(policy: pb.TrafficPolicy | None) -> bool:

@@ -23,7 +23,7 @@ from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import protocol
 from xds_server.config.mesh import MeshConfig
 from xds_server.config.protocol import Protocol
-from xds_server.config.refs import FrozenDict, ObjectRef
+from xds_server.config.refs import FrozenDict
 from xds_server.memo import Memo
 from xds_server.mesh import names
 from xds_server.mesh.destination_rules import MergedDestinationRule, traffic_policy_for
@@ -105,11 +105,6 @@ PlanEntry = tuple[ServiceModel | None, Port, "OutboundClusterSpec"]
 reads: None when no endpoint can ever match the subset (the assignment is empty)."""
 
 
-def rule_config_path(ref: ObjectRef) -> str:
-    """istio `util.AddConfigInfoMetadata`: the rule's path in istiod's internal (v1) API version."""
-    return f"/apis/networking.istio.io/v1/namespaces/{ref.namespace}/destination-rule/{ref.name}"
-
-
 def _resolve_policy(rule: MergedDestinationRule, port: int, subset: str) -> tuple[pb.TrafficPolicy | None, bytes]:
     policy = traffic_policy_for(rule, port, subset)
     if policy is None:
@@ -168,7 +163,7 @@ def cluster_spec(view: StoreView, svc: ServiceModel, port: Port, traits: ProxyTr
         port_override=override,
         inline_endpoints=inline,
         policy=policy_bytes,
-        rule_config=rule_config_path(rule.sources[0]) if rule is not None else "",
+        rule_config=cluster_policy.rule_config_path(rule.sources[0]) if rule is not None else "",
     )
 
 
