@@ -97,6 +97,7 @@ class ServiceModel:
     static_endpoints: tuple[StaticEndpoint, ...] = ()
     publish_not_ready: bool = False
     logical_dns: bool = False  # SE annotation istio.io/connect-strategy: RACE_FIRST_TCP_CONNECT
+    subject_alt_names: tuple[str, ...] = ()  # ServiceEntry: what TLS origination verifies by default
 
     @property
     def address(self) -> str:
@@ -196,7 +197,8 @@ def from_service_entry(se: IstioServiceEntry) -> list[ServiceModel]:
     return [ServiceModel(hostname=h, namespace=meta.namespace, name=meta.name, registry=Registry.EXTERNAL,
                          ports=ports, resolution=resolution, addresses=addresses, export_to=export_to,
                          mesh_external=mesh_external, creation=meta.creation_timestamp, selector=selector,
-                         static_endpoints=endpoints, logical_dns=logical_dns)
+                         static_endpoints=endpoints, logical_dns=logical_dns,
+                         subject_alt_names=tuple(spec.subject_alt_names))
             for h in spec.hosts]
 
 

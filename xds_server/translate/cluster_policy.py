@@ -53,9 +53,11 @@ def is_passthrough(policy: pb.TrafficPolicy | None) -> bool:
 
 
 def apply_traffic_policy(cluster: Cluster, http_opts: HttpOptions | None, policy: pb.TrafficPolicy | None, *,
-                         port_protocol: Protocol, connect_timeout_s: float) -> HttpOptions | None:
+                         port_protocol: Protocol, connect_timeout_s: float,
+                         service_sans: tuple[str, ...] = ()) -> HttpOptions | None:
     """Apply `policy` to `cluster` (type, name and upstream protocol already set); returns the HTTP
-    options still to be packed (connection_pool.finish_http_options)."""
+    options still to be packed (connection_pool.finish_http_options). `service_sans`: a
+    ServiceEntry's subjectAltNames, verified when the rule's `tls` names none."""
     pool = policy.connection_pool if policy is not None and policy.HasField("connection_pool") else None
     http_opts = connection_pool.apply_connection_pool(
         cluster, http_opts, ConnectionPool.of(pool) if pool is not None else None,
@@ -69,7 +71,7 @@ def apply_traffic_policy(cluster: Cluster, http_opts: HttpOptions | None, policy
     apply_load_balancer(cluster, policy.load_balancer
                         if policy is not None and policy.HasField("load_balancer") else None)
     tls = policy.tls if policy is not None and policy.HasField("tls") else None
-    context = cluster_tls.upstream_tls_context(tls, h2=_is_h2(http_opts))
+    context = cluster_tls.upstream_tls_context(tls, h2=_is_h2(http_opts), default_sans=service_sans)
     if context is not None:
         cluster.transport_socket.CopyFrom(cluster_tls.transport_socket(context))
         auto_sni, auto_san = cluster_tls.auto_sni_flags(tls)

@@ -13,6 +13,7 @@ there is no agent here, so upstream Envoy reads the files itself (docs: Envoy
   per name (`match_subject_alt_names` is deprecated in Envoy); `caCrl` as `crl`;
   `insecureSkipVerify` as an empty validation context; h2 clusters advertise ALPN `h2`.
 * MUTUAL: SIMPLE plus `tls_certificates` from `clientCertificate` / `privateKey`.
+* A ServiceEntry host's own `subjectAltNames` are checked when the block names none.
 * ISTIO_MUTUAL (needs Istio's CA and agent) and `credentialName` (an SDS secret): no context at
   all, the connection stays plaintext; validation warns (config/validate_destination_rule.py).
   Never a half-built context: a MUTUAL block without both files gets none either.
@@ -61,8 +62,11 @@ def _san_matchers(names: list[str]) -> list[common_pb2.SubjectAltNameMatcher]:
     return out
 
 
-def upstream_tls_context(tls: pb.ClientTLSSettings | None, *, h2: bool) -> tls_pb2.UpstreamTlsContext | None:
-    """The UpstreamTlsContext for a resolved `tls` block, or None (plaintext)."""
+def upstream_tls_context(tls: pb.ClientTLSSettings | None, *, h2: bool,
+                         default_sans: tuple[str, ...] = ()) -> tls_pb2.UpstreamTlsContext | None:
+    """The UpstreamTlsContext for a resolved `tls` block, or None (plaintext). `default_sans`: a
+    ServiceEntry's subjectAltNames, checked when the block names none (istiod constructUpstreamTLS;
+    auto_san_validation still follows the block's own SANs, as there)."""
     if tls is None or not servable(tls):
         return None
     context = tls_pb2.UpstreamTlsContext(sni=tls.sni)
@@ -83,7 +87,8 @@ def upstream_tls_context(tls: pb.ClientTLSSettings | None, *, h2: bool) -> tls_p
             validation.system_root_certs.SetInParent()
         else:
             validation.trusted_ca.CopyFrom(_file(ca))
-        validation.match_typed_subject_alt_names.extend(_san_matchers(list(tls.subject_alt_names)))
+        validation.match_typed_subject_alt_names.extend(
+            _san_matchers(list(tls.subject_alt_names) or list(default_sans)))
         if tls.ca_crl:
             validation.crl.CopyFrom(_file(tls.ca_crl))
     if h2:

@@ -58,6 +58,8 @@ class OutboundClusterSpec:
     # and the rule's `istio.config` path ("" when no rule applies).
     policy: bytes = b""
     rule_config: str = ""
+    # A ServiceEntry's subjectAltNames: what its TLS origination verifies when the rule names none.
+    service_sans: tuple[str, ...] = ()
 
     @property
     def is_eds(self) -> bool:
@@ -164,6 +166,7 @@ def cluster_spec(view: StoreView, svc: ServiceModel, port: Port, traits: ProxyTr
         inline_endpoints=inline,
         policy=policy_bytes,
         rule_config=cluster_policy.rule_config_path(rule.sources[0]) if rule is not None else "",
+        service_sans=svc.subject_alt_names if policy is not None and policy.HasField("tls") else (),
     )
 
 
@@ -201,6 +204,7 @@ def subset_entry(view: StoreView, svc: ServiceModel, port: Port, parent: Outboun
         subset=subset.name,
         policy=policy_bytes,
         rule_config=parent.rule_config,
+        service_sans=svc.subject_alt_names if policy is not None and policy.HasField("tls") else (),
     )
     return narrowed, port, spec
 
@@ -254,7 +258,8 @@ def build_outbound_cluster(spec: OutboundClusterSpec) -> Built:
         http_opts = connection_pool.use_downstream_protocol(http_opts)
     policy = pb.TrafficPolicy.FromString(spec.policy) if spec.policy else None
     http_opts = cluster_policy.apply_traffic_policy(cluster, http_opts, policy, port_protocol=spec.protocol,
-                                                    connect_timeout_s=spec.connect_timeout_s)
+                                                    connect_timeout_s=spec.connect_timeout_s,
+                                                    service_sans=spec.service_sans)
     connection_pool.finish_http_options(cluster, http_opts)
     cluster.metadata.filter_metadata["istio"].CopyFrom(_istio_metadata(spec))
     return Built.of(TypeUrl.CLUSTER, spec.name, cluster, refs=refs)

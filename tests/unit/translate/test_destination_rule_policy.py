@@ -338,3 +338,22 @@ def test_service_entry_dns_cluster_with_tls() -> None:
     c = cluster(s, "outbound|443||api.example.com")
     ctx = tls_context(c)
     assert c.type == Cluster.STRICT_DNS and ctx is not None and ctx.sni == "api.example.com"
+
+
+def test_a_service_entrys_subject_alt_names_are_checked_when_the_rule_names_none() -> None:
+    se = ("hosts: [api.example.com]\nports: [{number: 443, name: tls, protocol: TLS}]\nresolution: DNS\n"
+          "subjectAltNames: [api.example.com]")
+    own = snap(view_of(service_entry(se, name="api"),
+                       dr("host: api.example.com\ntrafficPolicy: {tls: {mode: SIMPLE}}", name="api")))
+    ctx = tls_context(cluster(own, "outbound|443||api.example.com"))
+    assert ctx is not None
+    assert [(m.san_type, m.matcher.exact) for m in ctx.common_tls_context.validation_context
+            .match_typed_subject_alt_names] == [(SAN.DNS, "api.example.com"), (SAN.URI, "api.example.com")]
+    opts = http_options(cluster(own, "outbound|443||api.example.com"))
+    assert opts is not None and opts.upstream_http_protocol_options.auto_san_validation  # as istiod
+    named = snap(view_of(service_entry(se, name="api"), dr(
+        "host: api.example.com\ntrafficPolicy: {tls: {mode: SIMPLE, subjectAltNames: [x.example]}}", name="api")))
+    ctx = tls_context(cluster(named, "outbound|443||api.example.com"))
+    assert ctx is not None
+    assert {m.matcher.exact for m in ctx.common_tls_context.validation_context.match_typed_subject_alt_names} == {
+        "x.example"}
