@@ -12,13 +12,11 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import envoy as envoy_wheel
 import pytest
 
-from tests.golden.harness import Case, cases, static_bootstrap
-from tests.support.certs import TestCA
+from tests.golden.harness import Case, RealTlsFiles, cases, static_bootstrap
 
 pytestmark = pytest.mark.envoy
 CASES = cases()
@@ -32,44 +30,10 @@ def envoy_binary() -> str:
     return found
 
 
-# DataSource fields of TLS contexts that Envoy loads from `filename` while validating.
-_TLS_FILES = ("trusted_ca", "crl", "certificate_chain", "private_key")
-
-
-def with_real_tls_files(config: Any, directory: Path) -> Any:
-    """`config` with every TLS file path replaced by a real file of that kind under `directory`."""
-    ca: TestCA | None = None
-    made: dict[str, str] = {}
-
-    def material(kind: str) -> str:
-        nonlocal ca
-        if ca is None:
-            ca = TestCA(directory / "tls")
-            leaf = ca.issue("leaf", dns=("leaf.example",), server=True)
-            made.update(trusted_ca=ca.path, crl=ca.crl(), certificate_chain=leaf.cert_path,
-                        private_key=leaf.key_path)
-        return made[kind]
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            out = {}
-            for key, value in node.items():
-                if key in _TLS_FILES and isinstance(value, dict) and "filename" in value:
-                    out[key] = {**value, "filename": material(key)}
-                else:
-                    out[key] = walk(value)
-            return out
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    return walk(config)
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_envoy_accepts_golden_config(case: Case, tmp_path: Path) -> None:
     config = tmp_path / "bootstrap.json"
-    config.write_text(json.dumps(with_real_tls_files(static_bootstrap(case.render()), tmp_path)))
+    config.write_text(json.dumps(RealTlsFiles(tmp_path).rewrite(static_bootstrap(case.render()))))
     result = subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(config), "--disable-hot-restart", "--concurrency", "1",
          "--log-level", "error"],
