@@ -35,7 +35,9 @@ DEFAULT_MINIMUM_RING_SIZE = 1024  # Envoy's default, written out by istiod
 DEFAULT_WARMUP_MIN_WEIGHT_PERCENT = 10.0  # Envoy's default
 DEFAULT_WARMUP_AGGRESSION = 1.0  # linear ramp
 WARMUP_AGGRESSION_RUNTIME_KEY = "("  # istiod's fixed key: the value is not meant to be overridden at runtime
-DEFAULT_RETRY_BUDGET_PERCENT = 20.0
+# istiod's applyRetryBudget default, written as Percent{0.2}: 0.2 % on Envoy's 0-100 scale, though
+# its comment says 20 % (istiod's output is what Envoy gets, so it is kept).
+DEFAULT_RETRY_BUDGET_PERCENT = 0.2
 DEFAULT_RETRY_BUDGET_MIN_CONCURRENCY = 3
 RAW_BUFFER_SOCKET = "envoy.transport_sockets.raw_buffer"
 MESH_H2_UPGRADE = False  # MeshConfig h2UpgradePolicy default DO_NOT_UPGRADE

@@ -133,7 +133,7 @@ def test_retry_budget_sets_the_threshold_budget() -> None:
     t = built("retryBudget: {percent: 30}").circuit_breakers.thresholds[0]
     assert (t.retry_budget.budget_percent.value, t.retry_budget.min_retry_concurrency.value) == (30.0, 3)
     t = built("retryBudget: {minRetryConcurrency: 5}").circuit_breakers.thresholds[0]
-    assert (t.retry_budget.budget_percent.value, t.retry_budget.min_retry_concurrency.value) == (20.0, 5)
+    assert (t.retry_budget.budget_percent.value, t.retry_budget.min_retry_concurrency.value) == (0.2, 5)  # istiod
 
 
 # ------------------------------------------------------------------ outlier detection
