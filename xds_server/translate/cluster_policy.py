@@ -14,6 +14,8 @@ either), MeshConfig `h2UpgradePolicy`, `tcpKeepalive`, `tlsDefaults` and `defaul
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.core.v3 import base_pb2, proxy_protocol_pb2
 from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_protocol_pb2
@@ -28,7 +30,7 @@ from xds_server.translate import cluster_tls, connection_pool, envoy
 from xds_server.translate.connection_pool import HttpOptions
 from xds_server.translate.outlier import apply_outlier_detection
 
-Cluster = cluster_pb2.Cluster
+Cluster: TypeAlias = cluster_pb2.Cluster
 _LB = pb.LoadBalancerSettings
 _H2 = pb.ConnectionPoolSettings.HTTPSettings
 DEFAULT_MINIMUM_RING_SIZE = 1024  # Envoy's default, written out by istiod
@@ -143,7 +145,7 @@ def apply_load_balancer(cluster: Cluster, lb: pb.LoadBalancerSettings | None) ->
         _apply_consistent_hash(cluster, lb.consistent_hash)
 
 
-def _slow_start(lb: pb.LoadBalancerSettings | None) -> Cluster.SlowStartConfig | None:
+def _slow_start(lb: pb.LoadBalancerSettings | None) -> cluster_pb2.Cluster.SlowStartConfig | None:
     """istiod setWarmup (`warmup`), else setSlowStartConfig (deprecated `warmupDurationSecs`)."""
     if lb is None:
         return None

@@ -179,7 +179,8 @@ def subset_entry(view: StoreView, svc: ServiceModel, port: Port, parent: Outboun
     narrowed = subset_service(svc, FrozenDict(subset.labels))
     policy, policy_bytes = resolved_policy(rule, port.number, subset.name, memo)
     own = subset.traffic_policy if subset.HasField("traffic_policy") else None
-    resolution, inline = parent.resolution, ()
+    resolution = parent.resolution
+    inline: tuple[Endpoint, ...] = ()
     if resolution in (Resolution.DNS_LB, Resolution.DNS_ROUND_ROBIN_LB) and not cluster_policy.is_passthrough(own):
         # istiod filters before applying the policy: only the subset's own PASSTHROUGH skips this.
         inline = _dns_inline(view, narrowed, port, memo) if narrowed is not None else ()
