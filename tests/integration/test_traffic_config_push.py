@@ -1,29 +1,18 @@
-"""A VirtualService is held but not translated yet: adding or deleting it sends nothing to
-connected proxies. A DestinationRule is: its subsets and policy reach the importing proxies' CDS
-and EDS, and nothing reaches a proxy that does not import the host (real translator, real gRPC,
-delta clients)."""
+"""A DestinationRule's subsets and policy reach the importing proxies' CDS and EDS, its removal
+removes the subset clusters, and nothing reaches a proxy that does not import the host (real
+translator, real gRPC, delta clients)."""
 
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from tests.integration.test_incremental_push import NEW_POD, app, load, settle  # noqa: F401 - the fixture
+from tests.integration.test_incremental_push import app, load, settle  # noqa: F401 - the fixture
 from tests.support.ads_client import AdsClient
 from xds_server.app import App
 from xds_server.config import Kind, ObjectRef
 from xds_server.resources import TypeUrl
 
-TRAFFIC = """
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: web, namespace: a}
-spec:
-  hosts: [web]
-  http:
-  - timeout: 3s
-    route: [{destination: {host: web, subset: v1}}]
-"""
 RULE = """
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -32,25 +21,6 @@ spec: {host: web, subsets: [{name: v1, labels: {version: v1}}], trafficPolicy: {
 """
 WEB = "outbound|80||web.a.svc.cluster.local"
 WEB_V1 = "outbound|80|v1|web.a.svc.cluster.local"
-
-
-async def test_a_virtual_service_changes_nothing_a_proxy_receives(app: App) -> None:  # noqa: F811
-    target = f"127.0.0.1:{app.xds_port}"
-    importer = AdsClient(target, delta=True)
-    try:
-        await settle(importer, "a")
-        load(app, TRAFFIC)
-        assert ObjectRef(Kind.VIRTUAL_SERVICE, "a", "web") in {obj.ref for _, obj in app.store.objects()}
-        app.store.delete("test", ObjectRef(Kind.VIRTUAL_SERVICE, "a", "web"))
-        # Positive control: a pod change right after is pushed, and it is the only thing pushed.
-        load(app, NEW_POD)
-        resp = await importer.recv()
-        assert resp.type_url == TypeUrl.ENDPOINT
-        assert [r.name for r in resp.resources] == ["outbound|80||web.a.svc.cluster.local"]
-        importer.send(type_url=TypeUrl.ENDPOINT, response_nonce=resp.nonce)
-        await importer.expect_none()
-    finally:
-        await importer.close()
 
 
 async def test_a_destination_rule_adds_and_removes_subset_clusters_for_importers_only(app: App) -> None:  # noqa: F811
