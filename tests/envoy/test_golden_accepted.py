@@ -1,6 +1,9 @@
 """Every golden config is accepted by a real Envoy (`--mode validate`, static resources).
 
 EDS assignments and RDS routes are inlined (static_bootstrap) so Envoy checks them too.
+Envoy reads the certificate files a TLS context names (CA bundles, CRLs, certificate chains,
+private keys) while validating, so each path is pointed at a real file of that kind made for the
+test: the configuration itself, paths aside, is what the golden holds.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 import envoy as envoy_wheel
 import pytest
 
-from tests.golden.harness import Case, cases, static_bootstrap
+from tests.golden.harness import Case, RealTlsFiles, cases, static_bootstrap
 
 pytestmark = pytest.mark.envoy
 CASES = cases()
@@ -30,7 +33,7 @@ def envoy_binary() -> str:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_envoy_accepts_golden_config(case: Case, tmp_path: Path) -> None:
     config = tmp_path / "bootstrap.json"
-    config.write_text(json.dumps(static_bootstrap(case.render())))
+    config.write_text(json.dumps(RealTlsFiles(tmp_path).rewrite(static_bootstrap(case.render()))))
     result = subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(config), "--disable-hot-restart", "--concurrency", "1",
          "--log-level", "error"],

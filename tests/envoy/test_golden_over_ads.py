@@ -11,12 +11,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from envoy.config.listener.v3 import listener_pb2
 
 from tests.conftest import World
-from tests.golden.harness import Case, cases
+from tests.golden.harness import Case, RealTlsFiles, cases
 from tests.support.envoy import LocalEnvoy, netns_available
 from xds_server.app import App
 from xds_server.resources import PUSH_ORDER, short_name
@@ -57,9 +58,10 @@ def bound_addresses(snap) -> tuple[str, ...]:
 
 @pytest.mark.parametrize("mode", ["sotw", "delta"])
 @pytest.mark.parametrize("case", cases(), ids=lambda c: c.name)
-async def test_golden_config_is_accepted_over_ads(unix_world: tuple[World, str], case: Case, mode: str) -> None:
+async def test_golden_config_is_accepted_over_ads(unix_world: tuple[World, str], case: Case, mode: str,
+                                                  tmp_path: Path) -> None:
     world, sock = unix_world
-    snap = case.render()
+    snap = RealTlsFiles(tmp_path).snapshot(case.render())  # Envoy loads the TLS files a config names
     await world.publish(snap)
     envoy = LocalEnvoy(f"sidecar~127.0.0.1~{case.proxy}~default.svc.cluster.local", xds_address=sock,
                        sotw=mode == "sotw", isolated=True, addresses=bound_addresses(snap))

@@ -18,10 +18,12 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
+from tests.support.certs import TestCA
 from xds_server.commands.bootstrap import parse_metadata
 from xds_server.commands.render import render_snapshot, to_json
-from xds_server.resources import ProxySnapshot, TypeUrl
+from xds_server.resources import Built, ProxySnapshot, ResourceMap, TypeUrl
 
 ROOT = Path(__file__).parent
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -115,3 +117,57 @@ def static_bootstrap(snapshot: ProxySnapshot, node_id: str = "sidecar~10.0.0.1~x
         "node": {"id": node_id, "cluster": "golden"},
         "static_resources": {"listeners": listeners, "clusters": clusters},
     }
+
+
+# ------------------------------------------------------------------ TLS files for a real Envoy
+# DataSource fields of TLS contexts that Envoy loads from `filename` (when validating, and when a
+# resource arrives over xDS): a real Envoy needs real files there, so tests point them at test
+# certificates. Paths aside, the configuration is what the golden holds.
+_TLS_FILES = ("trusted_ca", "crl", "certificate_chain", "private_key")
+_MESSAGES: dict[TypeUrl, type[Message]] = {
+    TypeUrl.CLUSTER: cluster_pb2.Cluster, TypeUrl.LISTENER: listener_pb2.Listener}
+
+
+class RealTlsFiles:
+    """Test certificate files (made on first use, once) standing in for the paths configs name."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._made: dict[str, str] = {}
+
+    def _file(self, kind: str) -> str:
+        if not self._made:
+            ca = TestCA(self.directory / "tls")
+            leaf = ca.issue("leaf", dns=("leaf.example",), server=True)
+            self._made.update(trusted_ca=ca.path, crl=ca.crl(), certificate_chain=leaf.cert_path,
+                              private_key=leaf.key_path)
+        return self._made[kind]
+
+    def rewrite(self, node: Any) -> Any:
+        """A JSON-shaped config with every TLS file path replaced."""
+        if isinstance(node, dict):
+            return {key: ({**value, "filename": self._file(key)}
+                          if key in _TLS_FILES and isinstance(value, dict) and "filename" in value
+                          else self.rewrite(value))
+                    for key, value in node.items()}
+        if isinstance(node, list):
+            return [self.rewrite(v) for v in node]
+        return node
+
+    def snapshot(self, snapshot: ProxySnapshot) -> ProxySnapshot:
+        """`snapshot` with the clusters and listeners that name TLS files re-made with real ones."""
+        out: dict[TypeUrl, ResourceMap] = {}
+        for type_url in TypeUrl:
+            builts = []
+            for built in snapshot.get(type_url).values():
+                message_type = _MESSAGES.get(type_url)
+                if message_type is not None:
+                    as_dict = json_format.MessageToDict(message_type.FromString(built.payload),
+                                                        preserving_proto_field_name=True)
+                    fixed = self.rewrite(as_dict)
+                    if fixed != as_dict:
+                        built = Built.of(type_url, built.name, json_format.ParseDict(fixed, message_type()),
+                                         refs=built.refs)
+                builts.append(built)
+            out[type_url] = ResourceMap(builts)
+        return ProxySnapshot(out)

@@ -81,3 +81,13 @@ class TestCA:
     def spiffe_client(self, name: str, namespace: str, service_account: str,
                       trust_domain: str = "cluster.local") -> Pair:
         return self.issue(name, uris=(f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}",))
+
+    def crl(self, name: str = "crl") -> str:
+        """An empty certificate revocation list signed by this CA (written as NAME.pem); its path."""
+        now = datetime.datetime.now(datetime.UTC)
+        crl = (x509.CertificateRevocationListBuilder().issuer_name(self._cert.subject)
+               .last_update(now - datetime.timedelta(minutes=5)).next_update(now + datetime.timedelta(days=1))
+               .sign(self._key, hashes.SHA256()))
+        path = self.dir / f"{name}.pem"
+        path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        return str(path)

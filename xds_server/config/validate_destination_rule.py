@@ -237,8 +237,8 @@ def client_tls(tls: pb.ClientTLSSettings, path: str, report: Report) -> None:
         if tls.client_certificate or tls.ca_certificates or tls.private_key or tls.ca_crl:
             report.error(f"{path}.credentialName",
                          "cannot specify client certificates or CA certificate or CA CRL if credentialName is set")
-        report.warn(f"{path}.credentialName", "credentials from secrets (SDS) are not available in xds-server; "
-                    "without certificate files this TLS block cannot be served")
+        report.warn(f"{path}.credentialName", "credentials from secrets (SDS) are not available in xds-server: "
+                    "this TLS block is ignored and connections for this policy stay plaintext")
         return
     if tls.mode == _TLS.MUTUAL:
         if not tls.client_certificate:

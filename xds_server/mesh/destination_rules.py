@@ -56,6 +56,17 @@ class _Entry:
     selector: Mapping[str, str] | None
 
 
+class HostRules(dict[str, tuple["MergedDestinationRule", ...]]):
+    """Merged rules by host string, with the wildcard hosts listed once: a lookup is a dict hit or
+    a walk over the wildcards only (most services have no rule, and each scope asks for each)."""
+
+    __slots__ = ("wildcards",)
+
+    def __init__(self, by_host: Mapping[str, tuple[MergedDestinationRule, ...]]) -> None:
+        super().__init__(by_host)
+        self.wildcards: tuple[str, ...] = tuple(h for h in by_host if is_wildcarded(h))
+
+
 class _Bucket:
     """istio `consolidatedDestRules`: merged rules by host string."""
 
@@ -76,8 +87,8 @@ class _Bucket:
         if separate:
             existing.append(_single(entry))
 
-    def freeze(self) -> dict[str, tuple[MergedDestinationRule, ...]]:
-        return {host: tuple(rules) for host, rules in self.by_host.items()}
+    def freeze(self) -> HostRules:
+        return HostRules({host: tuple(rules) for host, rules in self.by_host.items()})
 
 
 def _single(entry: _Entry) -> MergedDestinationRule:
@@ -162,6 +173,10 @@ def index_destination_rules(
 
 def most_specific_host(hostname: str, hosts: Iterable[str]) -> str | None:
     """istio `MostSpecificHostMatch`: the exact name, else the most specific covering wildcard."""
+    if isinstance(hosts, HostRules):
+        if hostname in hosts:
+            return hostname
+        hosts = hosts.wildcards
     best: str | None = None
     for candidate in hosts:
         if candidate == hostname:

@@ -22,7 +22,7 @@ from functools import cached_property
 from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import IstioServiceEntry, Kind, Pod, Service
 from xds_server.config.protocol import Protocol
-from xds_server.config.refs import FrozenDict
+from xds_server.config.refs import EMPTY, FrozenDict
 from xds_server.memo import Memo
 from xds_server.store.view import StoreView
 
@@ -63,6 +63,7 @@ class StaticEndpoint:
     address: str  # IP, hostname (DNS resolution) or unix:///path
     ports: tuple[tuple[str, int], ...] = ()  # by SE port name
     weight: int = 0
+    labels: FrozenDict = EMPTY  # what DestinationRule subsets select on
 
     def port_for(self, name: str) -> int | None:
         for port_name, number in self.ports:
@@ -96,6 +97,7 @@ class ServiceModel:
     static_endpoints: tuple[StaticEndpoint, ...] = ()
     publish_not_ready: bool = False
     logical_dns: bool = False  # SE annotation istio.io/connect-strategy: RACE_FIRST_TCP_CONNECT
+    subject_alt_names: tuple[str, ...] = ()  # ServiceEntry: what TLS origination verifies by default
 
     @property
     def address(self) -> str:
@@ -183,7 +185,8 @@ def from_service_entry(se: IstioServiceEntry) -> list[ServiceModel]:
     spec, meta = se.spec, se.meta
     ports = tuple(Port(p.name, p.number, p.protocol, p.target_port or None) for p in se.ports)
     endpoints = tuple(
-        StaticEndpoint(e.address, tuple(sorted(e.ports.items())), e.weight) for e in spec.endpoints
+        StaticEndpoint(e.address, tuple(sorted(e.ports.items())), e.weight, FrozenDict(e.labels))
+        for e in spec.endpoints
     )
     selector = (FrozenDict(spec.workload_selector.labels) if spec.HasField("workload_selector") else None)
     resolution = _SE_RESOLUTION.get(spec.resolution, Resolution.PASSTHROUGH)
@@ -194,7 +197,8 @@ def from_service_entry(se: IstioServiceEntry) -> list[ServiceModel]:
     return [ServiceModel(hostname=h, namespace=meta.namespace, name=meta.name, registry=Registry.EXTERNAL,
                          ports=ports, resolution=resolution, addresses=addresses, export_to=export_to,
                          mesh_external=mesh_external, creation=meta.creation_timestamp, selector=selector,
-                         static_endpoints=endpoints, logical_dns=logical_dns)
+                         static_endpoints=endpoints, logical_dns=logical_dns,
+                         subject_alt_names=tuple(spec.subject_alt_names))
             for h in spec.hosts]
 
 

@@ -1,11 +1,14 @@
-"""CDS: the fixed clusters (BlackHole, Passthrough, InboundPassthrough) and one outbound cluster per
-imported service port (istiod's `pilot/pkg/networking/core/cluster.go`, `cluster_builder.go`).
+"""CDS: the fixed clusters (BlackHole, Passthrough, InboundPassthrough) and, per imported service
+port, the outbound cluster plus one per DestinationRule subset (istiod's
+`pilot/pkg/networking/core/cluster.go` buildOutboundClusters, `cluster_builder.go`
+applyDestinationRule, buildSubsetCluster).
 
 Each cluster is described by a frozen `OutboundClusterSpec` holding exactly what its bytes
-depend on; the spec is the memo key, so a cluster is built and serialized once for every proxy
-and every store generation in which it does not change. No transport_socket_matches: the
-server speaks plaintext (no auto-mTLS), and no istio.metadata_exchange filter (an istio-proxy
-extension upstream Envoy does not have).
+depend on (the DestinationRule policy resolved for its port and subset, serialized); the spec is
+the memo key, so a cluster is built and serialized once for every proxy and every store
+generation in which it does not change. No transport_socket_matches: the server speaks
+plaintext between sidecars (no auto-mTLS), and no istio.metadata_exchange filter (an
+istio-proxy extension upstream Envoy does not have).
 """
 
 from __future__ import annotations
@@ -16,16 +19,20 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import struct_pb2
 
+from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import protocol
 from xds_server.config.mesh import MeshConfig
 from xds_server.config.protocol import Protocol
+from xds_server.config.refs import FrozenDict
 from xds_server.memo import Memo
 from xds_server.mesh import names
+from xds_server.mesh.destination_rules import MergedDestinationRule, traffic_policy_for
 from xds_server.mesh.scope import ProxyTraits, Scope
 from xds_server.mesh.services import Endpoint, Port, Resolution, ServiceModel, endpoints_of
 from xds_server.resources import Built, TypeUrl
 from xds_server.store.view import StoreView
-from xds_server.translate import envoy
+from xds_server.translate import cluster_policy, connection_pool, envoy
+from xds_server.translate.endpoints import subset_service
 
 Cluster = cluster_pb2.Cluster
 PASSTHROUGH_IDLE_TIMEOUT_S = 300.0
@@ -46,6 +53,13 @@ class OutboundClusterSpec:
     logical_dns: bool = False
     port_override: int = 0  # ORIGINAL_DST upstream_port_override (ServiceEntry NONE targetPort)
     inline_endpoints: tuple[Endpoint, ...] = ()  # DNS clusters
+    subset: str = ""
+    # The DestinationRule TrafficPolicy resolved for this port and subset, serialized (b"": none),
+    # and the rule's `istio.config` path ("" when no rule applies).
+    policy: bytes = b""
+    rule_config: str = ""
+    # A ServiceEntry's subjectAltNames: what its TLS origination verifies when the rule names none.
+    service_sans: tuple[str, ...] = ()
 
     @property
     def is_eds(self) -> bool:
@@ -88,29 +102,61 @@ def fixed_clusters(mesh: MeshConfig, traits: ProxyTraits, memo: Memo) -> list[Bu
 
 
 # ------------------------------------------------------------------ outbound clusters
+PlanEntry = tuple[ServiceModel | None, Port, "OutboundClusterSpec"]
+"""A cluster to send, with the service (narrowed to a subset's endpoints) its EDS assignment
+reads: None when no endpoint can ever match the subset (the assignment is empty)."""
+
+
+def _resolve_policy(rule: MergedDestinationRule, port: int, subset: str) -> tuple[pb.TrafficPolicy | None, bytes]:
+    policy = traffic_policy_for(rule, port, subset)
+    if policy is None:
+        return None, b""
+    if policy.port_level_settings:  # already applied for this port: not part of what the cluster reads
+        trimmed = pb.TrafficPolicy()
+        trimmed.CopyFrom(policy)
+        del trimmed.port_level_settings[:]
+        policy = trimmed
+    return policy, policy.SerializeToString(deterministic=True)
+
+
+def resolved_policy(rule: MergedDestinationRule, port: int, subset: str,
+                    memo: Memo) -> tuple[pb.TrafficPolicy | None, bytes]:
+    """The policy of cluster (port, subset) under `rule`, once per merged rule (shared by every scope)."""
+    return memo.get(("dr-policy", rule, port, subset), _resolve_policy, rule, port, subset)
+
+
+def _dns_inline(view: StoreView, svc: ServiceModel, port: Port, memo: Memo) -> tuple[Endpoint, ...]:
+    inline = endpoints_of(view, svc, port, memo)
+    if svc.resolution is Resolution.DNS_ROUND_ROBIN_LB:
+        inline = inline[:1]
+    return inline
+
+
 def cluster_spec(view: StoreView, svc: ServiceModel, port: Port, traits: ProxyTraits,
-                 memo: Memo) -> OutboundClusterSpec | None:
+                 memo: Memo, rule: MergedDestinationRule | None = None) -> OutboundClusterSpec | None:
     """What the cluster for one service port depends on; None when istiod emits no cluster."""
     if not svc.builds_config or port.protocol is Protocol.UDP:
         return None
     mesh = view.mesh
     inline: tuple[Endpoint, ...] = ()
     if svc.resolution in (Resolution.DNS_LB, Resolution.DNS_ROUND_ROBIN_LB):
-        inline = endpoints_of(view, svc, port, memo)
+        inline = _dns_inline(view, svc, port, memo)
         if not inline:
             return None  # a DNS cluster with zero endpoints is not emitted
-        if svc.resolution is Resolution.DNS_ROUND_ROBIN_LB:
-            inline = inline[:1]
     override = 0
     if svc.resolution is Resolution.PASSTHROUGH and not svc.is_kubernetes and isinstance(port.target_port, int):
         override = port.target_port
+    policy, policy_bytes = resolved_policy(rule, port.number, "", memo) if rule is not None else (None, b"")
+    resolution = svc.resolution
+    if cluster_policy.is_passthrough(policy):
+        resolution, inline = Resolution.PASSTHROUGH, ()
     return OutboundClusterSpec(
         name=names.outbound_cluster(port.number, svc.hostname),
         hostname=svc.hostname,
         service_name=svc.name if svc.is_kubernetes else svc.hostname,
         namespace=svc.namespace,
         protocol=port.protocol,
-        resolution=svc.resolution,
+        resolution=resolution,
         mesh_external=svc.mesh_external,
         connect_timeout_s=mesh.connect_timeout_s,
         dns_refresh_s=mesh.dns_refresh_rate_s,
@@ -118,7 +164,50 @@ def cluster_spec(view: StoreView, svc: ServiceModel, port: Port, traits: ProxyTr
         logical_dns=svc.logical_dns,
         port_override=override,
         inline_endpoints=inline,
+        policy=policy_bytes,
+        rule_config=cluster_policy.rule_config_path(rule.sources[0]) if rule is not None else "",
+        service_sans=svc.subject_alt_names if policy is not None and policy.HasField("tls") else (),
     )
+
+
+def subset_entry(view: StoreView, svc: ServiceModel, port: Port, parent: OutboundClusterSpec,
+                 rule: MergedDestinationRule, subset: pb.Subset, memo: Memo) -> PlanEntry | None:
+    """The cluster of one subset on one port (istiod buildSubsetCluster): the parent's kind, the
+    subset's merged policy. EDS: its own assignment of the endpoints whose labels include the
+    subset's (empty when none: 503 UH). DNS: those endpoints inline, and no cluster when there are
+    none. PASSTHROUGH (the parent's type, or the policy's load balancer): ORIGINAL_DST."""
+    narrowed = subset_service(svc, FrozenDict(subset.labels))
+    policy, policy_bytes = resolved_policy(rule, port.number, subset.name, memo)
+    own = subset.traffic_policy if subset.HasField("traffic_policy") else None
+    resolution = parent.resolution
+    inline: tuple[Endpoint, ...] = ()
+    if resolution in (Resolution.DNS_LB, Resolution.DNS_ROUND_ROBIN_LB) and not cluster_policy.is_passthrough(own):
+        # istiod filters before applying the policy: only the subset's own PASSTHROUGH skips this.
+        inline = _dns_inline(view, narrowed, port, memo) if narrowed is not None else ()
+        if not inline:
+            return None
+    if cluster_policy.is_passthrough(policy):
+        resolution, inline = Resolution.PASSTHROUGH, ()
+    spec = OutboundClusterSpec(
+        name=names.outbound_cluster(port.number, svc.hostname, subset.name),
+        hostname=parent.hostname,
+        service_name=parent.service_name,
+        namespace=parent.namespace,
+        protocol=parent.protocol,
+        resolution=resolution,
+        mesh_external=parent.mesh_external,
+        connect_timeout_s=parent.connect_timeout_s,
+        dns_refresh_s=parent.dns_refresh_s,
+        dns_v6=parent.dns_v6,
+        logical_dns=parent.logical_dns,
+        port_override=parent.port_override,
+        inline_endpoints=inline,
+        subset=subset.name,
+        policy=policy_bytes,
+        rule_config=parent.rule_config,
+        service_sans=svc.subject_alt_names if policy is not None and policy.HasField("tls") else (),
+    )
+    return narrowed, port, spec
 
 
 def _lb_endpoint(ep: Endpoint) -> endpoint_components_pb2.LbEndpoint:
@@ -133,16 +222,15 @@ def _istio_metadata(spec: OutboundClusterSpec) -> struct_pb2.Struct:
     md.update({"services": [{"host": spec.hostname, "name": spec.service_name, "namespace": spec.namespace}]})
     if spec.mesh_external:
         md.update({"external": True})
+    if spec.rule_config:
+        md.update({"config": spec.rule_config})
+    if spec.subset:
+        md.update({"subset": spec.subset})
     return md
 
 
 def build_outbound_cluster(spec: OutboundClusterSpec) -> Built:
-    cluster = Cluster(
-        name=spec.name,
-        connect_timeout=envoy.duration(spec.connect_timeout_s),
-        lb_policy=Cluster.LEAST_REQUEST,
-        circuit_breakers=envoy.max_circuit_breakers(),
-    )
+    cluster = Cluster(name=spec.name)
     refs: tuple[str, ...] = ()
     if spec.resolution is Resolution.CLIENT_SIDE_LB:
         cluster.type = Cluster.EDS
@@ -151,7 +239,6 @@ def build_outbound_cluster(spec: OutboundClusterSpec) -> Built:
         refs = (spec.name,)
     elif spec.resolution is Resolution.PASSTHROUGH:
         cluster.type = Cluster.ORIGINAL_DST
-        cluster.lb_policy = Cluster.CLUSTER_PROVIDED
         if spec.port_override:
             cluster.original_dst_lb_config.upstream_port_override.value = spec.port_override
     else:
@@ -165,24 +252,37 @@ def build_outbound_cluster(spec: OutboundClusterSpec) -> Built:
             endpoints=[endpoint_components_pb2.LocalityLbEndpoints(
                 lb_endpoints=[_lb_endpoint(ep) for ep in spec.inline_endpoints])],
         ))
+    http_opts = None
     if protocol.is_h2(spec.protocol):
-        envoy.set_http_protocol_options(cluster, envoy.http_protocol_options(h2=True))
+        http_opts = connection_pool.h2_options(http_opts)
     elif protocol.is_auto(spec.protocol):
-        envoy.set_http_protocol_options(cluster, envoy.http_protocol_options(use_downstream=True))
+        http_opts = connection_pool.use_downstream_protocol(http_opts)
+    policy = pb.TrafficPolicy.FromString(spec.policy) if spec.policy else None
+    http_opts = cluster_policy.apply_traffic_policy(cluster, http_opts, policy, port_protocol=spec.protocol,
+                                                    connect_timeout_s=spec.connect_timeout_s,
+                                                    service_sans=spec.service_sans)
+    connection_pool.finish_http_options(cluster, http_opts)
     cluster.metadata.filter_metadata["istio"].CopyFrom(_istio_metadata(spec))
     return Built.of(TypeUrl.CLUSTER, spec.name, cluster, refs=refs)
 
 
-def outbound_cluster_specs(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo,
-                           ) -> list[tuple[ServiceModel, Port, OutboundClusterSpec]]:
-    out = []
+def outbound_cluster_specs(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> list[PlanEntry]:
+    """Every outbound cluster of the scope: per service port the default cluster, then its subsets."""
+    out: list[PlanEntry] = []
     for svc in scope.services:
+        rule = scope.destination_rule(svc.hostname, svc.namespace, traits) if scope.rules is not None else None
         for port in svc.ports:
-            spec = cluster_spec(view, svc, port, traits, memo)
-            if spec is not None:
-                out.append((svc, port, spec))
+            spec = cluster_spec(view, svc, port, traits, memo, rule)
+            if spec is None:
+                continue
+            out.append((svc, port, spec))
+            if rule is not None:
+                for subset in rule.spec.subsets:
+                    entry = subset_entry(view, svc, port, spec, rule, subset, memo)
+                    if entry is not None:
+                        out.append(entry)
     return out
 
 
-def outbound_clusters(specs: list[tuple[ServiceModel, Port, OutboundClusterSpec]], memo: Memo) -> list[Built]:
+def outbound_clusters(specs: list[PlanEntry], memo: Memo) -> list[Built]:
     return [memo.get(("cds", spec), build_outbound_cluster, spec) for _, _, spec in specs]

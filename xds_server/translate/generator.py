@@ -94,7 +94,9 @@ class _Plan:
     Besides the scope and the traits, outbound config reads the store in two ways only: the
     MeshConfig and service endpoints. `reads` holds the endpoints the clusters and listeners were
     built from (DNS clusters' inline hosts, headless listeners); `eds` the EDS clusters by
-    namespace, each with the endpoints its assignment holds. The next generation, with the same
+    namespace, each with the endpoints its assignment holds (a DestinationRule subset's cluster
+    with its service narrowed to the subset's labels, translate/endpoints.py subset_service, so a
+    Pod change re-reads subset assignments the same way). The next generation, with the same
     scope, re-reads only endpoints of namespaces whose Pods changed and rebuilds only assignments
     whose endpoints differ: unchanged clusters, listeners and routes are kept without being looked at.
     """
@@ -140,13 +142,16 @@ def _full_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, p
         specs = clusters.outbound_cluster_specs(view, scope, traits, memo)
         cds = [*clusters.fixed_clusters(view.mesh, traits, memo), *clusters.outbound_clusters(specs, memo)]
         lds = listeners_outbound.build_outbound_listeners(view, scope, traits, memo)
-    # An assignment for every EDS cluster; empty when no endpoint is ready (503 UH, as istiod).
+    # An assignment for every EDS cluster, subset clusters included (their service is narrowed to
+    # the subset's endpoints); empty when no endpoint is ready or matches (503 UH, as istiod).
     by_ns: dict[str, list[_EdsInput]] = {}
     eds: list[Built] = []
     for svc, port, spec in specs:
         if spec.is_eds:
-            eps = endpoints_of(view, svc, port, memo)
-            by_ns.setdefault(svc.namespace, []).append((svc, port, spec.name, eps))
+            eps: tuple[Endpoint, ...] = ()
+            if svc is not None:  # None: a subset no endpoint can match, its assignment stays empty
+                eps = endpoints_of(view, svc, port, memo)
+                by_ns.setdefault(svc.namespace, []).append((svc, port, spec.name, eps))
             eds.append(endpoints.load_assignment(spec.name, eps, memo))
     listeners = list(lds.listeners)
     if traits.capture:
@@ -231,16 +236,29 @@ class _ProxyParts:
     label_keys: frozenset[str]  # what `traits.labels` was cut to (mesh/rules.py)
     inbound_clusters: tuple[Built, ...]
     inbound_listeners: tuple[Built, ...]
+    # What the inbound pools read of DestinationRules (their connectionPool applies inbound too).
+    rule_inputs: tuple[object, ...] = ()
+
+
+def _rule_inputs(view: StoreView) -> tuple[object, ...]:
+    return (view.destination_rules, view.mesh)
+
+
+def _inbound(view: StoreView, workload: Workload, sidecar: IstioSidecar | None, memo: Memo) -> tuple[
+        tuple[Built, ...], tuple[Built, ...]]:
+    rules = traffic_rules(view, memo).destination_rules if view.destination_rules else None
+    inbound = build_inbound(view, workload, sidecar, memo, domain_suffix=view.domain_suffix, destination_rules=rules)
+    return tuple(inbound.clusters), tuple(inbound.listeners)
 
 
 def _build_parts(view: StoreView, proxy: Proxy, memo: Memo) -> _ProxyParts:
     workload = workload_of(view, proxy)
     sidecar = sidecar_for(view, workload)
-    inbound = build_inbound(view, workload, sidecar, memo, domain_suffix=view.domain_suffix)
+    clusters, listeners = _inbound(view, workload, sidecar, memo)
     by_name = workload.pod is not None and workload.pod.meta.name == proxy.pod_name
     label_keys = traffic_rules(view, memo).label_keys
     return _ProxyParts(proxy, workload, sidecar, by_name, traits_of(workload, label_keys), label_keys,
-                       tuple(inbound.clusters), tuple(inbound.listeners))
+                       clusters, listeners, _rule_inputs(view))
 
 
 @dataclass(slots=True, eq=False)
@@ -300,9 +318,14 @@ def generate(view: StoreView, proxy: Proxy, memo: Memo, previous: Previous | Non
             parts = last.parts  # its own side cannot have changed
     if parts is None:
         parts = _build_parts(view, proxy, memo)
-    elif (label_keys := traffic_rules(view, memo).label_keys) != parts.label_keys:
-        # The rules now test other labels of client proxies: same own side, other traits.
-        parts = replace(parts, traits=traits_of(parts.workload, label_keys), label_keys=label_keys)
+    else:
+        if (label_keys := traffic_rules(view, memo).label_keys) != parts.label_keys:
+            # The rules now test other labels of client proxies: same own side, other traits.
+            parts = replace(parts, traits=traits_of(parts.workload, label_keys), label_keys=label_keys)
+        if (rule_inputs := _rule_inputs(view)) != parts.rule_inputs:
+            # DestinationRules changed: the inbound pools may read another rule (same workload, Sidecar).
+            clusters, listeners = _inbound(view, parts.workload, parts.sidecar, memo)
+            parts = replace(parts, inbound_clusters=clusters, inbound_listeners=listeners, rule_inputs=rule_inputs)
     scope = scope_for(view, proxy.namespace, parts.sidecar, memo, last.scope if last is not None else None)
     self_ip = parts.workload.ips[0] if parts.workload.ips else ""
     plan = _plan_for(view, scope, parts.traits, self_ip, memo, last.plan if last is not None else None, valid_at)

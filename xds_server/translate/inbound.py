@@ -10,6 +10,11 @@
   when it binds its port (captureMode NONE, or DEFAULT on a NONE-mode proxy). An IPTABLES entry
   on a NONE-mode proxy has nowhere to live: no listener, but the cluster is still built.
 
+Connection pool of an inbound cluster (istiod's `cluster_builder.go` buildInboundCluster): the
+Sidecar's (ingress entry for the port, else `inboundConnectionPool`), which replaces the whole
+block; else the `connectionPool` of the DestinationRule of the service served on that port
+(its port-level entry for the service port first; selector rules never apply inbound).
+
 Every Built is memoised on the exact inputs it depends on, so pods serving the same ports share
 their clusters and (for identical chain sets) their virtualInbound.
 """
@@ -26,11 +31,12 @@ from xds_server.config.istio import CaptureMode, SidecarIngress
 from xds_server.config.traffic import ConnectionPool, ServerTls
 from xds_server.memo import Memo
 from xds_server.mesh import names
+from xds_server.mesh.destination_rules import DestinationRuleIndex, destination_rules_for, traffic_policy_for
 from xds_server.mesh.proxy import Proxy
 from xds_server.mesh.workload import Workload
 from xds_server.resources import Built
 from xds_server.store.view import StoreView
-from xds_server.translate import envoy
+from xds_server.translate import cluster_policy, envoy
 from xds_server.translate.inbound_clusters import LOOPBACKS, InboundClusterSpec, build_inbound_cluster
 from xds_server.translate.inbound_listeners import (
     ChainConfig,
@@ -52,10 +58,11 @@ class InboundParts:
 
 
 def build_inbound(view: StoreView, workload: Workload, sidecar: IstioSidecar | None, memo: Memo, *,
-                  domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) -> InboundParts:
+                  domain_suffix: str = DEFAULT_DOMAIN_SUFFIX,
+                  destination_rules: DestinationRuleIndex | None = None) -> InboundParts:
     proxy = workload.proxy
     targets = service_targets(view, workload, domain_suffix)
-    ctx = _Context(view, workload, sidecar, targets)
+    ctx = _Context(view, workload, sidecar, targets, destination_rules)
     if sidecar is not None and sidecar.ingress:
         configs = _ingress_chain_configs(ctx, sidecar.ingress, f"{sidecar.meta.name}.{workload.namespace}")
         specs = _ingress_cluster_specs(ctx, sidecar.ingress)
@@ -85,9 +92,10 @@ class _Context:
     """Per-call facts several builders need: IP family picks, reserved ports, mesh settings."""
 
     def __init__(self, view: StoreView, workload: Workload, sidecar: IstioSidecar | None,
-                 targets: tuple[ServiceTarget, ...]) -> None:
+                 targets: tuple[ServiceTarget, ...], destination_rules: DestinationRuleIndex | None = None) -> None:
         self.proxy: Proxy = workload.proxy
         self.sidecar = sidecar
+        self.destination_rules = destination_rules
         self.targets = targets
         self.ips: Sequence[str] = workload.ips
         self.v4 = [ip for ip in self.ips if not envoy.is_ipv6(ip)]
@@ -102,18 +110,33 @@ class _Context:
         self.static_ports = _static_ports(self.proxy)
         self.mesh = view.mesh
 
-    def pool(self, port: int) -> ConnectionPool | None:
-        return self.sidecar.connection_pool_for_port(port) if self.sidecar is not None else None
+    def rule_pool(self, owner: ServiceTarget | None) -> tuple[ConnectionPool | None, str]:
+        """The DestinationRule pool for the service served on a port, and the rule's `istio.config`."""
+        if self.destination_rules is None or owner is None:
+            return None, ""
+        found = destination_rules_for(self.destination_rules, self.proxy.namespace, owner.hostname, owner.namespace)
+        rule = next((r for r in found if r.selector is None), None)
+        if rule is None or not rule.spec.HasField("traffic_policy"):
+            return None, ""
+        policy = traffic_policy_for(rule, owner.port)
+        pool = ConnectionPool.of(policy.connection_pool) if policy is not None and policy.HasField(
+            "connection_pool") else None
+        return pool, cluster_policy.rule_config_path(rule.sources[0])
 
     def cluster_spec(self, port: int, proto: protocol.Protocol, endpoint: str, endpoint_port: int,
-                     services: tuple[tuple[str, str, str], ...]) -> InboundClusterSpec:
+                     services: tuple[tuple[str, str, str], ...], owner: ServiceTarget | None = None,
+                     ) -> InboundClusterSpec:
         # Loopback upstreams are never captured by iptables; everything else must come from
         # 127.0.0.6 (::6) so that the pod's own rules let it through (istio-iptables returns
         # traffic from that source without redirecting it).
         bind = "" if endpoint in LOOPBACKS else self.passthrough_bind
+        pool, rule_config = self.rule_pool(owner)
+        if self.sidecar is not None and (own := self.sidecar.connection_pool_for_port(port)) is not None:
+            pool = own  # the Sidecar's pool replaces the rule's whole block
         return InboundClusterSpec(port=port, protocol=proto, endpoint=endpoint, endpoint_port=endpoint_port,
-                                  upstream_bind=bind, pool=self.pool(port),
-                                  connect_timeout_s=self.mesh.connect_timeout_s, services=services)
+                                  upstream_bind=bind, pool=pool,
+                                  connect_timeout_s=self.mesh.connect_timeout_s, services=services,
+                                  rule_config=rule_config)
 
 
 def _static_ports(proxy: Proxy) -> frozenset[int]:
@@ -166,7 +189,7 @@ def _service_cluster_specs(ctx: _Context) -> list[InboundClusterSpec]:
         # Telemetry metadata lists every service on this port that shares the first one's port.
         services = tuple(dict.fromkeys((t.hostname, t.name, t.namespace) for t in group if t.port == first.port))
         endpoint = ctx.localhost if localhost else ""
-        out.append(ctx.cluster_spec(port, first.protocol, endpoint, port, services))
+        out.append(ctx.cluster_spec(port, first.protocol, endpoint, port, services, first))
     return out
 
 
@@ -230,7 +253,7 @@ def _ingress_cluster_specs(ctx: _Context, ingress: Sequence[SidecarIngress]) -> 
         proto = after_tls_termination(raw) if _servable_tls(entry) is not None else raw
         owner = next((t for t in ctx.targets if t.target_port == port), None)
         services = ((owner.hostname, owner.name, owner.namespace),) if owner is not None else ()
-        spec = ctx.cluster_spec(port, proto, endpoint, endpoint_port, services)
+        spec = ctx.cluster_spec(port, proto, endpoint, endpoint_port, services, owner)
         out.setdefault(spec.name, spec)
     return list(out.values())
 

@@ -43,6 +43,7 @@ class InboundClusterSpec:
     connect_timeout_s: float = 10.0
     # istio.services metadata: (host, name, namespace) of the services on this port.
     services: tuple[tuple[str, str, str], ...] = ()
+    rule_config: str = ""  # istio.config: the DestinationRule whose policy applies ("" none)
 
     @property
     def name(self) -> str:
@@ -88,4 +89,6 @@ def build_inbound_cluster(spec: InboundClusterSpec) -> Built:
         for host, svc_name, namespace in spec.services:
             services.add_struct().update({"host": host, "name": svc_name, "namespace": namespace})
         cluster.metadata.filter_metadata["istio"].fields["services"].list_value.CopyFrom(services)
+    if spec.rule_config:
+        cluster.metadata.filter_metadata["istio"].fields["config"].string_value = spec.rule_config
     return Built.of(TypeUrl.CLUSTER, name, cluster)

@@ -141,6 +141,4 @@ def test_traffic_management_kinds_print_field_paths_and_the_not_translated_warni
         f"{tmp_path}/vs.yaml:2: warning: DestinationRule/shop/ok: spec.trafficPolicy.tls.mode: ISTIO_MUTUAL needs "
         "Istio's mesh mTLS (its CA and agent), which does not exist in xds-server: connections for this policy "
         "stay plaintext",
-        f"{tmp_path}/vs.yaml:2: warning: DestinationRule/shop/ok: accepted, but not acted on: traffic policies "
-        "(DestinationRule) are not translated into Envoy clusters yet",
     ]
