@@ -6,7 +6,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 
-from tests.unit.translate.outbound_support import ts
+from tests.unit.translate.outbound_support import destination_rule
 from xds_server.translate.envoy import HTTP_PROTOCOL_OPTIONS
 
 REVIEWS = "reviews.default.svc.cluster.local"
@@ -14,17 +14,7 @@ REVIEWS = "reviews.default.svc.cluster.local"
 
 def dr(spec: str, *, name: str = "reviews", ns: str = "default", created: int = 0,
        api: str = "networking.istio.io/v1") -> str:
-    body = "\n".join("  " + line for line in spec.strip("\n").splitlines())
-    return f"""---
-apiVersion: {api}
-kind: DestinationRule
-metadata:
-  name: {name}
-  namespace: {ns}
-  creationTimestamp: "{ts(created)}"
-spec:
-{body}
-"""
+    return destination_rule(spec, name=name, ns=ns, created=created, api=api)
 
 
 def http_options(c: cluster_pb2.Cluster) -> hpo_pb2.HttpProtocolOptions | None:

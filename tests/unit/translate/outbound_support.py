@@ -74,11 +74,13 @@ status:
 """
 
 
-def sidecar(spec: str, *, name: str = "default", ns: str = "default", created: int = 0) -> str:
+def manifest(kind: str, spec: str, *, name: str, ns: str = "default", created: int = 0,
+             api: str = "networking.istio.io/v1") -> str:
+    """One Istio object as YAML: `spec` is the body of its spec, indented here."""
     body = "\n".join("  " + line for line in spec.strip("\n").splitlines())
     return f"""---
-apiVersion: networking.istio.io/v1
-kind: Sidecar
+apiVersion: {api}
+kind: {kind}
 metadata:
   name: {name}
   namespace: {ns}
@@ -86,20 +88,24 @@ metadata:
 spec:
 {body}
 """
+
+
+def sidecar(spec: str, *, name: str = "default", ns: str = "default", created: int = 0) -> str:
+    return manifest("Sidecar", spec, name=name, ns=ns, created=created)
 
 
 def service_entry(spec: str, *, name: str = "se", ns: str = "default", created: int = 0) -> str:
-    body = "\n".join("  " + line for line in spec.strip("\n").splitlines())
-    return f"""---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: {name}
-  namespace: {ns}
-  creationTimestamp: "{ts(created)}"
-spec:
-{body}
-"""
+    return manifest("ServiceEntry", spec, name=name, ns=ns, created=created)
+
+
+def virtual_service(spec: str, *, name: str = "vs", ns: str = "default", created: int = 0,
+                    api: str = "networking.istio.io/v1") -> str:
+    return manifest("VirtualService", spec, name=name, ns=ns, created=created, api=api)
+
+
+def destination_rule(spec: str, *, name: str = "dr", ns: str = "default", created: int = 0,
+                     api: str = "networking.istio.io/v1") -> str:
+    return manifest("DestinationRule", spec, name=name, ns=ns, created=created, api=api)
 
 
 def mesh(mode: str = "ALLOW_ANY", root: str = "istio-system") -> str:

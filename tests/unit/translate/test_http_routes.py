@@ -11,6 +11,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.type.v3 import percent_pb2
 
 from tests.unit.translate.outbound_support import (
+    destination_rule,
     listener,
     outbound_clusters,
     pod,
@@ -20,9 +21,9 @@ from tests.unit.translate.outbound_support import (
     sidecar,
     snap,
     svc,
-    ts,
     vhost_domains,
     view_of,
+    virtual_service,
 )
 from xds_server.resources import TypeUrl
 from xds_server.translate import Memo
@@ -34,31 +35,11 @@ HUNDRED = percent_pb2.FractionalPercent.HUNDRED
 
 
 def vs(spec: str, *, name: str = "reviews", ns: str = "default", created: int = 10) -> str:
-    body = "\n".join("  " + line for line in spec.strip("\n").splitlines())
-    return f"""---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: {name}
-  namespace: {ns}
-  creationTimestamp: "{ts(created)}"
-spec:
-{body}
-"""
+    return virtual_service(spec, name=name, ns=ns, created=created)
 
 
 def dr(spec: str, *, name: str = "reviews", ns: str = "default", created: int = 10) -> str:
-    body = "\n".join("  " + line for line in spec.strip("\n").splitlines())
-    return f"""---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: {name}
-  namespace: {ns}
-  creationTimestamp: "{ts(created)}"
-spec:
-{body}
-"""
+    return destination_rule(spec, name=name, ns=ns, created=created)
 
 
 BASE = (svc("reviews", created=1) + svc("ratings", created=2) + svc("client", created=3)

@@ -9,6 +9,7 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from tests.unit.translate.outbound_support import (
+    destination_rule,
     listener,
     mesh,
     pod,
@@ -18,8 +19,8 @@ from tests.unit.translate.outbound_support import (
     sidecar,
     snap,
     svc,
-    ts,
     view_of,
+    virtual_service,
 )
 from xds_server.resources import TypeUrl
 from xds_server.translate import Memo
@@ -33,25 +34,11 @@ FRONT_VIP = "10.96.0.10"
 
 def vs(spec: str, *, name: str = "vs", ns: str = "default", created: int = 0,
        api_version: str = "networking.istio.io/v1") -> str:
-    body = "\n".join("  " + line for line in spec.strip("\n").splitlines())
-    return f"""---
-apiVersion: {api_version}
-kind: VirtualService
-metadata: {{name: {name}, namespace: {ns}, creationTimestamp: "{ts(created)}"}}
-spec:
-{body}
-"""
+    return virtual_service(spec, name=name, ns=ns, created=created, api=api_version)
 
 
 def dr(spec: str, *, name: str = "dr", ns: str = "default", created: int = 0) -> str:
-    body = "\n".join("  " + line for line in spec.strip("\n").splitlines())
-    return f"""---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: {name}, namespace: {ns}, creationTimestamp: "{ts(created)}"}}
-spec:
-{body}
-"""
+    return destination_rule(spec, name=name, ns=ns, created=created)
 
 
 def services(front_ports: str = TCP) -> tuple[str, ...]:
