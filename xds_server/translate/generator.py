@@ -27,7 +27,7 @@ from xds_server.mesh.workload import Workload, sidecar_for, workload_of
 from xds_server.resources import Built, ProxySnapshot, ResourceMap, TypeUrl
 from xds_server.store.view import StoreView
 from xds_server.translate import clusters, endpoints, envoy, listeners_outbound, routes
-from xds_server.translate.dependencies import Dependencies, ScopeDependencies
+from xds_server.translate.dependencies import Dependencies, scope_dependencies
 from xds_server.translate.inbound import build_inbound
 
 Resources = ResourceMap
@@ -276,14 +276,10 @@ class Previous:
     own_side_changed: bool
 
 
-def _scope_dependencies(scope: Scope) -> ScopeDependencies:
-    return ScopeDependencies(scope.namespaces, scope.watched)
-
-
 def _dependencies(parts: _ProxyParts, scope: Scope, memo: Memo) -> Dependencies:
     proxy = parts.proxy
     pod = ObjectRef(Kind.POD, proxy.namespace, proxy.pod_name) if parts.by_name else None
-    outbound = memo.get(("depends-on", scope), _scope_dependencies, scope)
+    outbound = memo.get(("depends-on", scope), scope_dependencies, scope)
     return Dependencies(proxy.namespace, pod, outbound)
 
 
