@@ -3,8 +3,10 @@
 each proxy's dependencies come from `generate`, the change goes through a real Store, and the
 index answers with the view being pushed.
 
-Then a property: over random changes, every proxy whose scope now reads something different of
-the rules (the VirtualServices its egress listeners select, with their delegates; the
+Then a property: over random changes, pushed as the planner does (only the proxies reached are
+translated again, from their last result), every proxy holds what a translation from scratch
+gives; every proxy whose scope now reads something different of the rules (the VirtualServices
+its egress listeners select, with their delegates; the
 DestinationRule that applies to each of its hosts) is among those reached, and a VirtualService
 change leaves the very same Scope to every proxy it does not reach.
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.translate.test_incremental_generation import _doc, service
+from tests.unit.translate.test_incremental_generation import _doc, contents, service
 from xds_server.config import Kind, ObjectRef
 from xds_server.memo import Memo
 from xds_server.mesh.rules import traffic_rules
@@ -94,21 +96,25 @@ class Harness:
         self.index = ProxyDependencies()
         self.generation = -1
         self.last = ""
+        self.held: dict[str, Any] = {}
         self.push()
 
     def push(self) -> set[str] | None:
-        """What the planner does: which proxies the changes since the last push reach; then every
-        proxy is translated again (so the index holds each one's latest dependencies)."""
+        """What the planner does: which proxies the changes since the last push reach; only those
+        are translated again, each from its last result (push/planner.py)."""
         view = self.store.view()
         reached: set[str] | None = None
         if self.generation >= 0:
             changes = view.changes_since(self.generation)
             assert changes is not None
             reached = self.index.reached(changes, view.mesh.root_namespace, view)
+            self.index.settle(self.generation)
         self.memo.rotate()
         for key, proxy in PROXIES.items():
-            self.index.put(key, generate(view, proxy, self.memo))
-        self.index.settle(view.generation)
+            if reached is None or key in reached:
+                result = generate(view, proxy, self.memo, self.index.previous(key, view))
+                self.index.put(key, result)
+                self.held[key] = result.snapshot
         self.generation = view.generation
         return reached
 
@@ -264,6 +270,10 @@ def test_every_proxy_whose_rules_changed_is_reached(seed: int) -> None:
         now = {k: _reads(view, p) for k, p in PROXIES.items()}
         changed = {k for k in PROXIES if now[k] != reads[k]}
         assert changed <= reached, f"not reached: {sorted(changed - reached)} by {h.last}"
+        # What each proxy holds (translated incrementally when reached, else kept) is what a
+        # translation from scratch gives.
+        for k, p in PROXIES.items():
+            assert contents(h.held[k]) == contents(generate(view, p, Memo()).snapshot), f"{k} after {h.last}"
         now_scopes = {k: _scope(view, p, h.memo) for k, p in PROXIES.items()}
         kept = {k for k in PROXIES if now_scopes[k] is scopes[k]}
         # A VirtualService change leaves every scope it does not reach as it was. (Scopes are keyed
