@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.translate.test_incremental_generation import _doc, contents, service
+from tests.unit.translate.test_incremental_generation import _doc, contents, pod, service
 from xds_server.config import Kind, ObjectRef
 from xds_server.memo import Memo
 from xds_server.mesh.rules import traffic_rules
@@ -44,24 +44,25 @@ spec: {{egress: [{{hosts: [{hosts}]}}]}}
 
 
 def vs(name: str, ns: str, hosts: str, *, dest: str = "", delegate: str = "", gateways: str = "",
-       export_to: str = "", created: int = 0) -> Any:
+       export_to: str = "", created: int = 0, tcp: bool = False) -> Any:
+    route = f"[{{route: [{{destination: {{host: {dest or hosts.split(',')[0] or 'web.a.svc.cluster.local'}}}}}]}}]"
+    rules = f"tcp: {route}" if tcp else f"http: {route}"
     if delegate:
-        http = f"[{{delegate: {{name: {delegate}}}}}]"
-    else:
-        http = f"[{{route: [{{destination: {{host: {dest or hosts.split(',')[0] or 'web.a.svc.cluster.local'}}}}}]}}]"
+        rules = f"http: [{{delegate: {{name: {delegate}}}}}]"
     extra = (f", gateways: [{gateways}]" if gateways else "") + (f", exportTo: [{export_to}]" if export_to else "")
     return _doc(f"""
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: {name}, namespace: {ns}, creationTimestamp: "2026-01-01T00:00:{created:02d}Z"}}
-spec: {{hosts: [{hosts}], http: {http}{extra}}}
+spec: {{hosts: [{hosts}], {rules}{extra}}}
 """)
 
 
 def dr(name: str, ns: str, host: str, *, selector: str = "", export_to: str = "", created: int = 0,
-       subset: str = "v1") -> Any:
+       subset: str = "v1", pool: int = 0) -> Any:
     extra = (f", workloadSelector: {{matchLabels: {{{selector}}}}}" if selector else "") + (
-        f", exportTo: [{export_to}]" if export_to else "")
+        f", exportTo: [{export_to}]" if export_to else "") + (
+        f", trafficPolicy: {{connectionPool: {{tcp: {{maxConnections: {pool}}}}}}}" if pool else "")
     return _doc(f"""
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -82,7 +83,10 @@ PROXIES = {"pa": node("a"), "pb": node("b"), "pc": node("c")}
 
 def base_store() -> Store:
     store = Store()
-    store.replace("svc", [service("web", "a"), service("db", "b"), service("cache", "b")])
+    store.replace("svc", [service("web", "a"), service("db", "b"), service("cache", "b"),
+                          service("redis", "b", port=6379)])
+    # pa serves web, pb serves db: their inbound side reads DestinationRules too (connectionPool).
+    store.replace("pods", [pod("p1", "a", "web", PROXIES["pa"].ip), pod("p1", "b", "db", PROXIES["pb"].ip)])
     store.replace("sidecars", [sidecar("a", '"./*", "b/db.b.svc.cluster.local"'), sidecar("c", '"./*"')])
     return store
 
@@ -227,7 +231,7 @@ def _reads(view: StoreView, proxy: Any) -> Any:
 
 
 HOSTS = ("web", "web.a.svc.cluster.local", "db.b.svc.cluster.local", "cache.b.svc.cluster.local",
-         '"*.b.svc.cluster.local"')
+         '"*.b.svc.cluster.local"', "redis.b.svc.cluster.local")
 SPACES = ("a", "b", "c", ROOT)
 
 
@@ -239,16 +243,19 @@ def _random_rule(rng: random.Random) -> Any:
             return vs(name, ns, "", dest=rng.choice(HOSTS[1:4]), export_to=export)
         if rng.random() < 0.3:
             return vs(name, ns, rng.choice(HOSTS), delegate="leaf", created=rng.randrange(9))
+        if rng.random() < 0.25:
+            return vs(name, ns, "redis.b.svc.cluster.local", dest=rng.choice(("redis.b.svc.cluster.local", "db.b")),
+                      export_to=export, tcp=True, created=rng.randrange(9))
         return vs(name, ns, rng.choice(HOSTS), dest=rng.choice(HOSTS[1:4]), export_to=export,
                   gateways=rng.choice(("", "", "mesh", "gw")), created=rng.randrange(9))
-    host = rng.choice((*HOSTS[:4], "'*.local'"))
+    host = rng.choice((*HOSTS[:4], "'*.local'", "redis.b.svc.cluster.local"))
     selector = rng.choice(("", "", "app: client"))
     export = "" if selector else rng.choice(("", '"."', '"*"'))
     return dr(name, ns, host, selector=selector, export_to=export, created=rng.randrange(9),
-              subset=rng.choice(("v1", "v2")))
+              subset=rng.choice(("v1", "v2")), pool=rng.choice((0, 0, 10, 20)))
 
 
-@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("seed", range(12))
 def test_every_proxy_whose_rules_changed_is_reached(seed: int) -> None:
     rng = random.Random(seed)
     h = Harness()
