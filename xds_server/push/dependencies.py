@@ -146,6 +146,9 @@ def _destination_rule(ref: ObjectRef, root_namespace: str, view: StoreView | Non
     serving = _namespaces_serving(view, host)
     if ref.namespace == root_namespace:
         out.extend(Dependency(Read.IMPORTED, ns) for ns in serving)
+        # The proxies serving the host: their inbound clusters take the rule's connectionPool
+        # (translate/inbound.py), whatever their egress imports.
+        out.extend(Dependency(Read.SCOPE_NAMESPACE, ns) for ns in serving)
     else:
         out.append(Dependency(Read.SCOPE_NAMESPACE, ref.namespace))
         if ref.namespace in serving:
