@@ -83,3 +83,34 @@ spec: {clusterIP: 10.96.0.3, selector: {app: cache}, ports: [{name: tcp, port: 6
     finally:
         await importer.close()
         await other.close()
+
+
+TCP_ROUTE = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: b}
+spec:
+  hosts: [db.b.svc.cluster.local]
+  tcp: [{match: [{port: 5432}], route: [{destination: {host: db.b.svc.cluster.local}}]}]
+"""
+
+
+async def test_tcp_route_change_sends_only_lds(app: App) -> None:  # noqa: F811
+    """A tcp route lives in the listener's filter chain: LDS alone changes (clusters stay)."""
+    target = f"127.0.0.1:{app.xds_port}"
+    clients = [AdsClient(target, delta=True), AdsClient(target, delta=True)]
+    try:
+        await settle(clients[0], "a")
+        await subscribe_routes(clients[0])
+        await settle(clients[1], "b")  # both import db.b (a: `*/*`, b: `./*`)
+        load(app, TCP_ROUTE)
+        for c in clients:
+            resp = await c.recv()
+            assert resp.type_url == TypeUrl.LISTENER, f"sent {resp.type_url}, expected only LDS"
+            assert resp.resources and not resp.removed_resources
+            c.send(type_url=TypeUrl.LISTENER, response_nonce=resp.nonce)
+        for c in clients:
+            await c.expect_none()
+    finally:
+        for c in clients:
+            await c.close()
