@@ -94,8 +94,10 @@ def scope_dependencies(scope: Scope) -> ScopeDependencies:
                     if host not in looked_up:
                         found = scope.service(host)
                         looked_up[host] = found.namespace if found is not None else ""
+        exact, wildcards = _rule_hosts(index)
         for hostname, service_namespace in looked_up.items():
-            rules.update(consulted_destination_rules(index, scope.namespace, hostname, service_namespace))
+            if hostname in exact or any(hostname.endswith(suffix) for suffix in wildcards):
+                rules.update(consulted_destination_rules(index, scope.namespace, hostname, service_namespace))
     return ScopeDependencies(scope.namespaces, scope.watched, scope.namespace, frozenset(selected),
                              frozenset(vs_imports), frozenset(rules))
 
@@ -106,6 +108,17 @@ def _named_delegates(vs: ResolvedVirtualService) -> Iterator[str]:
     for http in vs.source.spec.http:
         if http.HasField("delegate"):
             yield object_key(http.delegate.namespace or vs.namespace, http.delegate.name)
+
+
+def _rule_hosts(index: DestinationRuleIndex) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Every host some rule names: exact names, and the suffixes (`.example.com`) of wildcards.
+    A lookup for a host none of these covers consults nothing (most of a mesh's hosts)."""
+    hosts: set[str] = set()
+    buckets = (*index.namespace_local.values(), *index.exported.values(), index.root_local)
+    for bucket in buckets:
+        hosts.update(bucket)
+    exact = frozenset(h for h in hosts if not is_wildcarded(h))
+    return exact, tuple(sorted({h[1:] for h in hosts if is_wildcarded(h)}))
 
 
 def consulted_destination_rules(index: DestinationRuleIndex, proxy_namespace: str, hostname: str,
