@@ -162,8 +162,8 @@ def _same_but_routes(old: Scope, new: Scope) -> bool:
     policy, registry and DestinationRules (the scope key but its VirtualService selection: mesh/scope.py
     `scope_for`), the same services (VirtualService destinations included), and per egress listener
     the same services and the same tcp / tls routes of its VirtualServices."""
-    if old.origin[:5] != new.origin[:5] or len(old.origin) != len(new.origin) or old.policy != new.policy:
-        return False
+    if len(old.origin) != 6 or len(new.origin) != 6 or old.origin[:5] != new.origin[:5] or old.policy != new.policy:
+        return False  # not both made by scope_for (the key's layout), or of other registry / Sidecar / policy
     old_read, new_read = old.origin[5], new.origin[5]
     if (old_read is None) != (new_read is None) or (old_read is not None and old_read[1:] != new_read[1:]):
         return False
