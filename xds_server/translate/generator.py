@@ -164,8 +164,11 @@ def _same_but_routes(old: Scope, new: Scope) -> bool:
     the same services and the same tcp / tls routes of its VirtualServices."""
     if len(old.origin) != 6 or len(new.origin) != 6 or old.origin[:5] != new.origin[:5] or old.policy != new.policy:
         return False  # not both made by scope_for (the key's layout), or of other registry / Sidecar / policy
-    old_read, new_read = old.origin[5], new.origin[5]
-    if (old_read is None) != (new_read is None) or (old_read is not None and old_read[1:] != new_read[1:]):
+    old_read, new_read = old.origin[5], new.origin[5]  # mesh/scope.py rules_read, None without rules
+    if isinstance(old_read, tuple) and isinstance(new_read, tuple):
+        if old_read[1:] != new_read[1:]:  # the DestinationRules its lookups consult
+            return False
+    elif old_read is not None or new_read is not None:
         return False
     if old.services != new.services or len(old.egress) != len(new.egress):
         return False
