@@ -1,4 +1,5 @@
-"""Mesh generator: M services over K namespaces, 3 pods each, optionally one `./*` Sidecar per namespace.
+"""Mesh generator: M services over K namespaces, 3 pods each, optionally one `./*` Sidecar per namespace
+and R VirtualServices and R DestinationRules for R of the HTTP services (`--rules`).
 
 Writes plain Kubernetes/Istio manifests (one file per namespace, so a change rewrites or adds
 one small file) and `proxies.json`, the node identities the load generator connects as: one per
@@ -7,7 +8,7 @@ than service pods are asked for, extra `client-N` pods (selected by no Service) 
 
 Port mix, like a typical mesh: 80% HTTP on 80, 10% gRPC on 9090, 10% TCP (redis) on 6379.
 
-    python -m bench.mesh --services 1000 --proxies 2000 --out /tmp/mesh [--sidecars]
+    python -m bench.mesh --services 1000 --proxies 2000 --out /tmp/mesh [--sidecars] [--rules 100]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 
@@ -106,6 +108,41 @@ def sidecar_doc(namespace: str, hosts: tuple[str, ...] = ("./*",)) -> str:
             f"spec: {{egress: [{{hosts: [{listed}]}}]}}\n")
 
 
+def rule_services(services: int, rules: int) -> list[int]:
+    """The HTTP services that get a VirtualService and a DestinationRule (svc-0000 first), spread
+    over the namespaces (a stride coprime with the candidates' count)."""
+    candidates = [i for i in range(services) if service_port(i)[1] == 80]
+    if not candidates:
+        return []
+    stride = next(s for s in range(37, 10**6) if math.gcd(s, len(candidates)) == 1)
+    return [candidates[(k * stride) % len(candidates)] for k in range(min(rules, len(candidates)))]
+
+
+def virtual_service_doc(i: int, namespaces: int, marker: str = "v0") -> str:
+    """A VirtualService for service i: a header-matched canary route to subset v1, else the
+    service with a timeout and retries; `marker` is a request header value (a change to it is an
+    HTTP route change: RDS only)."""
+    host = hostname(i, namespaces)
+    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+            f"metadata: {{name: {service_name(i)}, namespace: {namespace_of(i, namespaces)}}}\n"
+            f"spec:\n  hosts: [{host}]\n  http:\n"
+            f"  - match: [{{headers: {{x-canary: {{exact: \"1\"}}}}}}]\n"
+            f"    route: [{{destination: {{host: {host}, subset: v1}}}}]\n"
+            f"  - route: [{{destination: {{host: {host}}}}}]\n"
+            f"    timeout: 10s\n    retries: {{attempts: 2, perTryTimeout: 3s}}\n"
+            f"    headers: {{request: {{set: {{x-bench-rule: \"{marker}\"}}}}}}\n")
+
+
+def destination_rule_doc(i: int, namespaces: int) -> str:
+    """A DestinationRule for service i: a connection pool, outlier detection, subset v1 (the bench Pods' label)."""
+    return (f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+            f"metadata: {{name: {service_name(i)}, namespace: {namespace_of(i, namespaces)}}}\n"
+            f"spec:\n  host: {hostname(i, namespaces)}\n"
+            f"  trafficPolicy:\n    connectionPool: {{http: {{http1MaxPendingRequests: 100}}}}\n"
+            f"    outlierDetection: {{consecutive5xxErrors: 5, interval: 10s}}\n"
+            f"  subsets: [{{name: v1, labels: {{version: v1}}}}]\n")
+
+
 def write_file(path: str, text: str) -> None:
     """Atomically (temp file + rename), as config management tools do: a reader never sees half a file."""
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
@@ -115,7 +152,7 @@ def write_file(path: str, text: str) -> None:
 
 
 def generate(out: str, services: int, proxies: int, namespaces: int = DEFAULT_NAMESPACES,
-             sidecars: bool = False) -> list[ProxyIdentity]:
+             sidecars: bool = False, rules: int = 0) -> list[ProxyIdentity]:
     """Write the mesh below out/mesh and the identities to out/proxies.json; return the identities."""
     mesh_dir = os.path.join(out, "mesh")
     os.makedirs(mesh_dir, exist_ok=True)
@@ -150,6 +187,9 @@ def generate(out: str, services: int, proxies: int, namespaces: int = DEFAULT_NA
             f.write("---\n".join(parts))
         if sidecars:
             write_file(os.path.join(mesh_dir, f"sidecar-{ns}.yaml"), sidecar_doc(ns))
+    for i in rule_services(services, rules):  # one file each: a change rewrites one object
+        write_file(os.path.join(mesh_dir, f"vs-{service_name(i)}.yaml"), virtual_service_doc(i, namespaces))
+        write_file(os.path.join(mesh_dir, f"dr-{service_name(i)}.yaml"), destination_rule_doc(i, namespaces))
     with open(os.path.join(out, "proxies.json"), "w") as f:
         json.dump([asdict(p) for p in identities], f)
     return identities
@@ -166,9 +206,10 @@ def main() -> None:
     p.add_argument("--proxies", type=int, default=100)
     p.add_argument("--namespaces", type=int, default=DEFAULT_NAMESPACES)
     p.add_argument("--sidecars", action="store_true", help="a `./*` Sidecar in every namespace")
+    p.add_argument("--rules", type=int, default=0, help="VirtualServices and DestinationRules (as many of each)")
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    ids = generate(a.out, a.services, a.proxies, a.namespaces, a.sidecars)
+    ids = generate(a.out, a.services, a.proxies, a.namespaces, a.sidecars, a.rules)
     print(f"{a.services} services, {len(ids)} proxies in {a.namespaces} namespaces -> {a.out}")
 
 

@@ -1,13 +1,15 @@
 """The Python side of one change, in process and without gRPC: planner push + every stream's machine.
 
-    python -m bench.push_path --proxies 2000 --services 1000 [--sidecars] [--rounds 5]
+    python -m bench.push_path --proxies 2000 --services 1000 [--sidecars] [--rounds 5] [--rules 100 [--change vs]]
 
 Builds the bench mesh in a Store, attaches N delta streams (a DeltaMachine each, with the server's
 Metrics observer, synced like Envoy: CDS and LDS wildcard, EDS and RDS by the names they learn),
-then adds and removes one pod of service 0 `--rounds` times. Per change it prints the planner's
-push, the streams' work (on_snapshot, each response counted as sent, the ACK parsed from bytes and
-handed back), and the garbage collector's settle, as the server runs them on its loop thread.
-What it leaves out is gRPC's own per-stream cost (write, read, HTTP/2): `bench.run` measures all of it.
+then adds and removes one pod of service 0 `--rounds` times (`--change vs`: rewrites the
+VirtualService of service 0 with another HTTP header value, twice per round; needs `--rules`).
+Per change it prints the planner's push, the streams' work (on_snapshot, each response counted
+as sent, the ACK parsed from bytes and handed back), and the garbage collector's settle, as the
+server runs them on its loop thread. What it leaves out is gRPC's own per-stream cost (write,
+read, HTTP/2): `bench.run` measures all of it.
 """
 
 from __future__ import annotations
@@ -88,9 +90,10 @@ class Stream:
         return self.answer(self.machine.on_snapshot(self.entry.snapshot))
 
 
-async def run(proxies: int, services: int, sidecars: bool, rounds: int, profile: int = 0) -> None:
+async def run(proxies: int, services: int, sidecars: bool, rounds: int, profile: int = 0, rules: int = 0,
+              change: str = "pod") -> None:
     work = tempfile.mkdtemp(prefix="xds-push-path-")
-    identities = mesh.generate(work, services, proxies, sidecars=sidecars)
+    identities = mesh.generate(work, services, proxies, sidecars=sidecars, rules=rules)
     mesh_dir = os.path.join(work, "mesh")
     store = Store()
     for name in sorted(os.listdir(mesh_dir)):
@@ -103,7 +106,8 @@ async def run(proxies: int, services: int, sidecars: bool, rounds: int, profile:
     streams = [Stream(n, identity, planner, metrics) for n, identity in enumerate(identities)]
     for s in streams:
         s.sync()
-    print(f"{proxies} proxies x {services} services{' (Sidecar ./*)' if sidecars else ''}: "
+    print(f"{proxies} proxies x {services} services{' (Sidecar ./*)' if sidecars else ''}"
+          f"{f' with {rules} VirtualServices and DestinationRules' if rules else ''}: "
           f"attached and synced in {time.perf_counter() - t:.2f}s")
     collector.settle()  # what the server's collector tick does every second
 
@@ -115,15 +119,22 @@ async def run(proxies: int, services: int, sidecars: bool, rounds: int, profile:
     for r in range(rounds):
         for step in ("add", "remove"):
             path = os.path.join(mesh_dir, f"churn-{r}.yaml")
-            if step == "add":
+            if change == "vs":
+                path = os.path.join(mesh_dir, f"vs-{mesh.service_name(0)}.yaml")
+                mesh.write_file(path, mesh.virtual_service_doc(0, mesh.DEFAULT_NAMESPACES, f"{step}-{r}"))
+                store.replace(path, load_file(path).objects)
+                changed = ObjectRef("VirtualService", namespace, mesh.service_name(0))
+            elif step == "add":
                 mesh.write_file(path, mesh.pod_doc(f"churn-{r}", namespace, mesh.service_name(0), mesh.churn_ip(r),
                                                    mesh.service_port(0)[2]))
                 store.replace(path, load_file(path).objects)
             else:
                 os.unlink(path)
                 store.replace(path, ())
+            if change != "vs":
+                changed = ObjectRef("Pod", namespace, f"churn-{r}")
             t0 = time.perf_counter()
-            await planner.push(frozenset({ObjectRef("Pod", namespace, f"churn-{r}")}))
+            await planner.push(frozenset({changed}))
             t1 = time.perf_counter()
             responses = sum(s.pump() for s in streams)
             t2 = time.perf_counter()
@@ -149,6 +160,9 @@ def main() -> None:
     p.add_argument("--services", type=int, default=1000)
     p.add_argument("--sidecars", action="store_true")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rules", type=int, default=0, help="VirtualServices and DestinationRules in the mesh")
+    p.add_argument("--change", choices=("pod", "vs"), default="pod",
+                   help="pod: add and remove a Pod of service 0; vs: change its VirtualService's HTTP route")
     p.add_argument("--profile", type=int, default=0, metavar="TOP",
                    help="cProfile the changes and print the TOP functions by own time (slows them down)")
     a = p.parse_args()
@@ -158,7 +172,9 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(run(a.proxies, a.services, a.sidecars, a.rounds, a.profile))
+    if a.change == "vs" and not a.rules:
+        p.error("--change vs needs --rules")
+    asyncio.run(run(a.proxies, a.services, a.sidecars, a.rounds, a.profile, a.rules, a.change))
 
 
 if __name__ == "__main__":

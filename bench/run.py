@@ -3,6 +3,7 @@
     python -m bench.run --quick              # routine check, under 2 minutes
     python -m bench.run                      # N in {100, 500, 2000} x M in {100, 1000}, + Sidecar and SotW runs
     python -m bench.run --proxies 2000 --services 1000 [--sidecars] [--sotw] [--only cold,pod]
+    python -m bench.run --proxies 2000 --services 1000 --sidecars --rules 100 --only cold,pod,vs
     python -m bench.run --proxies 2000 --services 1000 --only cold,pod --clients fast,slow   # side by side
 
 One server process (CPU 0) per configuration, load generators on CPU 1. Numbers are printed as
@@ -23,7 +24,7 @@ from typing import Any
 
 from bench.scenarios import Config, run_config
 
-ALL_SCENARIOS = ("cold", "pod", "new-service", "sidecar", "churn")
+ALL_SCENARIOS = ("cold", "pod", "vs", "new-service", "sidecar", "churn")  # vs: only with --rules
 
 
 def _fmt_s(v: float | None) -> str:
@@ -62,6 +63,7 @@ def tables(results: list[dict[str, Any]]) -> str:
     out.append("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         for key, sub, title in (("pod_add", "", "pod added"), ("pod_remove", "", "pod removed"),
+                                ("vs_change", "", "VirtualService HTTP route changed"),
                                 ("new_service", "", "new service"), ("new_service", "removed", "service removed"),
                                 ("sidecar_change", "", "Sidecar change (ns-01)"),
                                 ("sidecar_change", "undone", "Sidecar change undone")):
@@ -146,7 +148,8 @@ def _grid(args: argparse.Namespace) -> list[Config]:
             Config(100, 100, sotw=True, server_args=extra, procs=args.procs),
         ]
     if args.proxies or args.services:
-        return [Config(p, s, sidecars=args.sidecars, sotw=args.sotw, server_args=extra, procs=args.procs)
+        return [Config(p, s, sidecars=args.sidecars, sotw=args.sotw, rules=args.rules, server_args=extra,
+                       procs=args.procs)
                 for p in (args.proxies or [100]) for s in (args.services or [100])]
     out = [Config(p, s, server_args=extra, procs=args.procs) for s in (100, 1000) for p in (100, 500, 2000)]
     out.append(Config(2000, 1000, sidecars=True, server_args=extra, procs=args.procs))
@@ -161,6 +164,8 @@ def main() -> None:
     p.add_argument("--services", type=int, action="append", default=[], help="M (repeatable)")
     p.add_argument("--sidecars", action="store_true", help="a ./* Sidecar in every namespace")
     p.add_argument("--sotw", action="store_true", help="state-of-the-world streams instead of delta")
+    p.add_argument("--rules", type=int, default=0,
+                   help="VirtualServices and DestinationRules in the mesh (as many of each; enables `vs`)")
     p.add_argument("--procs", type=int, default=1, help="load generator processes (all on CPU 1)")
     p.add_argument("--only", default=",".join(ALL_SCENARIOS), help="scenarios: " + ",".join(ALL_SCENARIOS))
     p.add_argument("--pod-rounds", type=int, default=None,

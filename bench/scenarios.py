@@ -1,4 +1,5 @@
-"""Scenarios against one server process: cold start, pod add/remove, churn, new service, Sidecar change.
+"""Scenarios against one server process: cold start, pod add/remove, churn, new service, Sidecar
+change, and (with `rules`) a VirtualService change.
 
 A `Bench` owns one generated mesh, one server (`xds-server serve --config-dir`, pinned to CPU 0)
 and one pool of load generators (pinned to CPU 1). Inputs change by writing files into the
@@ -38,6 +39,7 @@ class Config:
     services: int
     sidecars: bool = False
     sotw: bool = False
+    rules: int = 0  # VirtualServices and DestinationRules in the mesh (as many of each)
     namespaces: int = mesh.DEFAULT_NAMESPACES
     procs: int = 1  # load generator processes
     server_args: tuple[str, ...] = ()
@@ -48,6 +50,7 @@ class Config:
     @property
     def label(self) -> str:
         return (f"N={self.proxies} M={self.services}{' sidecar ./*' if self.sidecars else ''}"
+                f"{f' {self.rules} VS+DR' if self.rules else ''}"
                 f"{' sotw' if self.sotw else ' delta'}{' slow clients' if '--slow' in self.client_args else ''}"
                 f"{self._workers}")
 
@@ -74,7 +77,8 @@ class Bench:
     def setup(self) -> None:
         cfg = self.cfg
         os.makedirs(self.workdir, exist_ok=True)
-        self.identities = mesh.generate(self.workdir, cfg.services, cfg.proxies, cfg.namespaces, cfg.sidecars)
+        self.identities = mesh.generate(self.workdir, cfg.services, cfg.proxies, cfg.namespaces, cfg.sidecars,
+                                        cfg.rules)
         self.mesh_dir = os.path.join(self.workdir, "mesh")
         t = time.monotonic()
         self.server = ServerProcess(self.mesh_dir, self.workdir, extra=cfg.server_args).start()
@@ -320,6 +324,19 @@ class Bench:
         out["removed"] = self._change(f"gone-{self.seq}", gone, importers, lambda: self._remove(name))
         return out
 
+    def virtual_service_change(self, service: int = 0) -> dict[str, Any]:
+        """One VirtualService's HTTP route changes (a request header value): the proxies importing
+        its host ACK the new route "80"; nobody else hears a thing (others' responses are counted)."""
+        self.seq += 1
+        cfg = self.cfg
+        ns = mesh.namespace_of(service, cfg.namespaces)
+        marker = f"bench-{self.seq}"
+        watch = [{"type": RDS, "name": str(mesh.service_port(service)[1]), "kind": "contains", "data": marker}]
+        doc = mesh.virtual_service_doc(service, cfg.namespaces, marker)
+        out = self._change(f"vs-{self.seq}", watch, self.importers(ns),
+                           lambda: self._write(f"vs-{mesh.service_name(service)}.yaml", doc))
+        return out
+
     def sidecar_change(self) -> dict[str, Any]:
         """A Sidecar change in ns-01: only its proxies change (lose / gain the clusters of ns-00)."""
         cfg = self.cfg
@@ -370,7 +387,7 @@ def run_config(cfg: Config, workdir: str, *, churn_rate: float = 5.0, churn_seco
                pod_rounds: int = 1, log: Any = print) -> dict[str, Any]:
     bench = Bench(cfg, workdir)
     res = bench.results
-    res["config"] = {"proxies": cfg.proxies, "services": cfg.services, "sidecars": cfg.sidecars,
+    res["config"] = {"proxies": cfg.proxies, "services": cfg.services, "sidecars": cfg.sidecars, "rules": cfg.rules,
                      "sotw": cfg.sotw, "namespaces": cfg.namespaces, "label": cfg.label,
                      "server_args": list(cfg.server_args), "client_args": list(cfg.client_args)}
     try:
@@ -398,6 +415,17 @@ def run_config(cfg: Config, workdir: str, *, churn_rate: float = 5.0, churn_seco
                 f"non-importers with responses {add['others_with_responses']}, cpu {add['server_cpu_s']:.2f}s")
             log(f"  pod remove x{len(removes)}: p99 {_ms(rm['convergence_s']['p99'])} "
                 f"max {_ms(rm['convergence_s']['max'])}")
+        if "vs" in scenarios and cfg.rules:
+            service = mesh.rule_services(cfg.services, cfg.rules)[0]
+            res["vs_change"] = vs = pooled([bench.virtual_service_change(service) for _ in range(max(1, pod_rounds))])
+            conv = vs["convergence_s"]
+            per_type = ", ".join(f"{t}: {c['responses']}" for t, c in sorted(vs["by_type"].items()))
+            log(f"  VirtualService change x{vs['rounds']}: p99 {_ms(conv['p99'])} max {_ms(conv['max'])} "
+                f"(per change p99 {', '.join(_ms(v) for v in vs['round_p99_s'])}), importers {vs['expected']}, "
+                f"missing {vs['missing']}, non-importers with responses {vs['others_with_responses']} "
+                f"of {vs['others']}, {vs['responses']:.0f} responses "
+                f"({per_type}), "
+                f"cpu {vs['server_cpu_s']:.2f}s")
         if "new-service" in scenarios:
             ns = bench.new_service()
             res["new_service"] = ns

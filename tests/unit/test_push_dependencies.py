@@ -115,10 +115,12 @@ def test_generate_reports_what_the_snapshot_read() -> None:
     named = proxy_from_node("sidecar~10.0.0.1~p1.a~a.svc.cluster.local", {"NAMESPACE": "a"})
     depends = generate(view, named, Memo()).depends_on
     assert depends == Dependencies("a", ObjectRef(Kind.POD, "a", "p1"),
-                                   ScopeDependencies(frozenset({"a", "b"}), frozenset({"a", "b"})))
+                                   ScopeDependencies(frozenset({"a", "b"}), frozenset({"a", "b"}), "a",
+                                                     vs_imports=frozenset({"a/*", "b/*"})))
     default = proxy_from_node("sidecar~10.0.1.1~p1.b~b.svc.cluster.local", {"NAMESPACE": "b"})  # `*/*`
     depends = generate(view, default, Memo()).depends_on
-    assert depends is not None and depends.outbound == ScopeDependencies(frozenset({"a", "b"}), None)
+    assert depends is not None and depends.outbound == ScopeDependencies(frozenset({"a", "b"}), None, "b",
+                                                                         vs_imports=frozenset({"*/*"}))
     ghost = proxy_from_node("sidecar~10.0.9.9~ghost.a~a.svc.cluster.local", {"NAMESPACE": "a"})
     depends = generate(view, ghost, Memo()).depends_on
     assert depends is not None and depends.pod is None

@@ -34,7 +34,7 @@ from xds_server.mesh.destination_rules import MergedDestinationRule, destination
 from xds_server.mesh.host_imports import HostImports
 from xds_server.mesh.rules import TrafficRules, traffic_rules
 from xds_server.mesh.services import ServiceModel, ServiceRegistry, registry_for
-from xds_server.mesh.virtual_services import ResolvedVirtualService, select_virtual_services
+from xds_server.mesh.virtual_services import ResolvedVirtualService, VirtualServiceIndex, select_virtual_services
 from xds_server.store.view import StoreView
 
 DEFAULT_HOSTS = ("*/*",)
@@ -133,14 +133,20 @@ def scope_for(view: StoreView, namespace: str, sidecar: IstioSidecar | None, mem
               hint: Scope | None = None) -> Scope:
     """The shared Scope for proxies of `namespace` selected by `sidecar` (None: implicit default).
 
-    Keyed by what a scope is made of (the registry, the Sidecar, the mesh's outbound policy), not
-    by the generation: while those stay the same objects, so does the Scope, across generations.
+    Keyed by what a scope is made of (the registry, the Sidecar, the mesh's outbound policy, the
+    rules it reads: `rules_read`), not by the generation: while those stay the same objects, so
+    does the Scope, across generations (a VirtualService or DestinationRule change leaves the
+    scopes that do not read it as they were).
     `hint`, a proxy's last Scope, is taken when it was made of the same (the memo may have
     dropped it while no push needed it).
     """
     registry = registry_for(view, memo)
     rules = traffic_rules(view, memo)
-    key = ("scope", registry, namespace, sidecar, view.mesh.outbound_traffic_policy, rules)
+    read: tuple[object, ...] | None = None
+    if view.virtual_services or view.destination_rules:
+        read = memo.get(("scope-rules", rules, registry, namespace, sidecar), rules_read, rules, registry, namespace,
+                        sidecar)
+    key = ("scope", registry, namespace, sidecar, view.mesh.outbound_traffic_policy, read)
     if hint is not None and hint.origin == key:
         return memo.get(key, _given, hint)
     return memo.get(key, build_scope, view, namespace, sidecar, memo, key)
@@ -148,6 +154,67 @@ def scope_for(view: StoreView, namespace: str, sidecar: IstioSidecar | None, mem
 
 def _given(value: Scope) -> Scope:
     return value
+
+
+def rules_read(rules: TrafficRules, registry: ServiceRegistry, namespace: str,
+               sidecar: IstioSidecar | None) -> tuple[object, ...]:
+    """What a scope of (namespace, Sidecar) reads of the rules, as config objects: per egress
+    listener the VirtualServices it selects (each with the delegates it names), and the
+    DestinationRules of every namespace its lookups can consult (its own, the root namespace, and
+    those of the services it can import, VirtualService destinations included: push_context.go
+    `destinationRule`). The same objects give the same Scope (the rules' indexes are pure
+    functions of them and the MeshConfig, which the registry's identity stands for)."""
+    entries = sidecar.egress if sidecar is not None and sidecar.egress else _DEFAULT_EGRESS
+    index = rules.virtual_services
+    selections: list[tuple[object, ...]] = []
+    root = rules.destination_rules.root_namespace
+    namespaces: set[str] | None = {namespace}
+    destinations: set[str] = set()
+    for entry in entries:
+        hosts = HostImports.parse(entry.hosts, namespace)
+        only = hosts.namespaces()
+        if only is None:
+            namespaces = None
+        elif namespaces is not None:
+            namespaces |= only
+        selected = select_virtual_services(index, namespace, hosts)
+        selections.append(tuple((vs.source, _delegates_named(index, vs)) for vs in selected))
+        for vs in selected:
+            destinations.update(destination_hosts(vs.spec))
+    # Lookups run from this namespace (first step: its own rules) for services of the namespaces
+    # it can import and of its routes' destinations (second step: their exported rules), then the
+    # root namespace's exported rules.
+    serving = registry.by_namespace
+    owners = set(serving) if namespaces is None else {ns for ns in namespaces if ns in serving}
+    if destinations:
+        owners |= {svc.namespace for svc in registry.services if svc.hostname in destinations}
+    owners.add(root)
+    exported = rules.exported_destination_rules
+    return (tuple(selections), rules.local_destination_rules.get(namespace, ()),
+            tuple((ns, exported[ns]) for ns in sorted(owners) if ns in exported))
+
+
+def _delegates_named(index: VirtualServiceIndex, vs: ResolvedVirtualService) -> tuple[object, ...]:
+    """The delegates a root names, as objects (None: missing): merged into its routes."""
+    out: list[object] = []
+    for http in vs.source.spec.http:
+        if http.HasField("delegate"):
+            found = index.delegates.get((http.delegate.namespace or vs.namespace, http.delegate.name))
+            out.append(found.source if found is not None else None)
+    return tuple(out)
+
+
+def destination_hosts(spec: pb.VirtualService) -> Iterable[str]:
+    """Every destination and mirror host of a (resolved) VirtualService's routes."""
+    for http in spec.http:
+        yield from (rd.destination.host for rd in http.route if rd.HasField("destination"))
+        if http.HasField("mirror"):
+            yield http.mirror.host
+        yield from (m.destination.host for m in http.mirrors if m.HasField("destination"))
+    for tcp in spec.tcp:
+        yield from (rd.destination.host for rd in tcp.route if rd.HasField("destination"))
+    for tls in spec.tls:
+        yield from (rd.destination.host for rd in tls.route if rd.HasField("destination"))
 
 
 def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, memo: Memo,

@@ -102,7 +102,7 @@ class Planner:
         since, self._settled = self._settled, None
         changes = view.changes_since(since) if since is not None else None
         if since is not None and changes is not None:
-            keys = self.dependencies.reached(changes, view.mesh.root_namespace)
+            keys = self.dependencies.reached(changes, view.mesh.root_namespace, view)
             if keys is not None:
                 self.dependencies.settle(since)
                 keys |= self.cache.stale

@@ -8,9 +8,15 @@ proxy also reads the MeshConfig, so that is not recorded here: a MeshConfig chan
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from xds_server.config import ObjectRef
+from xds_server.config.hostname import is_wildcarded
+from xds_server.mesh.destination_rules import DestinationRuleIndex, MergedDestinationRule, most_specific_host
+from xds_server.mesh.host_imports import HostImports
+from xds_server.mesh.scope import DEFAULT_HOSTS, Scope, destination_hosts
+from xds_server.mesh.virtual_services import ResolvedVirtualService
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,19 @@ class ScopeDependencies:
     # Namespaces whose Services and ServiceEntries the egress hosts can import at all (None: any
     # namespace, a `*/` host): a service appearing or changing there can change the scope.
     watched: frozenset[str] | None
+    # The namespace of the scope's proxies: a DestinationRule there is on their lookup path for
+    # any host (istiod's first lookup step, push_context.go `destinationRule`).
+    namespace: str = ""
+    # "namespace/name" of every VirtualService an egress listener selected, and of every delegate
+    # those name (found or not): a change to one of them can change the routes.
+    virtual_services: frozenset[str] = frozenset()
+    # The egress imports VirtualService selection matches hosts against, as `vs_import_key` keys
+    # ("<namespace or *>/<host>"): a VirtualService with a matching host may be selected now.
+    vs_imports: frozenset[str] = frozenset()
+    # "namespace/name" of every DestinationRule a lookup for one of the scope's hosts consulted
+    # (the rules at the most specific host of each lookup step visited): a change to one of them
+    # can change which rule applies.
+    destination_rules: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +54,98 @@ class Dependencies:
     # Its own Pod, found by name; None when found by IP or not at all, so any Pod can become it.
     pod: ObjectRef | None
     outbound: ScopeDependencies
+
+
+def object_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+def vs_import_key(namespace: str, host: str) -> str:
+    """An egress import as VirtualService selection reads it: `<namespace or *>/<host>`.
+
+    A wildcard other than `*` and `*.<suffix>` is keyed as `*` (it may match any host).
+    """
+    if is_wildcarded(host) and host != "*" and not host.startswith("*."):
+        host = "*"
+    return f"{namespace}/{host}"
+
+
+def scope_dependencies(scope: Scope) -> ScopeDependencies:
+    """Everything the outbound config of `scope` read, for the push stage's index."""
+    entries = scope.sidecar.egress if scope.sidecar is not None and scope.sidecar.egress else ()
+    host_lists = [entry.hosts for entry in entries] or [DEFAULT_HOSTS]
+    vs_imports: set[str] = set()
+    for hosts in host_lists:
+        parsed = HostImports.parse(hosts, scope.namespace)
+        for namespace, imported in parsed.imports.items():
+            vs_imports.update(vs_import_key(namespace, host) for host in imported)
+    selected: dict[str, None] = {}
+    for listener in scope.egress:
+        for vs in listener.virtual_services:
+            selected[object_key(vs.namespace, vs.ref.name)] = None
+            selected.update(dict.fromkeys(_named_delegates(vs)))
+    rules: set[str] = set()
+    if scope.rules is not None:
+        index = scope.rules.destination_rules
+        looked_up = {svc.hostname: svc.namespace for svc in scope.services}
+        for listener in scope.egress:  # destinations of the selected routes, as the builders look them up
+            for vs in listener.virtual_services:
+                for host in destination_hosts(vs.spec):
+                    if host not in looked_up:
+                        found = scope.service(host)
+                        looked_up[host] = found.namespace if found is not None else ""
+        exact, wildcards = _rule_hosts(index)
+        for hostname, service_namespace in looked_up.items():
+            if hostname in exact or any(hostname.endswith(suffix) for suffix in wildcards):
+                rules.update(consulted_destination_rules(index, scope.namespace, hostname, service_namespace))
+    return ScopeDependencies(scope.namespaces, scope.watched, scope.namespace, frozenset(selected),
+                             frozenset(vs_imports), frozenset(rules))
+
+
+def _named_delegates(vs: ResolvedVirtualService) -> Iterator[str]:
+    """Delegates the root names as written (istiod pushes a root's proxies when one changes,
+    virtualservice_controller.go `xdsPush`), including those that are missing or not exported."""
+    for http in vs.source.spec.http:
+        if http.HasField("delegate"):
+            yield object_key(http.delegate.namespace or vs.namespace, http.delegate.name)
+
+
+def _rule_hosts(index: DestinationRuleIndex) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Every host some rule names: exact names, and the suffixes (`.example.com`) of wildcards.
+    A lookup for a host none of these covers consults nothing (most of a mesh's hosts)."""
+    hosts: set[str] = set()
+    buckets = (*index.namespace_local.values(), *index.exported.values(), index.root_local)
+    for bucket in buckets:
+        hosts.update(bucket)
+    exact = frozenset(h for h in hosts if not is_wildcarded(h))
+    return exact, tuple(sorted({h[1:] for h in hosts if is_wildcarded(h)}))
+
+
+def consulted_destination_rules(index: DestinationRuleIndex, proxy_namespace: str, hostname: str,
+                                service_namespace: str) -> Iterator[str]:
+    """The DestinationRules istiod's lookup (push_context.go `destinationRule`, as
+    mesh/destination_rules.py `destination_rules_for`) looks at for one host: every rule at the
+    most specific host of each step it visits, including those the exportTo filter then drops
+    (they end the step, so their change can change the winner)."""
+    local = index.root_local if proxy_namespace == index.root_namespace else index.namespace_local.get(
+        proxy_namespace, {})
+    host = most_specific_host(hostname, local) if local else None
+    if host is not None:
+        yield from _sources(local[host])
+        return
+    for owner in (service_namespace, index.root_namespace):
+        bucket = index.exported.get(owner, {}) if owner else {}
+        host = most_specific_host(hostname, bucket) if bucket else None
+        if host is not None:
+            rules = bucket[host]
+            yield from _sources(rules)
+            if any(r.visible_to(proxy_namespace) for r in rules):
+                return
+
+
+def _sources(rules: tuple[MergedDestinationRule, ...]) -> Iterator[str]:
+    for rule in rules:
+        for ref in rule.sources:
+            yield object_key(ref.namespace, ref.name)
+
+

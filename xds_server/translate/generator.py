@@ -21,13 +21,13 @@ from xds_server.config import IstioSidecar, Kind, ObjectRef
 from xds_server.memo import Memo
 from xds_server.mesh.proxy import Proxy
 from xds_server.mesh.rules import traffic_rules
-from xds_server.mesh.scope import ProxyTraits, Scope, scope_for
+from xds_server.mesh.scope import EgressListener, ProxyTraits, Scope, scope_for
 from xds_server.mesh.services import Endpoint, Port, ServiceModel, endpoints_of
 from xds_server.mesh.workload import Workload, sidecar_for, workload_of
 from xds_server.resources import Built, ProxySnapshot, ResourceMap, TypeUrl
 from xds_server.store.view import StoreView
 from xds_server.translate import clusters, endpoints, envoy, listeners_outbound, routes
-from xds_server.translate.dependencies import Dependencies, ScopeDependencies
+from xds_server.translate.dependencies import Dependencies, scope_dependencies
 from xds_server.translate.inbound import build_inbound
 
 Resources = ResourceMap
@@ -131,10 +131,56 @@ def _build_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, 
             last, since = hint, hinted
     plan = _carry_over(view, last, since, memo) if last is not None else None
     if plan is None:
+        plan = _routes_only(view, scope, traits, memo, hint, hint_valid_at)
+    if plan is None:
         plan = _full_plan(view, scope, traits, memo, hint.outbound if hint is not None else None)
     memo.put(key, plan)
     memo.put(("outbound-last", scope.namespace, scope.sidecar, traits), plan.outbound)
+    memo.put(("outbound-last-plan", scope.namespace, scope.sidecar, traits), plan)
     return plan
+
+
+def _routes_only(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, hint: _Plan | None,
+                 hint_valid_at: int) -> _Plan | None:
+    """A new Scope that differs from the last one of its (namespace, Sidecar) only in what its
+    routes read (a VirtualService's HTTP rules): the last plan with RDS rebuilt, its clusters,
+    endpoints and listeners kept (so only RDS is sent). None when anything else may differ."""
+    prior: _Plan | None = memo.recall(("outbound-last-plan", scope.namespace, scope.sidecar, traits))
+    valid_at = prior.generation if prior is not None else -1
+    if hint is not None and hint.traits == traits and (prior is None or max(hint.generation, hint_valid_at) > valid_at):
+        prior, valid_at = hint, max(hint.generation, hint_valid_at)
+    if prior is None or prior.scope is scope or not _same_but_routes(prior.scope, scope):
+        return None
+    prior = _carry_over(view, prior, valid_at, memo)  # its endpoints brought to this generation
+    if prior is None:
+        return None
+    rds = [routes.outbound_route(scope, traits, name, memo) for name in prior.outbound.routes]
+    outbound = replace(prior.outbound, routes=_same(prior.outbound.routes, _by_name(rds)))
+    return replace(prior, scope=scope, outbound=outbound)
+
+
+def _same_but_routes(old: Scope, new: Scope) -> bool:
+    """Do clusters and listeners of `old` and `new` read the same? Same namespace, Sidecar, mesh
+    policy, registry and DestinationRules (the scope key but its VirtualService selection: mesh/scope.py
+    `scope_for`), the same services (VirtualService destinations included), and per egress listener
+    the same services and the same tcp / tls routes of its VirtualServices."""
+    if len(old.origin) != 6 or len(new.origin) != 6 or old.origin[:5] != new.origin[:5] or old.policy != new.policy:
+        return False  # not both made by scope_for (the key's layout), or of other registry / Sidecar / policy
+    old_read, new_read = old.origin[5], new.origin[5]  # mesh/scope.py rules_read, None without rules
+    if isinstance(old_read, tuple) and isinstance(new_read, tuple):
+        if old_read[1:] != new_read[1:]:  # the DestinationRules its lookups consult
+            return False
+    elif old_read is not None or new_read is not None:
+        return False
+    if old.services != new.services or len(old.egress) != len(new.egress):
+        return False
+    return all(a.services == b.services and _l4_routes(a) == _l4_routes(b)
+               for a, b in zip(old.egress, new.egress, strict=True))
+
+
+def _l4_routes(listener: EgressListener) -> list[tuple[object, ...]]:
+    return [(vs.ref, vs.spec.hosts, vs.spec.tcp, vs.spec.tls) for vs in listener.virtual_services
+            if vs.spec.tcp or vs.spec.tls]
 
 
 def _full_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, previous: Outbound | None) -> _Plan:
@@ -294,14 +340,10 @@ class Previous:
     own_side_changed: bool
 
 
-def _scope_dependencies(scope: Scope) -> ScopeDependencies:
-    return ScopeDependencies(scope.namespaces, scope.watched)
-
-
 def _dependencies(parts: _ProxyParts, scope: Scope, memo: Memo) -> Dependencies:
     proxy = parts.proxy
     pod = ObjectRef(Kind.POD, proxy.namespace, proxy.pod_name) if parts.by_name else None
-    outbound = memo.get(("depends-on", scope), _scope_dependencies, scope)
+    outbound = memo.get(("depends-on", scope), scope_dependencies, scope)
     return Dependencies(proxy.namespace, pod, outbound)
 
 
