@@ -13,7 +13,7 @@ istio-proxy extension upstream Envoy does not have).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -188,23 +188,15 @@ def subset_entry(view: StoreView, svc: ServiceModel, port: Port, parent: Outboun
             return None
     if cluster_policy.is_passthrough(policy):
         resolution, inline = Resolution.PASSTHROUGH, ()
-    spec = OutboundClusterSpec(
+    # The parent's facts (kind, DNS settings, port override, rule), with the subset's own name,
+    # endpoints and merged policy.
+    spec = replace(
+        parent,
         name=names.outbound_cluster(port.number, svc.hostname, subset.name),
-        hostname=parent.hostname,
-        service_name=parent.service_name,
-        namespace=parent.namespace,
-        protocol=parent.protocol,
         resolution=resolution,
-        mesh_external=parent.mesh_external,
-        connect_timeout_s=parent.connect_timeout_s,
-        dns_refresh_s=parent.dns_refresh_s,
-        dns_v6=parent.dns_v6,
-        logical_dns=parent.logical_dns,
-        port_override=parent.port_override,
         inline_endpoints=inline,
         subset=subset.name,
         policy=policy_bytes,
-        rule_config=parent.rule_config,
         service_sans=svc.subject_alt_names if policy is not None and policy.HasField("tls") else (),
     )
     return narrowed, port, spec
