@@ -119,8 +119,10 @@ def _destinations(vs: ResolvedVirtualService) -> Iterable[pb.Destination]:
         if http.HasField("mirror"):
             yield http.mirror
         yield from (m.destination for m in http.mirrors if m.HasField("destination"))
-    for rule in (*spec.tcp, *spec.tls):
-        yield from (rd.destination for rd in rule.route if rd.HasField("destination"))
+    for tcp in spec.tcp:
+        yield from (rd.destination for rd in tcp.route if rd.HasField("destination"))
+    for tls in spec.tls:
+        yield from (rd.destination for rd in tls.route if rd.HasField("destination"))
 
 
 def _destination_rules_view(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> list[dict[str, Any]]:
