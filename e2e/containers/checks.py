@@ -48,9 +48,9 @@ class Call:
     excludes: tuple[str, ...] = ()
 
     def judge(self, exit_code: int, out: str) -> bool:
-        if self.status != 200:  # the documented command prints the status code last (-w '%{http_code}\n')
-            lines = out.strip().splitlines()
-            return bool(lines) and lines[-1].strip() == str(self.status)
+        if self.status != 200:  # the documented command prints the status code on a line of its own, last
+            lines = out.strip().splitlines()  # (-w '\n%{http_code}\n': Envoy's own bodies end no line)
+            return bool(lines) and lines[-1].strip() == str(self.status) and all(c in out for c in self.contains)
         return exit_code == 0 and all(c in out for c in self.contains) and not any(e in out for e in self.excludes)
 
 
@@ -203,7 +203,7 @@ def check_config_change(engine: Engine, manifests: Path) -> list[str]:
     before = '    hosts: ["./*"]\n'
     if original.count(before) != 1:
         return [f"{path.name}: expected exactly one line {before.strip()!r} to edit"]
-    request = Call("curl -s -w '%{http_code}\\n' -H 'Host: catalog.shop' http://127.0.2.3:9080/", 200,
+    request = Call("curl -s -w '\\n%{http_code}\\n' -H 'Host: catalog.shop' http://127.0.2.3:9080/", 200,
                    ("hello from catalog-1.shop",))
     problems = []
     try:

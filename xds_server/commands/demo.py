@@ -166,7 +166,7 @@ class DemoCall:
     def curl(self) -> str:
         parts = ["curl", "-s"]
         if self.status != 200:
-            parts += ["-w", "%{http_code}\\n"]
+            parts += ["-w", "\\n%{http_code}\\n"]
         if self.host:
             parts += ["-H", f"Host: {self.host}"]
         parts.append(self.curl_url)

@@ -226,6 +226,15 @@ def test_the_containers_check_shifts_the_canary_as_the_demo_and_the_docs_do() ->
         checks.canary_weights("weight: 1\n", 50, 50)
 
 
+def test_the_containers_check_reads_a_status_after_a_body_that_ends_no_line() -> None:
+    from e2e.containers import checks
+
+    fault = checks.Call("curl ...", 418, ("fault filter abort",))
+    assert fault.judge(0, "fault filter abort\n418\n")  # what `-w '\n%{http_code}\n'` prints
+    assert not fault.judge(0, "fault filter abort418\n") and not fault.judge(0, "other\n418\n")
+    assert all("-w '\\n%{http_code}\\n'" in c.curl for c in DEMO_CALLS if c.status != 200)
+
+
 def test_docs_show_every_demo_call_as_a_compose_exec() -> None:
     documented = re.findall(r"`(docker compose exec client curl [^`]+)`", DOCS)
     assert [line for line in documented if "/listeners" not in line] == [
