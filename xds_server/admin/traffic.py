@@ -23,6 +23,7 @@ from typing import Any
 
 from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import ConfigObject, IstioDestinationRule, IstioVirtualService, ObjectRef, Problem
+from xds_server.config.hostname import subset_of
 from xds_server.memo import Memo
 from xds_server.mesh import names
 from xds_server.mesh.destination_rules import MergedDestinationRule, traffic_policy_for
@@ -50,16 +51,17 @@ def proxy_rules(view: StoreView, proxy: Proxy, memo: Memo | None = None) -> dict
     sidecar = sidecar_for(view, workload)
     traits = traits_of(workload, traffic_rules(view, memo).label_keys)
     scope = scope_for(view, proxy.namespace, sidecar, memo)
+    registered = {svc.hostname for svc in registry_for(view, memo).exported_to(proxy.namespace)}
     return {
         "proxy": proxy.pod_key,
         "namespace": proxy.namespace,
         "sidecar": str(sidecar.ref) if sidecar is not None else None,
-        "egress": [_egress_view(listener) for listener in scope.egress],
+        "egress": [_egress_view(listener, registered) for listener in scope.egress],
         "destination_rules": _destination_rules_view(view, scope, traits, memo),
     }
 
 
-def _egress_view(listener: EgressListener) -> dict[str, Any]:
+def _egress_view(listener: EgressListener, registered: set[str]) -> dict[str, Any]:
     selected = listener.virtual_services
     routes: list[dict[str, Any]] = []
     bound: set[str] = set()
@@ -75,11 +77,14 @@ def _egress_view(listener: EgressListener) -> dict[str, Any]:
             "shadowed": [str(ref) for ref in binding.shadowed],
             "delegates": [str(ref) for ref in binding.virtual_service.delegates],
         })
-    # VS hosts that name no imported service still get a virtual host of their own (istiod's
-    # BuildSidecarOutboundVirtualHosts), on port 80 only when the VS binds no service at all.
+    # VS hosts that name no service at all get a virtual host of their own (istiod's
+    # BuildSidecarOutboundVirtualHosts: on the ports of the services the VS binds, or port 80
+    # when it binds none); a host naming a service, or a wildcard covering one, gets none.
     for vs in selected:
         for host in vs.spec.hosts:
             if host in bound or any(r["host"] == host for r in routes):
+                continue
+            if host in registered or any(subset_of(svc.hostname, host) for svc in listener.services):
                 continue
             binding = virtual_service_for_host(selected, host)
             if binding is None or binding.virtual_service is not vs:
