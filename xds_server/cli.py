@@ -123,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     ren = sub.add_parser("render", help="print the resources a proxy would get")
     ren.add_argument("--config-dir", required=True, metavar="DIR")
     ren.add_argument("--proxy", required=True, metavar="POD.NAMESPACE")
-    ren.add_argument("--type", choices=("lds", "rds", "cds", "eds", "all"), default="all")
+    ren.add_argument("--type", choices=("lds", "rds", "cds", "eds", "all", "rules"), default="all",
+                     help="an xDS type, all four (default), or `rules`: which VirtualService routes each host "
+                          "and which DestinationRule applies to each service for this proxy")
     ren.add_argument("--mesh-config", metavar="FILE")
     ren.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
 

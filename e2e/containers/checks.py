@@ -36,7 +36,7 @@ _KUBERNETES_CLIENT = (
 
 _EXPECTATIONS = (
     "import json; from xds_server.commands.demo import DEMO_CALLS; "
-    "print(json.dumps([[c.curl, c.status, list(c.contains)] for c in DEMO_CALLS]))"
+    "print(json.dumps([[c.curl, c.status, list(c.contains), list(c.excludes)] for c in DEMO_CALLS]))"
 )
 
 
@@ -45,12 +45,13 @@ class Call:
     command: str  # as documented, after `docker compose exec client `
     status: int
     contains: tuple[str, ...]
+    excludes: tuple[str, ...] = ()
 
     def judge(self, exit_code: int, out: str) -> bool:
-        if self.status != 200:  # the documented command prints the status code last (-w '%{http_code}\n')
-            lines = out.strip().splitlines()
-            return bool(lines) and lines[-1].strip() == str(self.status)
-        return exit_code == 0 and all(c in out for c in self.contains)
+        if self.status != 200:  # the documented command prints the status code on a line of its own, last
+            lines = out.strip().splitlines()  # (-w '\n%{http_code}\n': Envoy's own bodies end no line)
+            return bool(lines) and lines[-1].strip() == str(self.status) and all(c in out for c in self.contains)
+        return exit_code == 0 and all(c in out for c in self.contains) and not any(e in out for e in self.excludes)
 
 
 def documented_commands(docs: Path = DOCS) -> list[str]:
@@ -62,7 +63,8 @@ def calls(engine: Engine, server: str) -> tuple[list[Call], list[str]]:
     done = engine.exec_in(server, "python", "-c", _EXPECTATIONS, check=False)
     if done.returncode != 0:
         return [], [f"reading DEMO_CALLS in the image failed: {done.stderr.strip()[-500:]}"]
-    expected = {curl: (status, tuple(contains)) for curl, status, contains in json.loads(done.stdout)}
+    expected = {curl: (status, tuple(contains), tuple(excludes))
+                for curl, status, contains, excludes in json.loads(done.stdout)}
     documented = documented_commands()
     problems = []
     if documented != list(expected):
@@ -201,7 +203,7 @@ def check_config_change(engine: Engine, manifests: Path) -> list[str]:
     before = '    hosts: ["./*"]\n'
     if original.count(before) != 1:
         return [f"{path.name}: expected exactly one line {before.strip()!r} to edit"]
-    request = Call("curl -s -w '%{http_code}\\n' -H 'Host: catalog.shop' http://127.0.2.3:9080/", 200,
+    request = Call("curl -s -w '\\n%{http_code}\\n' -H 'Host: catalog.shop' http://127.0.2.3:9080/", 200,
                    ("hello from catalog-1.shop",))
     problems = []
     try:
@@ -216,4 +218,44 @@ def check_config_change(engine: Engine, manifests: Path) -> list[str]:
     log(f"  {'PASS' if ok else 'FAIL'} edit undone: catalog.shop is a 502 again")
     if not ok:
         problems.append(f"after undoing the edit: expected 502, got {got!r}")
+    return problems
+
+
+CANARY_FILE = "40-reviews.yaml"
+CANARY = "curl -s -H 'Host: reviews' 'http://127.0.2.1:9080/reviews?[1-20]'"  # documented request 11
+V1, V2 = "hello from reviews-v1-1.shop", "hello from reviews-v2-1.shop"
+
+
+def canary_weights(text: str, v1: int, v2: int) -> str:
+    """The manifest with the two weights docs/deploy.md says to edit set to v1 and v2."""
+    for subset, weight in (("v1", v1), ("v2", v2)):
+        text, n = re.subn(rf"(weight: )\d+(\s*# canary: {subset}\b)", rf"\g<1>{weight}\g<2>", text)
+        if n != 1:
+            raise ValueError(f"{CANARY_FILE}: expected one line `weight: N  # canary: {subset}`, found {n}")
+    return text
+
+
+def check_canary_shift(engine: Engine, manifests: Path) -> list[str]:
+    """The canary shifted in the mounted manifests: 50/50 shows both versions, 0/100 only v2, and
+    putting the file back only v1 again."""
+    path = manifests / CANARY_FILE
+    original = path.read_text()
+    steps = ((50, 50, Call(CANARY, 200, (V1, V2))), (0, 100, Call(CANARY, 200, (V2,), ("reviews-v1-1",))))
+    problems = []
+    try:
+        for v1, v2, request in steps:
+            try:
+                path.write_text(canary_weights(original, v1, v2))
+            except ValueError as e:
+                return [str(e)]
+            ok, got = run_call(engine, request)
+            log(f"  {'PASS' if ok else 'FAIL'} canary weights {v1}/{v2}: request 11 answers from {request.contains}")
+            if not ok:
+                problems.append(f"canary weights {v1}/{v2}: expected {request.contains} only, got {got!r}")
+    finally:
+        path.write_text(original)
+    ok, got = run_call(engine, Call(CANARY, 200, (V1,), ("reviews-v2-1",)))
+    log(f"  {'PASS' if ok else 'FAIL'} canary file put back: only v1 answers")
+    if not ok:
+        problems.append(f"after putting the canary back: expected v1 only, got {got!r}")
     return problems

@@ -174,8 +174,9 @@ def run_all(engine: Engine, phases: Phases, compose: dict[str, Any], image: str,
             problems += checks.check_health(engine, server)
             user = engine.engine("image", "inspect", "--format", "{{.Config.User}}", image, quiet=True).stdout.strip()
             problems += checks.check_non_root(engine, server, user or "0")
-        with phases.phase("config change in the mounted manifests"):
+        with phases.phase("config changes in the mounted manifests"):
             problems += checks.check_config_change(engine, project / "xds_server" / "commands" / "demo_mesh")
+            problems += checks.check_canary_shift(engine, project / "xds_server" / "commands" / "demo_mesh")
     except RunError as e:
         problems.append(str(e))
     except Exception as e:  # a bug here must still end in a teardown and a summary

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import xds_server.commands
-from xds_server.commands.demo import DEMO_CALLS, DEMO_TOPOLOGY, envoy_binary
+from xds_server.commands.demo import CANARY_SHIFTS, DEMO_CALLS, DEMO_TOPOLOGY, DemoCall, envoy_binary
 from xds_server.commands.render import load_objects, render_snapshot
 from xds_server.config import Pod
 from xds_server.resources import TypeUrl
@@ -79,8 +79,38 @@ def test_calls_are_numbered_sections_with_expectations() -> None:
     assert any(c.status == 502 for c in DEMO_CALLS)  # REGISTRY_ONLY refuses something
     for call in DEMO_CALLS:
         argv = shlex.split(call.curl)
-        assert argv[0] == "curl" and argv[-1] == call.url
+        assert argv[0] == "curl" and argv[-1] == call.curl_url
         assert call.expect
+    # traffic management: a canary, a fault and a timeout, each with its positive control
+    canary = next(c for c in DEMO_CALLS if c.repeat > 1)
+    assert canary.curl.endswith("'http://127.0.2.1:9080/reviews?[1-20]'") and len(canary.requests) == 20
+    assert [(s.v1, s.v2) for s in CANARY_SHIFTS] == [(50, 50), (0, 100), (100, 0)]
+    assert all(s.call.curl == canary.curl for s in CANARY_SHIFTS)
+    assert {c.status for c in DEMO_CALLS} >= {418, 504}
+
+
+def test_canary_shift_edits_exactly_the_two_weights_of_the_shipped_manifest() -> None:
+    text = (MESH_DIR / CANARY_SHIFTS[0].file).read_text()
+    assert CANARY_SHIFTS[-1].apply(text) == text  # the last shift puts the shipped weights back
+    shifted = CANARY_SHIFTS[0].apply(text)
+    changed = [(a, b) for a, b in zip(text.splitlines(), shifted.splitlines(), strict=True) if a != b]
+    assert changed == [("      weight: 100  # canary: v1", "      weight: 50  # canary: v1"),
+                       ("      weight: 0  # canary: v2", "      weight: 50  # canary: v2")]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "40-reviews.yaml").write_text(shifted)
+        done = subprocess.run([sys.executable, "-m", "xds_server", "validate", tmp], capture_output=True, text=True,
+                              timeout=30, cwd=ROOT)
+        assert (done.returncode, done.stdout) == (0, "")
+
+
+def test_judging_a_weighted_split_needs_every_answer_and_no_excluded_one() -> None:
+    call = DemoCall("s", "x", "http://h/", contains=("v1",), excludes=("v2",), repeat=3)
+    assert call.judge([(200, "v1"), (200, "v1"), (200, "v1")])
+    assert not call.judge([(200, "v1"), (200, "v2"), (200, "v1")])
+    assert not call.judge([(200, "v1"), (200, "v1")])
+    assert not call.judge([(200, "v1"), (503, "v1"), (200, "v1")])
+    timed = DemoCall("s", "x", "http://h/", status=504, seconds=(0.9, 1.9))
+    assert timed.judge([(504, "")], 1.0) and not timed.judge([(504, "")], 0.1) and not timed.judge([(504, "")], 2)
 
 
 # ------------------------------------------------------------------ real Envoys
@@ -135,7 +165,11 @@ def test_exit_after_check_passes_every_call(demo_lock: None) -> None:
     results = re.findall(r"^(PASS|FAIL)\s+\d+\. \$ (.*)$", out, re.M)
     assert [cmd for _, cmd in results] == [c.curl for c in DEMO_CALLS], out
     assert all(r == "PASS" for r, _ in results), out
-    assert f"all {len(DEMO_CALLS)} calls passed" in out and out.rstrip().endswith("stopped.")
+    shifts = re.findall(r"^(PASS|FAIL) canary (\d+)/(\d+) \(40-reviews.yaml\): \$ (.*)$", out, re.M)
+    assert [(r, int(a), int(b), cmd) for r, a, b, cmd in shifts] == [
+        ("PASS", s.v1, s.v2, s.call.curl) for s in CANARY_SHIFTS], out
+    assert f"all {len(DEMO_CALLS)} calls and {len(CANARY_SHIFTS)} canary shifts passed" in out
+    assert out.rstrip().endswith("stopped.")
     assert time.monotonic() - started < 60
 
 
@@ -157,16 +191,17 @@ def parse_guide(text: str) -> list[Printed]:
     return out
 
 
-def run_curl(command: str) -> tuple[int, str]:
-    """The printed command as the user runs it: real curl if installed, else its Python equivalent."""
+def run_curl(command: str) -> tuple[int, str, float]:
+    """The printed command as the user runs it: real curl if installed, else its Python equivalent.
+    Returns the last status, every body, and the seconds the slowest request took."""
     argv = shlex.split(command)
     assert argv[0] == "curl"
     if shutil.which("curl"):
-        done = subprocess.run([*argv, "--max-time", "5", "-o", "-", "-w", "\n[status %{http_code}]"],
-                              capture_output=True, text=True, timeout=10)
-        m = re.search(r"\[status (\d+)\]$", done.stdout)
-        assert m, done
-        return int(m.group(1)), done.stdout[:m.start()]
+        done = subprocess.run([*argv, "--max-time", "5", "-o", "-", "-w", "\n[status %{http_code} %{time_total}]"],
+                              capture_output=True, text=True, timeout=60)
+        marks = list(re.finditer(r"\[status (\d+) ([\d.]+)\]", done.stdout))
+        assert marks, done
+        return int(marks[-1].group(1)), done.stdout, max(float(m.group(2)) for m in marks)
     headers: dict[str, str] = {}
     it = iter(argv[1:])
     url = ""
@@ -178,12 +213,54 @@ def run_curl(command: str) -> tuple[int, str]:
             next(it)
         elif not arg.startswith("-"):
             url = arg
-    req = urllib.request.Request(url, headers=headers)
+    glob = re.search(r"\?\[1-(\d+)\]$", url)
+    urls = [f"{url[:glob.start()]}?{i}" for i in range(1, int(glob.group(1)) + 1)] if glob else [url]
+    status, bodies, slowest = 0, "", 0.0
+    for one in urls:
+        started = time.monotonic()
+        req = urllib.request.Request(one, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                status, body = r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            status, body = e.code, e.read().decode()
+        bodies += body
+        slowest = max(slowest, time.monotonic() - started)
+    return status, bodies, slowest
+
+
+def judged_by_curl(command: str, call: DemoCall, timeout: float = 15.0) -> tuple[bool, str]:
+    """Run the printed curl until it answers as `call` expects (a config change may be on its way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body, slowest = run_curl(command)
+        ok = status == call.status and all(c in body for c in call.contains) and not any(
+            e in body for e in call.excludes) and (call.seconds is None or call.seconds[0] <= slowest < call.seconds[1])
+        if ok or time.monotonic() > deadline:
+            return ok, f"HTTP {status} after {slowest:.1f} s: {body[-600:]}"
+        time.sleep(0.3)
+
+
+def shift_canary_as_printed(guide: str) -> None:
+    """Follow the guide's "Shift the canary" section: edit the file it names, run its curl."""
+    m = re.search(r"^Edit (\S+): the two lines `weight: N  # canary: v1` and `weight: N  # canary: v2`\.$", guide,
+                  re.M)
+    assert m, guide
+    path = Path(m.group(1))
+    curl = re.search(r"^== Shift the canary at runtime\n(?:.*\n)*?    \$ (curl .*)$", guide, re.M)
+    assert curl, guide
+    expects = re.findall(r"^    weights (\d+) and (\d+): expect (.*)$", guide, re.M)
+    assert [(int(a), int(b)) for a, b, _ in expects] == [(s.v1, s.v2) for s in CANARY_SHIFTS]
+    original = path.read_text()
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+        for (v1, v2, expect), shift in zip(expects, CANARY_SHIFTS, strict=True):
+            text = re.sub(r"(weight: )\d+(  # canary: v1)", rf"\g<1>{v1}\g<2>", original)
+            path.write_text(re.sub(r"(weight: )\d+(  # canary: v2)", rf"\g<1>{v2}\g<2>", text))
+            assert expect == shift.call.expect
+            ok, got = judged_by_curl(curl.group(1), shift.call)
+            assert ok, (v1, v2, got)
+    finally:
+        path.write_text(original)
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
@@ -212,11 +289,11 @@ def test_printed_curls_work_and_ctrl_c_stops_everything(demo_lock: None) -> None
         printed = parse_guide(guide)
         assert [p.curl for p in printed] == [c.curl for c in DEMO_CALLS], guide
         for p, call in zip(printed, DEMO_CALLS, strict=True):
-            status, body = run_curl(p.curl)
-            assert status == call.status, (p.curl, status, body)
-            for text in call.contains:
-                assert text in body, (p.curl, body)
+            ok, got = judged_by_curl(p.curl, call, timeout=0)
+            assert ok, (p.curl, got)
+            for text in (*call.contains, *call.excludes):
                 assert text in p.expect  # the printed expectation names what the answer shows
+        shift_canary_as_printed(guide)
         m = re.search(r"^Mesh manifests: (\S+)/mesh", guide, re.M)
         assert m, guide
         workdir = m.group(1)

@@ -95,6 +95,9 @@ async def test_workers_share_one_port_and_one_admin_view(tmp_path: Any) -> None:
         status, body = _get(admin, f"/debug/config_dump?proxy={one.pod}.{one.namespace}")
         assert status == 200 and "ClustersConfigDump" in body
         assert _get(admin, "/debug/config_dump?proxy=nobody.nowhere")[0] == 404
+        for ident in identities:  # configz?proxy= answers from the worker holding the proxy's stream
+            status, body = _get(admin, f"/debug/configz?proxy={ident.pod}.{ident.namespace}")
+            assert status == 200 and json.loads(body)["proxy_traffic"]["connected"] is True, body[:300]
 
         metrics = _get(admin, "/metrics")[1]
         connected = _samples(metrics, "pilot_xds")

@@ -16,7 +16,11 @@ from envoy.config.listener.v3 import listener_pb2  # noqa: F401
 from envoy.config.route.v3 import route_pb2  # noqa: F401
 from google.protobuf import any_pb2, json_format
 
-from xds_server.config.validate import not_translated_message
+from xds_server.admin import traffic
+from xds_server.config import Problem
+from xds_server.memo import Memo
+from xds_server.mesh.proxy import Proxy
+from xds_server.mesh.rules import traffic_rules
 from xds_server.resources import PUSH_ORDER, Built, ProxySnapshot, TypeUrl, short_name
 from xds_server.xds.status import SyncState, TypeStatus
 
@@ -170,30 +174,41 @@ def config_dump(snapshot: ProxySnapshot, statuses: Mapping[str, TypeStatus] | No
 
 # ------------------------------------------------------------------ configz
 def _configz_object(origin: str, obj: Any) -> dict[str, Any]:
-    out = {"kind": obj.ref.kind, "namespace": obj.ref.namespace, "name": obj.ref.name, "origin": origin}
-    note = not_translated_message(obj)
-    if note is not None:
-        out["translated"] = False  # held and validated, but changes nothing a proxy receives yet
-        out["note"] = note
-    return out
+    return {"kind": obj.ref.kind, "namespace": obj.ref.namespace, "name": obj.ref.name, "origin": origin}
 
 
-def configz(store: Any) -> dict[str, Any]:
-    objects = sorted((_configz_object(origin, obj) for origin, obj in store.objects()),
+def _problem_json(origin: str, p: Problem) -> dict[str, Any]:
+    return {
+        "origin": origin,
+        "where": p.where,
+        "kind": p.ref.kind if p.ref else None,
+        "namespace": p.ref.namespace if p.ref else None,
+        "name": p.ref.name if p.ref else None,
+        "message": p.message,
+        "severity": "warning" if p.warning else "error",
+    }
+
+
+def configz(store: Any, memo: Memo | None = None, proxy: Proxy | None = None) -> dict[str, Any]:
+    """The objects held, the problems reported, and what the VirtualServices and DestinationRules
+    amount to: for the whole mesh (`traffic`), and for `proxy` when given (`proxy_traffic`)."""
+    held = list(store.objects())
+    objects = sorted((_configz_object(origin, obj) for origin, obj in held),
                      key=lambda o: (o["kind"], o["namespace"], o["name"]))
     counts: dict[str, int] = {}
     for o in objects:
         counts[o["kind"]] = counts.get(o["kind"], 0) + 1
-    rejected = []
-    for origin, problems in sorted(store.problems.items()):
-        for p in problems:
-            rejected.append({
-                "origin": origin,
-                "where": p.where,
-                "kind": p.ref.kind if p.ref else None,
-                "namespace": p.ref.namespace if p.ref else None,
-                "name": p.ref.name if p.ref else None,
-                "message": p.message,
-                "severity": "warning" if p.warning else "error",
-            })
-    return {"counts": dict(sorted(counts.items())), "objects": objects, "rejected": rejected}
+    rejected = [_problem_json(origin, p) for origin, problems in sorted(store.problems.items()) for p in problems]
+    out: dict[str, Any] = {"counts": dict(sorted(counts.items())), "objects": objects, "rejected": rejected}
+    view = store.view()
+    memo = memo if memo is not None else Memo()
+    if view.virtual_services or view.destination_rules:
+        origins = {obj.ref: origin for origin, obj in held}
+        warnings = traffic.rule_warnings((obj for _, obj in held), view=view)
+        out["traffic"] = {
+            **traffic.rules_summary(traffic_rules(view, memo)),
+            "warnings": [_problem_json(origins.get(p.ref, "") if p.ref else "", p) for p in warnings],
+        }
+    if proxy is not None:
+        out["proxy_traffic"] = traffic.proxy_rules(view, proxy, memo)
+    return out

@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from xds_server.admin import debug
+from xds_server.commands.render import RenderError, proxy_for
 from xds_server.resources import PUSH_ORDER, SHORT_NAMES, TypeUrl
 
 BY_SHORT = {v: k for k, v in SHORT_NAMES.items() if k in PUSH_ORDER}
@@ -22,7 +23,8 @@ INDEX = {
     "/debug/syncz": "per proxy and type: NOT_SENT, SYNCED, STALE or ERROR, sent/acked versions, last NACK",
     "/debug/config_dump?proxy=POD.NS[&types=cds,eds,lds,rds]": "the proxy's config in Envoy's config_dump shape",
     "/debug/adsz": "xDS connections and their subscriptions",
-    "/debug/configz": "input objects held and rejected ones",
+    "/debug/configz[?proxy=POD.NS]": "input objects held, rejected ones, what the VirtualServices and "
+                                      "DestinationRules amount to (for one proxy with ?proxy=)",
 }
 
 
@@ -103,7 +105,22 @@ class AdminServer:
         return conns if isinstance(conns, web.Response) else _json(debug.adsz(conns))
 
     async def configz(self, request: web.Request) -> web.Response:
-        return _json(debug.configz(self.app.store))
+        wanted = request.query.get("proxy") or request.query.get("proxyID")
+        proxy, connected = None, False
+        if wanted:
+            found = debug.find_connections(self.app.services.connections.values(), wanted)
+            if found:
+                proxy, connected = max(found, key=lambda c: c.connected_at).proxy, True
+            else:  # not connected: the proxy an injected Envoy of that Pod would be
+                try:
+                    proxy = proxy_for(self.app.store.view(), wanted)
+                except RenderError as e:
+                    return _error(400, f"proxy: {e} (or a connected proxy's node id; see /debug/adsz)")
+        # The planner's memo: the scope and indexes of the last push are reused, not rebuilt.
+        body = debug.configz(self.app.store, self.app.planner.memo, proxy)
+        if proxy is not None:
+            body["proxy_traffic"]["connected"] = connected
+        return _json(body)
 
     async def config_dump(self, request: web.Request) -> web.Response:
         if not (request.query.get("proxy") or request.query.get("proxyID")):

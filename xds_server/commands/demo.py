@@ -17,6 +17,11 @@ the same thing as data, checked against them by tests/integration/test_demo.py):
                                            (defaultEndpoint 0.0.0.0:8080, i.e. the pod IP)
                                            sidecar egress  127.0.2.2:9080 (./*)
       egress-gateway-1  pod IP 127.0.1.9   no sidecar; app 127.0.1.9:9080
+      reviews-v1-1      pod IP 127.0.1.4   no sidecar; app 127.0.1.4:9080 (version v1)
+      reviews-v2-1      pod IP 127.0.1.5   no sidecar; app 127.0.1.5:9080 (version v2)
+                                           DestinationRule subsets v1/v2, VirtualService: weights
+                                           (the canary) and a fault abort under /fault
+      VirtualService api-timeout (exportTo "."): api.example.test times out after 1 s from shop
     namespace payments
       payments-1        pod IP 127.0.1.3   sidecar ingress 127.0.1.3:9080 -> app 127.0.0.1:18083
                                            sidecar egress  127.0.2.3:9080 (./*)
@@ -43,6 +48,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -132,6 +138,8 @@ DEMO_TOPOLOGY = DemoTopology(
         DemoPod("payments-1", "payments", "payments", "127.0.1.3", ("127.0.0.1", 18083), egress_bind="127.0.2.3",
                 listeners=("127.0.1.3_9080", "127.0.2.3_9080", "127.0.2.3_8080")),
         DemoPod("egress-gateway-1", "shop", "egress-gateway", "127.0.1.9", ("127.0.1.9", 9080), sidecar=False),
+        DemoPod("reviews-v1-1", "shop", "reviews", "127.0.1.4", ("127.0.1.4", 9080), sidecar=False),
+        DemoPod("reviews-v2-1", "shop", "reviews", "127.0.1.5", ("127.0.1.5", 9080), sidecar=False),
     ),
     external=(DemoExternal("api.example.test", ("127.0.3.1", 8080)),),
 )
@@ -145,32 +153,95 @@ class DemoCall:
     url: str
     host: str | None = None  # Host header, if not the URL's
     status: int = 200
-    contains: tuple[str, ...] = ()  # expected substrings of the body
+    contains: tuple[str, ...] = ()  # expected substrings of the body (of all answers, with `repeat`)
+    excludes: tuple[str, ...] = ()  # substrings no answer may hold
+    repeat: int = 1  # N requests, as curl's URL glob `?[1-N]` makes them (a weighted split)
+    seconds: tuple[float, float] | None = None  # the answer takes at least / less than this long
+
+    @property
+    def curl_url(self) -> str:
+        return self.url if self.repeat == 1 else f"{self.url}?[1-{self.repeat}]"
 
     @property
     def curl(self) -> str:
         parts = ["curl", "-s"]
         if self.status != 200:
-            parts += ["-w", "%{http_code}\\n"]
+            parts += ["-w", "\\n%{http_code}\\n"]
         if self.host:
             parts += ["-H", f"Host: {self.host}"]
-        parts.append(self.url)
+        parts.append(self.curl_url)
         return " ".join(shlex.quote(p) for p in parts)
+
+    @property
+    def requests(self) -> list[str]:
+        """The URLs the curl line requests, in order."""
+        return [self.url] if self.repeat == 1 else [f"{self.url}?{i}" for i in range(1, self.repeat + 1)]
 
     @property
     def expect(self) -> str:
         if self.status != 200:
-            return f"HTTP {self.status}" + (" (" + ", ".join(self.contains) + ")" if self.contains else "")
-        return "HTTP 200: " + " ... ".join(f'"{c}"' for c in self.contains)
+            text = f"HTTP {self.status}" + (" (" + ", ".join(self.contains) + ")" if self.contains else "")
+        else:
+            text = "HTTP 200: " + " ... ".join(f'"{c}"' for c in self.contains)
+        if self.repeat > 1:
+            text = f"{self.repeat} answers, {text}"
+        if self.excludes:
+            text += ", none " + " or ".join(f'"{e}"' for e in self.excludes)
+        if self.seconds is not None:
+            low, high = self.seconds
+            text += f", after {low:g}-{high:g} s" if low else f", within {high:g} s"
+        return text
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Host": self.host} if self.host else {}
 
+    @property
+    def timeout(self) -> float:
+        """Seconds one request may take before it counts as failed."""
+        return 2.0 if self.seconds is None else self.seconds[1] + 2.0
+
+    def judge(self, answers: list[tuple[int, str]], elapsed: float = 0.0) -> bool:
+        """Whether the answers (status, body) of `requests`, taking `elapsed` s each at most, are as expected."""
+        body = "".join(b for _, b in answers)
+        ok = (len(answers) == self.repeat and all(status == self.status for status, _ in answers)
+              and all(c in body for c in self.contains) and not any(e in body for e in self.excludes))
+        if ok and self.seconds is not None:
+            low, high = self.seconds
+            ok = low <= elapsed < high
+        return ok
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryShift:
+    """Shifting the canary at runtime: the VirtualService's two weights edited in the manifest
+    directory (`file`, the lines marked `# canary: v1` / `# canary: v2`), then `call` again."""
+
+    v1: int
+    v2: int
+    call: DemoCall
+    file: str = "40-reviews.yaml"
+
+    def apply(self, text: str) -> str:
+        for subset, weight in (("v1", self.v1), ("v2", self.v2)):
+            text, n = re.subn(rf"(weight: )\d+(\s*# canary: {subset}\b)", rf"\g<1>{weight}\g<2>", text)
+            if n != 1:
+                raise DemoError(f"{self.file}: expected one line `weight: N  # canary: {subset}`, found {n}")
+        return text
+
 
 INGRESS = "Into a pod: Sidecar ingress (captureMode NONE: a real listener on the pod IP)"
 EGRESS = "Out of a pod: you are the frontend app; its sidecar's egress listeners bind 127.0.2.1"
 REGISTRY = "REGISTRY_ONLY: you are the payments app; its sidecar's egress listeners bind 127.0.2.3"
+TRAFFIC = ("Traffic management (VirtualService, DestinationRule): you are the frontend app again, "
+           "then the payments app")
+CANARY_REQUESTS = 20
+V1, V2 = "hello from reviews-v1-1.shop", "hello from reviews-v2-1.shop"
+
+
+def canary_call(shows: str, contains: tuple[str, ...], excludes: tuple[str, ...] = ()) -> DemoCall:
+    return DemoCall(TRAFFIC, shows, "http://127.0.2.1:9080/reviews", host="reviews", contains=contains,
+                    excludes=excludes, repeat=CANARY_REQUESTS)
 
 DEMO_CALLS: tuple[DemoCall, ...] = (
     DemoCall(INGRESS, "frontend ingress port 9080 on 127.0.1.1 -> defaultEndpoint 127.0.0.1:18081 (the app)",
@@ -198,6 +269,24 @@ DEMO_CALLS: tuple[DemoCall, ...] = (
              "http://127.0.2.3:8080/", host="unknown.example.org", status=502),
     DemoCall(REGISTRY, 'egress hosts "./*" only: shop Services are not imported, so they are unknown here too',
              "http://127.0.2.3:9080/", host="catalog.shop", status=502),
+    canary_call("a canary: VirtualService reviews sends weight 100 to subset v1 and 0 to v2 (DestinationRule "
+                f"subsets by the pods' version label); {CANARY_REQUESTS} requests", (V1,), ("reviews-v2-1",)),
+    DemoCall(TRAFFIC, "fault injection: the same VirtualService aborts requests under /fault with 418",
+             "http://127.0.2.1:9080/fault", host="reviews", status=418, contains=("fault filter abort",)),
+    DemoCall(TRAFFIC, "a timeout: VirtualService api-timeout (in shop, exportTo \".\") gives api.example.test 1s; "
+             "the backend answers /delay/2 after 2 s, so Envoy answers 504 after 1 s",
+             "http://127.0.2.1:8080/delay/2", host="api.example.test", status=504,
+             contains=("upstream request timeout",), seconds=(0.9, 1.9)),
+    DemoCall(TRAFFIC, "the same call from the payments app: api-timeout is not exported to payments, so it waits",
+             "http://127.0.2.3:8080/delay/2", host="api.example.test", contains=("hello from api.example.test",),
+             seconds=(2.0, 4.0)),
+)
+
+# The canary shifted at runtime, then put back (the demo checks each before printing the guide).
+CANARY_SHIFTS: tuple[CanaryShift, ...] = (
+    CanaryShift(50, 50, canary_call("50/50: both versions answer", (V1, V2))),
+    CanaryShift(0, 100, canary_call("0/100: only v2 answers", (V2,), ("reviews-v1-1",))),
+    CanaryShift(100, 0, canary_call("100/0 again, as shipped", (V1,), ("reviews-v2-1",))),
 )
 
 
@@ -328,12 +417,26 @@ async def _get(session: aiohttp.ClientSession, url: str, headers: dict[str, str]
         return r.status, await r.text()
 
 
+def _answers_text(answers: list[tuple[int, str]], seconds: float | None = None) -> str:
+    """One answer as it came; several as a count per distinct answer (its text up to the first ':')."""
+    took = f" (after {seconds:.1f} s)" if seconds is not None else ""
+    if len(answers) == 1:
+        status, body = answers[0]
+        return (f"HTTP {status}: {body.strip()}" if body.strip() else f"HTTP {status}") + took
+    counts: dict[str, int] = {}
+    for status, body in answers:
+        key = f"HTTP {status}: {body.strip().split(':', 1)[0]}"
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{n} x {key}" for key, n in counts.items()) + took
+
+
 # ------------------------------------------------------------------ the demo
 @dataclass
 class Demo:
     args: argparse.Namespace
     topology: DemoTopology = DEMO_TOPOLOGY
     calls: tuple[DemoCall, ...] = DEMO_CALLS
+    shifts: tuple[CanaryShift, ...] = CANARY_SHIFTS
     out: Any = field(default_factory=lambda: sys.stdout)
     workdir: Path | None = None
     app: Any = None
@@ -439,10 +542,14 @@ class Demo:
         """Make the call (as curl would) until it answers as expected or the deadline passes."""
         deadline = time.monotonic() + timeout
         while True:
+            answers: list[tuple[int, str]] = []
+            slowest = 0.0
             try:
-                status, body = await _get(session, call.url, call.headers)
-                got = f"HTTP {status}: {body.strip()}" if body.strip() else f"HTTP {status}"
-                ok = status == call.status and all(c in body for c in call.contains)
+                for url in call.requests:
+                    started = time.monotonic()
+                    answers.append(await _get(session, url, call.headers, call.timeout))
+                    slowest = max(slowest, time.monotonic() - started)
+                ok, got = call.judge(answers, slowest), _answers_text(answers, slowest if call.seconds else None)
             except (aiohttp.ClientError, TimeoutError) as e:
                 ok, got = False, f"error: {e!r}"
             if ok or time.monotonic() > deadline:
@@ -456,11 +563,34 @@ class Demo:
                 ok, got = await self.check(call, session)
                 all_ok &= ok
                 if report:
-                    self.say(f"{'PASS' if ok else 'FAIL'} {n:2d}. $ {call.curl}")
-                    if not ok:
-                        self.say(f"          expected {call.expect}")
-                        self.say("          got " + got.replace("\n", "\n              "))
+                    self._report(ok, f"{n:2d}. $ {call.curl}", call, got)
+            all_ok &= await self.check_shifts(session, report)
         return all_ok
+
+    async def check_shifts(self, session: aiohttp.ClientSession, report: bool) -> bool:
+        """Shift the canary as the guide says (edit the manifest, call again), then put it back."""
+        if not self.shifts:
+            return True
+        path = self.mesh_dir / self.shifts[0].file
+        original = path.read_text(encoding="utf-8")
+        all_ok = True
+        try:
+            for shift in self.shifts:
+                path.write_text(shift.apply(original), encoding="utf-8")
+                ok, got = await self.check(shift.call, session)
+                all_ok &= ok
+                if report:
+                    self._report(ok, f"canary {shift.v1}/{shift.v2} ({shift.file}): $ {shift.call.curl}", shift.call,
+                                 got)
+        finally:
+            path.write_text(original, encoding="utf-8")
+        return all_ok
+
+    def _report(self, ok: bool, line: str, call: DemoCall, got: str) -> None:
+        self.say(f"{'PASS' if ok else 'FAIL'} {line}")
+        if not ok:
+            self.say(f"          expected {call.expect}")
+            self.say("          got " + got.replace("\n", "\n              "))
 
     def print_guide(self) -> None:
         s = self.args
@@ -478,6 +608,7 @@ class Demo:
             self.say(f"{n:2d}. {call.shows}")
             self.say(f"    $ {call.curl}")
             self.say(f"    expect: {call.expect}")
+        self.print_shift_guide()
         self.say()
         self.say("== Look inside")
         first = self.topology.sidecars()[0]
@@ -493,7 +624,26 @@ class Demo:
             self.say(f"    $ {cmd.ljust(width)}  # {what}")
         self.say(f"    $ xds-server render --config-dir {self.mesh_dir} --proxy {first.name} "
                  "--metadata INTERCEPTION_MODE=NONE --type lds")
+        self.say(f"    $ xds-server render --config-dir {self.mesh_dir} --proxy {first.name} --type rules"
+                 "  # which VirtualService routes each host, which DestinationRule applies")
+        self.say(f"    $ curl -s '{s.admin_address[0]}:{self.app.admin_port}/debug/configz?proxy={first.name}'"
+                 "  # the same, live")
         self.say()
+
+    def print_shift_guide(self) -> None:
+        if not self.shifts:
+            return
+        first = self.shifts[0]
+        canary = next((n for n, c in enumerate(self.calls, 1) if c.curl == first.call.curl), None)
+        self.say()
+        self.say("== Shift the canary at runtime")
+        self.say(f"Edit {self.mesh_dir / first.file}: the two lines `weight: N  # canary: v1` and "
+                 "`weight: N  # canary: v2`.")
+        self.say("Save, and within a second the Envoys route by the new weights; "
+                 + (f"call {canary} again:" if canary else "then:"))
+        self.say(f"    $ {first.call.curl}")
+        for shift in self.shifts:
+            self.say(f"    weights {shift.v1} and {shift.v2}: expect {shift.call.expect}")
 
     async def stop(self) -> None:
         await asyncio.gather(*(e.stop() for e in self.envoys), return_exceptions=True)
@@ -557,7 +707,8 @@ async def _run_until_stopped(demo: Demo, args: argparse.Namespace, stopper: asyn
         return EXIT_FAILED
     if args.exit_after_check:
         n = len(demo.calls)
-        demo.say(f"all {n} calls passed; stopping ..." if ok else "some calls FAILED; stopping ...")
+        shifts = f" and {len(demo.shifts)} canary shifts" if demo.shifts else ""
+        demo.say(f"all {n} calls{shifts} passed; stopping ..." if ok else "some calls FAILED; stopping ...")
         return 0 if ok else EXIT_FAILED
     demo.say("Press Ctrl-C to stop everything.")
     await stopper

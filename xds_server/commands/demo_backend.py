@@ -8,14 +8,20 @@ One line per answer, e.g.::
 and curl does not: a request sent straight to the app says "direct (no Envoy)" instead.
 A backend with an `upstream` also calls that service through its own sidecar for paths under
 `upstream.path_prefix` and appends the answer (the frontend calling the catalog).
+`/delay/SECONDS` answers the same after that long (at most MAX_DELAY), for timeouts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+
+MAX_DELAY = 10.0  # seconds
+DELAY_PATH = re.compile(r"^/delay/(\d+(?:\.\d+)?)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,9 @@ class Backend:
         self._session: aiohttp.ClientSession | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
+        delay = DELAY_PATH.match(request.path)
+        if delay:
+            await asyncio.sleep(min(float(delay.group(1)), MAX_DELAY))
         text = describe(self.name, request)
         up = self.upstream
         if up is not None and request.path.startswith(up.path_prefix):

@@ -138,13 +138,31 @@ def to_json(snapshot: ProxySnapshot, types: Iterable[TypeUrl] = DUMP_ORDER) -> s
     return json.dumps(config_dump(snapshot, types), indent=2, sort_keys=True) + "\n"
 
 
+def rules_json(objects: Iterable[ConfigObject], proxy: Proxy) -> str:
+    """`--type rules`: the VirtualServices and DestinationRules as this proxy gets them, plus the
+    cross-object warnings (admin/traffic.py; the same view as /debug/configz?proxy=)."""
+    from xds_server.admin import traffic
+    from xds_server.commands.validate import format_problem
+
+    objects = list(objects)
+    view = StoreView.build(1, objects)
+    memo = Memo()
+    body = traffic.proxy_rules(view, proxy, memo)
+    body["warnings"] = [format_problem(p) for p in traffic.rule_warnings(objects, view=view)]
+    return json.dumps(body, indent=2) + "\n"
+
+
 def run(args: argparse.Namespace) -> int:
-    types = DUMP_ORDER if args.type == "all" else (SHORT[args.type],)
+    types = DUMP_ORDER if args.type in ("all", "rules") else (SHORT[args.type],)
     try:
         metadata = parse_metadata(args.metadata)
         objects = load_objects(args.config_dir, args.mesh_config)
         view = StoreView.build(1, objects)
-        snapshot = generate(view, proxy_for(view, args.proxy, metadata), Memo()).snapshot
+        proxy = proxy_for(view, args.proxy, metadata)
+        if args.type == "rules":
+            sys.stdout.write(rules_json(objects, proxy))
+            return 0
+        snapshot = generate(view, proxy, Memo()).snapshot
     except (RenderError, BootstrapError) as e:
         print(f"xds-server render: {e}", file=sys.stderr)
         return 2

@@ -203,7 +203,15 @@ class Supervisor:
         return web.Response(body=body, status=status or 503, content_type="application/json")
 
     async def configz(self, request: web.Request) -> web.Response:
-        status, body = await self._get(0, "/debug/configz")  # every worker holds the same input
+        if not request.query_string:
+            status, body = await self._get(0, "/debug/configz")  # every worker holds the same input
+            return web.Response(body=body, status=status or 503, content_type="application/json")
+        # ?proxy=: every worker can answer from its store; the one holding the proxy's stream
+        # knows its node metadata, so its answer is preferred.
+        replies = await self._all("/debug/configz", request.query_string)
+        ok = [r for r in replies if r[0] == 200]
+        connected = [r for r in ok if _load(r[1]).get("proxy_traffic", {}).get("connected")]
+        status, body = (connected or ok or replies)[0]
         return web.Response(body=body, status=status or 503, content_type="application/json")
 
 

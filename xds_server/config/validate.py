@@ -42,13 +42,6 @@ UNSUPPORTED_FIELDS: dict[str, dict[str, str]] = {
     },
 }
 
-# Kinds that are parsed, validated, held and shown (/debug/configz, `validate`) but not yet
-# translated into Envoy resources: they change nothing a proxy receives. The server logs each
-# such object once; `validate` prints a warning. Remove a kind here when the translator learns it.
-NOT_TRANSLATED: dict[str, str] = {
-    Kind.VIRTUAL_SERVICE: "routing (VirtualService) is not translated into Envoy routes yet",
-}
-
 
 def validate(obj: ConfigObject, where: str = "") -> list[Problem]:
     """Istio's validation rules for one object (errors reject it; warnings do not)."""
@@ -104,19 +97,10 @@ def unsupported_fields(obj: ConfigObject) -> list[str]:
     return [path for path in fields if _is_set(spec, path.removeprefix("spec.").split("."))]
 
 
-def not_translated_message(obj: ConfigObject) -> str | None:
-    """Why `obj` is accepted but has no effect on proxies yet (None: it is translated)."""
-    reason = NOT_TRANSLATED.get(obj.kind)
-    return None if reason is None else f"accepted, but not acted on: {reason}"
-
-
 def unsupported_field_warnings(obj: ConfigObject, where: str = "") -> list[Problem]:
-    """`validate`'s warnings: the object's kind is not translated yet, and each unsupported field."""
+    """`validate`'s warnings: each unsupported field set on the object."""
     fields = UNSUPPORTED_FIELDS.get(obj.kind, {})
     out = []
-    kind_note = not_translated_message(obj)
-    if kind_note is not None:
-        out.append(Problem(obj.ref, kind_note, where, warning=True))
     for path in unsupported_fields(obj):
         message = f"{path}: accepted but not acted on by xds-server ({fields[path]})"
         out.append(Problem(obj.ref, message, where, warning=True))

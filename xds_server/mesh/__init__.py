@@ -7,5 +7,5 @@ Built from a store view, memoised across generations, and free of Envoy messages
 - `scope`: what a Sidecar's egress imports (hosts, exportTo, ports, outbound traffic policy);
 - `names`: the Envoy names derived from the model (cluster names, as istiod's `BuildSubsetKey`);
 - `virtual_services`, `destination_rules`, `exports`: which VirtualService and DestinationRule a
-  proxy sees (exportTo, egress imports, delegates, lookup order, merging), not translated yet.
+  proxy sees (exportTo, egress imports, delegates, lookup order, merging).
 """

@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -251,11 +251,15 @@ def _is_mesh_document(doc: Any) -> bool:
     )
 
 
-def load_files(paths: Sequence[str]) -> tuple[list[ConfigObject], list[Problem]]:
+CrossObjectCheck = Callable[[list[ConfigObject], Mapping[ObjectRef, str]], list[Problem]]
+
+
+def load_files(paths: Sequence[str], *checks: CrossObjectCheck) -> tuple[list[ConfigObject], list[Problem]]:
     """For `validate`: files and directories, plus cross-object and unsupported-field warnings.
 
     A file holding one document without apiVersion (a bare MeshConfig, as `--mesh-config` takes)
-    is checked as a MeshConfig. Raises OSError when a given path cannot be read at all.
+    is checked as a MeshConfig. `checks` add cross-object problems (given every object and where
+    it was read). Raises OSError when a given path cannot be read at all.
     """
     files: list[str] = []
     for path in paths:
@@ -291,6 +295,8 @@ def load_files(paths: Sequence[str]) -> tuple[list[ConfigObject], list[Problem]]
         for obj in loaded.objects:
             problems.extend(unsupported_field_warnings(obj, loaded.where.get(obj.ref, "")))
     problems.extend(duplicate_sidecar_warnings(objects, where_of))
+    for check in checks:
+        problems.extend(check(objects, where_of))
     return objects, problems
 
 

@@ -9,15 +9,10 @@ back to the other's copy.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Sequence
 
 from xds_server.config import ConfigObject, ObjectRef, Problem
-from xds_server.config.validate import not_translated_message
 from xds_server.store.view import ChangeSet, StoreView
-
-log = logging.getLogger(__name__)
-
 
 ChangeListener = Callable[[frozenset[ObjectRef]], None]
 HISTORY = 16  # change sets a view keeps: work from up to this many views back can be reused
@@ -42,7 +37,6 @@ class Store:
         self._history: tuple[ChangeSet, ...] = ()  # change sets of the last views, newest first
         self._last_view: StoreView | None = None  # its unchanged indexes seed the next view's
         self._lineage = object()  # marks this store's views
-        self._noted_untranslated: set[ObjectRef] = set()  # accepted objects of kinds not translated yet
 
     # ------------------------------------------------------------ listeners
     def subscribe(self, listener: ChangeListener) -> None:
@@ -136,9 +130,6 @@ class Store:
             return set()
         self._objects[ref] = obj
         self._owner[ref] = origin
-        if ref not in self._noted_untranslated and (note := not_translated_message(obj)) is not None:
-            self._noted_untranslated.add(ref)  # once per object, not per update
-            log.warning("%s (from %s): %s", ref, origin, note)
         return {ref}
 
     def _remove(self, origin: str, ref: ObjectRef) -> set[ObjectRef]:

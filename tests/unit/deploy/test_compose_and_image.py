@@ -24,7 +24,7 @@ from tests.unit.deploy import compose_offline
 from tests.unit.deploy.kube_schema import instance_errors, validate
 from xds_server.commands import inject
 from xds_server.commands.bootstrap import build_bootstrap
-from xds_server.commands.demo import DEMO_CALLS, DEMO_TOPOLOGY, envoy_binary
+from xds_server.commands.demo import CANARY_SHIFTS, DEMO_CALLS, DEMO_TOPOLOGY, envoy_binary
 from xds_server.config.parse import parse
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -210,6 +210,29 @@ def test_the_compose_mesh_runs_and_every_demo_call_passes(tmp_path: Path) -> Non
     assert [curl for _, curl, _ in results] == [c.curl for c in DEMO_CALLS]
     failed = [(curl, got) for ok, curl, got in results if not ok]
     assert failed == [], logs
+
+
+def test_the_containers_check_shifts_the_canary_as_the_demo_and_the_docs_do() -> None:
+    from e2e.containers import checks
+
+    text = (DEMO_MESH / checks.CANARY_FILE).read_text()
+    for shift in CANARY_SHIFTS:
+        assert checks.canary_weights(text, shift.v1, shift.v2) == shift.apply(text)
+        assert shift.call.curl == checks.CANARY and shift.file == checks.CANARY_FILE
+    assert checks.CANARY in [c.curl for c in DEMO_CALLS]
+    assert "`weight: 100  # canary: v1`" in DOCS and "`weight: 0  # canary: v2`" in DOCS
+    assert f"xds_server/commands/demo_mesh/{checks.CANARY_FILE}" in DOCS
+    with pytest.raises(ValueError, match="canary: v1"):
+        checks.canary_weights("weight: 1\n", 50, 50)
+
+
+def test_the_containers_check_reads_a_status_after_a_body_that_ends_no_line() -> None:
+    from e2e.containers import checks
+
+    fault = checks.Call("curl ...", 418, ("fault filter abort",))
+    assert fault.judge(0, "fault filter abort\n418\n")  # what `-w '\n%{http_code}\n'` prints
+    assert not fault.judge(0, "fault filter abort418\n") and not fault.judge(0, "other\n418\n")
+    assert all("-w '\\n%{http_code}\\n'" in c.curl for c in DEMO_CALLS if c.status != 200)
 
 
 def test_docs_show_every_demo_call_as_a_compose_exec() -> None:

@@ -49,14 +49,18 @@ def test_each_problem_is_one_line_and_errors_exit_1(tmp_path: Path) -> None:
     ]
 
 
-def test_warnings_are_marked_and_do_not_fail() -> None:
-    result = validate("tests/fixtures/manifests/egress-task")
+def test_warnings_are_marked_and_do_not_fail(tmp_path: Path) -> None:
+    assert (validate("tests/fixtures/manifests/egress-task").returncode,
+            validate("tests/fixtures/manifests/egress-task").stdout) == (0, "")  # the seed 004 VS: translated
+    (tmp_path / "dr.yaml").write_text(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r, namespace: shop}\n"
+        "spec: {host: reviews, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}\n")
+    result = validate(tmp_path)
     assert result.returncode == 0
     assert result.stdout.splitlines() == [
-        "tests/fixtures/manifests/egress-task/virtualservice-httpbin.yaml:0: warning: "
-        "VirtualService/default/httpbin-ext: accepted, but not acted on: routing (VirtualService) is not "
-        "translated into Envoy routes yet"
-    ]
+        f"{tmp_path}/dr.yaml:0: warning: DestinationRule/shop/r: spec.trafficPolicy.tls.mode: ISTIO_MUTUAL needs "
+        "Istio's mesh mTLS (its CA and agent), which does not exist in xds-server: connections for this policy "
+        "stay plaintext"]
 
 
 def test_files_and_directories_mix(tmp_path: Path) -> None:
@@ -117,7 +121,7 @@ def test_unreadable_path_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     assert result.stderr.strip() == f"xds-server validate: cannot read {missing}: No such file or directory"
 
 
-def test_traffic_management_kinds_print_field_paths_and_the_not_translated_warning(tmp_path: Path) -> None:
+def test_traffic_management_kinds_print_field_paths_and_warnings(tmp_path: Path) -> None:
     (tmp_path / "vs.yaml").write_text(
         "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {name: r, namespace: shop}\n"
         "spec:\n  hosts: [reviews]\n  http:\n  - match: [{uri: {regex: '(?<=x)'}}]\n"
@@ -142,3 +146,23 @@ def test_traffic_management_kinds_print_field_paths_and_the_not_translated_warni
         "Istio's mesh mTLS (its CA and agent), which does not exist in xds-server: connections for this policy "
         "stay plaintext",
     ]
+
+
+def test_seed_002_inbound_tls_validates_and_tls_with_inbound_tls_is_a_conflict(tmp_path: Path) -> None:
+    """Issue 16 deliverable 6 as a user sees it: the seed's Sidecar (with its PeerAuthentication,
+    a kind xds-server does not read) and DestinationRule pass, with the renaming notice only."""
+    seed = "tests/fixtures/manifests/seed-inbound-tls"
+    result = validate(seed)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == [
+        f"{seed}/sidecar-ratings-inbound-tls.yaml:0: warning: Sidecar/prod-us1/ratings: spec.ingress[1].inboundTls: "
+        "read as this listener's tls (later editions of the Sidecar API name the field tls)"]
+    tls = "    tls: {mode: SIMPLE, serverCertificate: /a.pem, privateKey: /b.pem}\n"
+    both = (MANIFESTS / "seed-inbound-tls" / "sidecar-ratings-inbound-tls.yaml").read_text().replace(
+        "    inboundTls:\n", tls + "    inboundTls:\n")
+    (tmp_path / "sidecar.yaml").write_text(both)
+    result = validate(tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{tmp_path}/sidecar.yaml:0: Sidecar/prod-us1/ratings: spec.ingress[1].inboundTls: conflicts with tls on the "
+        "same listener (inboundTls is the 2020 name of tls; set one)"]
