@@ -30,7 +30,7 @@ from xds_server.mesh.destination_rules import MergedDestinationRule, traffic_pol
 from xds_server.mesh.exports import ExportTo
 from xds_server.mesh.proxy import Proxy
 from xds_server.mesh.rules import TrafficRules, build_traffic_rules, traffic_rules
-from xds_server.mesh.scope import EgressListener, ProxyTraits, Scope, scope_for
+from xds_server.mesh.scope import EgressListener, ProxyTraits, Scope, destination_hosts, scope_for
 from xds_server.mesh.services import ServiceModel, registry_for
 from xds_server.mesh.virtual_services import ResolvedVirtualService, virtual_service_for_host
 from xds_server.mesh.workload import sidecar_for, workload_of
@@ -112,22 +112,9 @@ def _destination_hosts(listeners: Iterable[EgressListener]) -> list[str]:
     out: dict[str, None] = {}
     for listener in listeners:
         for vs in listener.virtual_services:
-            for dest in _destinations(vs):
-                out[dest.host] = None
+            for host in destination_hosts(vs.spec):
+                out[host] = None
     return list(out)
-
-
-def _destinations(vs: ResolvedVirtualService) -> Iterable[pb.Destination]:
-    spec = vs.spec
-    for http in spec.http:
-        yield from (rd.destination for rd in http.route if rd.HasField("destination"))
-        if http.HasField("mirror"):
-            yield http.mirror
-        yield from (m.destination for m in http.mirrors if m.HasField("destination"))
-    for tcp in spec.tcp:
-        yield from (rd.destination for rd in tcp.route if rd.HasField("destination"))
-    for tls in spec.tls:
-        yield from (rd.destination for rd in tls.route if rd.HasField("destination"))
 
 
 def _destination_rules_view(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> list[dict[str, Any]]:

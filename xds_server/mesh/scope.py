@@ -34,7 +34,12 @@ from xds_server.mesh.destination_rules import MergedDestinationRule, destination
 from xds_server.mesh.host_imports import HostImports
 from xds_server.mesh.rules import TrafficRules, traffic_rules
 from xds_server.mesh.services import ServiceModel, ServiceRegistry, registry_for
-from xds_server.mesh.virtual_services import ResolvedVirtualService, VirtualServiceIndex, select_virtual_services
+from xds_server.mesh.virtual_services import (
+    ResolvedVirtualService,
+    VirtualServiceIndex,
+    destinations,
+    select_virtual_services,
+)
 from xds_server.store.view import StoreView
 
 DEFAULT_HOSTS = ("*/*",)
@@ -206,15 +211,7 @@ def _delegates_named(index: VirtualServiceIndex, vs: ResolvedVirtualService) -> 
 
 def destination_hosts(spec: pb.VirtualService) -> Iterable[str]:
     """Every destination and mirror host of a (resolved) VirtualService's routes."""
-    for http in spec.http:
-        yield from (rd.destination.host for rd in http.route if rd.HasField("destination"))
-        if http.HasField("mirror"):
-            yield http.mirror.host
-        yield from (m.destination.host for m in http.mirrors if m.HasField("destination"))
-    for tcp in spec.tcp:
-        yield from (rd.destination.host for rd in tcp.route if rd.HasField("destination"))
-    for tls in spec.tls:
-        yield from (rd.destination.host for rd in tls.route if rd.HasField("destination"))
+    return (dest.host for dest in destinations(spec))
 
 
 def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, memo: Memo,

@@ -83,14 +83,15 @@ def resolve_virtual_service(vs: IstioVirtualService, mesh: MeshConfig, domain_su
     spec = pb.VirtualService()
     spec.CopyFrom(vs.spec)
     spec.hosts[:] = [resolve_host(h, namespace, domain_suffix) for h in spec.hosts]
-    for dest in _destinations(spec):
+    for dest in destinations(spec):
         dest.host = resolve_host(dest.host, namespace, domain_suffix)
     gateways = frozenset(resolve_gateway(g, namespace) for g in spec.gateways) or frozenset({MESH_GATEWAY})
     export_to = resolve_export_to(list(spec.export_to), namespace, mesh.default_virtual_service_export_to)
     return ResolvedVirtualService(vs, spec, gateways, export_to)
 
 
-def _destinations(spec: pb.VirtualService) -> Iterable[pb.Destination]:
+def destinations(spec: pb.VirtualService) -> Iterable[pb.Destination]:
+    """Every destination and mirror of a VirtualService's http, tcp and tls routes."""
     for http in spec.http:
         yield from (rd.destination for rd in http.route if rd.HasField("destination"))
         if http.HasField("mirror"):
