@@ -130,6 +130,9 @@ def test_pod_joining_and_leaving_a_service(world: World, unrelated: RequestLoop)
         env.wait_endpoints(cluster, {f"{d1.ip}:8080", f"{d2.ip}:8080"}, timeout=CONVERGE)
         wait_for(lambda: {r.served_by for r in world.a.http_many(f"http://{D}:8080/", 6)} == {"d1", "d2"},
                  timeout=CONVERGE, what="requests reach d1 and d2")
+        # The loop too, before d2 leaves: with fast pushes the window can be shorter than the few
+        # requests it takes the load balancer to pick d2 by chance.
+        wait_for(lambda: "d2" in {r.by for r in on_d.results()}, timeout=CONVERGE, what="the loop on d reaches d2")
         m.delete("pod-default-d2")
         env.wait_endpoints(cluster, {f"{d1.ip}:8080"}, timeout=CONVERGE)
         on_d.wait_more()
