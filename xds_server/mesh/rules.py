@@ -39,7 +39,14 @@ class TrafficRules:
 
 
 def traffic_rules(view: StoreView, memo: Memo) -> TrafficRules:
-    """The indexed rules of `view`: the same object while the rules and the MeshConfig are."""
+    """The indexed rules of `view`: the same object while the rules and the MeshConfig are.
+
+    Asked once per translated proxy: keyed by the view first, so the key made of every rule
+    object is hashed once per generation, not once per proxy."""
+    return memo.get(("traffic-rules-of", view), _indexed, view, memo)
+
+
+def _indexed(view: StoreView, memo: Memo) -> TrafficRules:
     vs, dr = view.virtual_services, view.destination_rules
     return memo.get(("traffic-rules", vs, dr, view.mesh, view.domain_suffix), build_traffic_rules, vs, dr,
                     view.mesh, view.domain_suffix)

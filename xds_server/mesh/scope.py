@@ -162,7 +162,7 @@ def _given(value: Scope) -> Scope:
 
 
 def rules_read(rules: TrafficRules, registry: ServiceRegistry, namespace: str,
-               sidecar: IstioSidecar | None) -> tuple[object, ...]:
+               sidecar: IstioSidecar | None) -> RulesRead:
     """What a scope of (namespace, Sidecar) reads of the rules, as config objects: per egress
     listener the VirtualServices it selects (each with the delegates it names), and the
     DestinationRules of every namespace its lookups can consult (its own, the root namespace, and
@@ -195,8 +195,24 @@ def rules_read(rules: TrafficRules, registry: ServiceRegistry, namespace: str,
         owners |= {svc.namespace for svc in registry.services if svc.hostname in destinations}
     owners.add(root)
     exported = rules.exported_destination_rules
-    return (tuple(selections), rules.local_destination_rules.get(namespace, ()),
-            tuple((ns, exported[ns]) for ns in sorted(owners) if ns in exported))
+    return RulesRead((tuple(selections), rules.local_destination_rules.get(namespace, ()),
+                      tuple((ns, exported[ns]) for ns in sorted(owners) if ns in exported)))
+
+
+class RulesRead(tuple[object, ...]):
+    """`rules_read`'s answer. Part of the key every proxy's scope is looked up by, so its hash (over
+    every rule object it holds) is computed once, not per proxy and push; equal contents still
+    make equal keys across generations."""
+
+    _hash: int
+
+    def __new__(cls, items: Iterable[object]) -> RulesRead:
+        made = super().__new__(cls, items)
+        made._hash = tuple.__hash__(made)
+        return made
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 def _delegates_named(index: VirtualServiceIndex, vs: ResolvedVirtualService) -> tuple[object, ...]:
