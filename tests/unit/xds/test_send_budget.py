@@ -150,12 +150,18 @@ async def test_write_completes_only_once_the_bytes_left_the_process() -> None:
     once the bytes are in the kernel, so a completed write holds nothing in this process."""
     completed: list[int] = []
     started = asyncio.Event()
+    client_stopped = asyncio.Event()
     size = 8 << 20
+    # What the kernel can hold for a stopped reader: its receive buffer plus our send buffer, at
+    # their sysctl maxima (autotuning stays below them). Writes beyond that must wait.
+    kernel_messages = -(-(_sysctl_max("tcp_rmem") + _sysctl_max("tcp_wmem")) // size)
+    total = kernel_messages + 8
 
     async def handler(requests: object, context: grpc.aio.ServicerContext) -> None:
         await anext(requests)  # type: ignore[call-overload]
         started.set()
-        for i in range(8):
+        await client_stopped.wait()  # nothing is read from here on: only the kernel can take bytes
+        for i in range(total):
             await context.write(b"x" * size)
             completed.append(i)
 
@@ -172,17 +178,23 @@ async def test_write_completes_only_once_the_bytes_left_the_process() -> None:
         assert (await asyncio.wait_for(client.stdout.readline(), 30)).strip() == b"ready"
         await asyncio.wait_for(started.wait(), 10)
         os.kill(client.pid, signal.SIGSTOP)
-        # Socket buffers take a few MB (loopback: at most ~10); 64 MB cannot leave while it is stopped.
+        client_stopped.set()
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(_until_completed(completed, 8), 2.0)
-        assert len(completed) <= 2, completed
+            await asyncio.wait_for(_until_completed(completed, total), 2.0)
+        # One more than the kernel holds: the write whose tail is still in gRPC's hands.
+        assert len(completed) <= kernel_messages + 1, (completed, kernel_messages)
         os.kill(client.pid, signal.SIGCONT)
-        await asyncio.wait_for(_until_completed(completed, 8), 20)
+        await asyncio.wait_for(_until_completed(completed, total), 30)
     finally:
         os.kill(client.pid, signal.SIGCONT)
         client.kill()
         await client.wait()
         await server.stop(0)
+
+
+def _sysctl_max(name: str) -> int:
+    with open(f"/proc/sys/net/ipv4/{name}") as f:
+        return int(f.read().split()[2])
 
 
 async def _until_completed(completed: list[int], n: int) -> None:
