@@ -42,6 +42,7 @@ async def test_streams_woken_by_a_push_count_until_they_have_built_their_answer(
         load(app, NEW_POD)
         await until(lambda: app.services.pending_wakes == 3, what="three streams woken by the push")
         assert not app.planner.pushing
+        assert app.services.sending()  # the collector's tick waits
         for c in clients:
             await c.expect_none()
         budget.release(held)
@@ -50,6 +51,8 @@ async def test_streams_woken_by_a_push_count_until_they_have_built_their_answer(
             assert resp.type_url == TypeUrl.ENDPOINT
             c.send(type_url=TypeUrl.ENDPOINT, response_nonce=resp.nonce)
         assert app.services.pending_wakes == 0
+        await until(lambda: app.services.writes_in_flight == 0, what="every write completed")
+        assert not app.services.sending()
         # A stream that ends while woken no longer counts.
         budget.charge(held)
         load(app, NEW_POD.replace("web-2", "web-3").replace("10.0.0.2", "10.0.0.3"))

@@ -49,3 +49,28 @@ async def test_steady_churn_still_pushes_every_debounce_max() -> None:
         assert max(gaps) < 0.3 + 0.15
     finally:
         task.cancel()
+
+
+async def test_waiting_from_the_first_change_until_its_push_starts() -> None:
+    """The garbage collector's tick defers while `waiting` (push/collector.py): true from a burst's
+    first change until its push is handed over, false again once it is."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def push(refs: frozenset[ObjectRef], _: float) -> None:
+        started.set()
+        await release.wait()
+
+    d = Debouncer(push, quiet=0.05, longest=1.0)
+    task = asyncio.create_task(d.run())
+    try:
+        assert not d.waiting
+        d.notify([ObjectRef("Pod", "ns", "p")])
+        assert d.waiting
+        await asyncio.wait_for(started.wait(), 2)
+        assert not d.waiting  # the push runs now: the planner's own flag covers it
+        d.notify([ObjectRef("Pod", "ns", "q")])  # a change during the push waits for the next one
+        assert d.waiting
+        release.set()
+    finally:
+        task.cancel()

@@ -94,7 +94,8 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # This process is the server's own: keep the cyclic garbage collector off the push path.
-    collector = Collector(sending=lambda: app.planner.pushing or app.services.pending_wakes > 0)
+    # It waits while a push is coming (changes debouncing), built, or sent.
+    collector = Collector(sending=lambda: app.debouncer.waiting or app.planner.pushing or app.services.sending())
     app.planner.after_push = collector.busy
     collecting = asyncio.create_task(collector.run(), name="gc")
     await stop.wait()

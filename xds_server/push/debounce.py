@@ -29,6 +29,11 @@ class Debouncer:
         self._event = asyncio.Event()
         self.pushes = 0
 
+    @property
+    def waiting(self) -> bool:
+        """Changes are waiting for their push (the burst's quiet period has not passed yet)."""
+        return self._first is not None
+
     def notify(self, refs: Iterable[ObjectRef]) -> None:
         """Called on the loop thread for every store change."""
         loop = asyncio.get_running_loop()

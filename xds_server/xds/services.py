@@ -110,13 +110,21 @@ class XdsServices(Generic[P]):
         self.watchdog = WriteWatchdog(self.settings.send_timeout)
         self.budget = SendBudget(self.settings.max_bytes_in_flight)
         self.accepting = True
-        # Streams woken by a push and not yet answered: while any are, a push is being sent
-        # (the garbage collector's tick waits for it to end, push/collector.py).
+        # Streams woken by a push and not yet answered, and writes not yet completed: while a
+        # push is being sent (`sending`), the garbage collector's tick waits for it to end
+        # (push/collector.py).
         self.pending_wakes = 0
+        self.writes_in_flight = 0
         self._name_sets = name_sets if name_sets is not None else NameSets()  # shared by every stream
         self.shared = SharedResponses()  # a change's delta response, encoded once for every stream (shared.py)
 
     # ------------------------------------------------------------------ registration
+    def sending(self) -> bool:
+        """A push is being sent: streams woken and not yet answered, or writes not yet completed
+        (one held by a peer that stopped reading counts too: the collector waits at most its
+        `longest_wait` for it)."""
+        return self.pending_wakes > 0 or self.writes_in_flight > 0
+
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         def method(kind: str, only: TypeUrl | None, name: str) -> grpc.RpcMethodHandler[Any, bytes]:
             parse = (DiscoveryRequest if kind == "sotw" else DeltaDiscoveryRequest).FromString
@@ -407,9 +415,11 @@ class _Pump:
         write = self.context.write
         sent = self.services.observer.sent
         budget = self.services.budget
+        services = self.services
         for out in outgoing:
             start = self.write_started = time.perf_counter()
             self.writing = True
+            services.writes_in_flight += 1
             try:
                 await write(out.payload)
             except asyncio.CancelledError:
@@ -424,6 +434,7 @@ class _Pump:
             finally:
                 self.write_started = None
                 self.writing = False
+                services.writes_in_flight -= 1
                 # Released once gRPC has passed the whole message through HTTP/2 flow control (the
                 # write completes no sooner; budget.py), or when the write is abandoned: the stream
                 # then ends (a message blocked by a peer that stopped reading may stay with gRPC
