@@ -9,6 +9,7 @@ all and the supervisor exits 0; bad flags exit 2 before any worker starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,8 @@ import time
 import urllib.error
 import urllib.request
 from typing import Any
+
+import pytest
 
 from bench import mesh
 from bench.harness import REPO, free_port
@@ -155,3 +158,32 @@ pilot_xds_send_time_sum 0.5
     assert _samples(text, "pilot_xds_send_time_bucket") == {'{le="0.1"}': 3.0, '{le="+Inf"}': 4.0}
     assert _samples(text, "pilot_xds_send_time_sum") == {"": 1.0}
     assert "# TYPE pilot_xds_pushes_total counter" in text
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_signal_repeated_during_shutdown_still_exits_0(tmp_path: Any, workers: int) -> None:
+    """A process-group SIGTERM (systemd's KillMode=control-group, `kill -- -PGID`) reaches the
+    supervisor and every worker, and the supervisor then sends its own: whatever the timing, a
+    signal that arrives while a server is already stopping must not end it by the signal's default
+    action (exit -15, which the supervisor reports as a failed worker)."""
+    admin = free_port()
+    proc = _serve("--config-dir", str(tmp_path), "--xds-address", f"127.0.0.1:{free_port()}",
+                  "--admin-address", f"127.0.0.1:{admin}", "--drain-seconds", "0", "--workers", str(workers))
+    try:
+        deadline = time.monotonic() + 30
+        while _get(admin, "/readyz")[0] != 200:
+            assert proc.poll() is None and time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.05)
+        # SIGTERM to the whole group until it has exited: some land while the servers drain,
+        # some while their loops are closing, besides the supervisor's own to its workers.
+        while proc.poll() is None and time.monotonic() < deadline + 30:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            time.sleep(0.002)
+        out = proc.communicate(timeout=30)[0].decode()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert out.count("stopped") == workers, out  # every server drained and stopped

@@ -6,10 +6,10 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 
 from xds_server.app import App, ConfigError
+from xds_server.commands.signals import stop_on_signals
 from xds_server.logs import setup_logging
 from xds_server.push.collector import Collector
 from xds_server.settings import Settings
@@ -91,8 +91,7 @@ async def serve(settings: Settings) -> int:
         return 2
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(loop, stop)
     # This process is the server's own: keep the cyclic garbage collector off the push path.
     # It waits while a push is coming (changes debouncing), built, or sent.
     collector = Collector(sending=lambda: app.debouncer.waiting or app.planner.pushing or app.services.sending())

@@ -32,6 +32,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from xds_server.admin import merge
+from xds_server.commands.signals import stop_on_signals
 from xds_server.settings import Settings
 
 log = logging.getLogger("xds_server")
@@ -84,8 +85,7 @@ class Supervisor:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(loop, stop)
         for port in self.admin_ports:
             self.procs.append(await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "xds_server", "serve", *self.argv, "--admin-address", f"127.0.0.1:{port}",
