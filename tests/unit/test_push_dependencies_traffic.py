@@ -17,6 +17,7 @@ import random
 from typing import Any
 
 import pytest
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
 
 from tests.unit.translate.test_incremental_generation import _doc, contents, pod, service
 from xds_server.config import Kind, ObjectRef
@@ -25,6 +26,7 @@ from xds_server.mesh.rules import traffic_rules
 from xds_server.mesh.scope import ProxyTraits, Scope, destination_hosts, scope_for
 from xds_server.mesh.workload import sidecar_for, workload_of
 from xds_server.push.dependencies import ProxyDependencies
+from xds_server.resources import TypeUrl
 from xds_server.store import Store
 from xds_server.store.view import StoreView
 from xds_server.translate import generate, proxy_from_node
@@ -255,10 +257,12 @@ def _random_rule(rng: random.Random) -> Any:
               subset=rng.choice(("v1", "v2")), pool=rng.choice((0, 0, 10, 20)))
 
 
+@pytest.mark.parametrize("serving_only", [False, True], ids=["imports-own", "serves-without-importing"])
 @pytest.mark.parametrize("seed", range(12))
-def test_every_proxy_whose_rules_changed_is_reached(seed: int) -> None:
+def test_every_proxy_whose_rules_changed_is_reached(seed: int, serving_only: bool) -> None:
     rng = random.Random(seed)
-    h = Harness()
+    # serving_only: pb serves db but imports nothing; only its inbound side reads the rules.
+    h = Harness(*((sidecar("b", '"c/*"'),) if serving_only else ()))
     reads = {k: _reads(h.store.view(), p) for k, p in PROXIES.items()}
     scopes = {k: _scope(h.store.view(), p, h.memo) for k, p in PROXIES.items()}
     had_rules = False
@@ -290,3 +294,34 @@ def test_every_proxy_whose_rules_changed_is_reached(seed: int) -> None:
             assert set(PROXIES) - reached <= kept, f"scope rebuilt though not reached, by {h.last}"
         had_rules = bool(view.virtual_services or view.destination_rules)
         reads, scopes = now, now_scopes
+
+
+UNLIMITED = 2**32 - 1  # istiod's inbound default without a pool (networking/core/cluster_traffic_policy.go)
+
+
+@pytest.mark.parametrize("change", ["host", "delete"])
+def test_a_root_rule_leaving_a_host_reaches_the_proxies_serving_it(change: str) -> None:
+    """pb serves db but imports nothing (c has no service): its inbound cluster still takes the root rule's
+    connectionPool for db (translate/inbound.py). When the rule leaves db (another host, or
+    deleted), pb must be reached to lose it, though no scope of its imports ever read the rule."""
+    h = Harness(sidecar("b", '"c/*"'), dr("d", ROOT, "db.b.svc.cluster.local", pool=7))
+    assert _inbound_max_connections(h.held["pb"]) == [7], "the root rule's pool is on pb's inbound cluster"
+    if change == "host":
+        reached = h.change(dr("d", ROOT, "web.a.svc.cluster.local", pool=7))  # served in a only
+    else:
+        reached = h.delete(Kind.DESTINATION_RULE, ROOT, "d")
+    assert reached is not None and "pb" in reached
+    view = h.store.view()
+    assert contents(h.held["pb"]) == contents(generate(view, PROXIES["pb"], Memo()).snapshot)
+    assert _inbound_max_connections(h.held["pb"]) == [UNLIMITED]
+
+
+def _inbound_max_connections(snapshot: Any) -> list[int]:
+    """maxConnections of the default-priority circuit breaker of each inbound cluster."""
+    out = []
+    for name, built in snapshot.get(TypeUrl.CLUSTER).items():
+        if name.startswith("inbound|"):
+            cluster = Cluster.FromString(built.payload)
+            thresholds = cluster.circuit_breakers.thresholds
+            out.append(thresholds[0].max_connections.value)
+    return out

@@ -198,7 +198,8 @@ def own_reads(depends_on: Dependencies) -> tuple[Dependency, ...]:
     """The reads of a proxy's own side: its workload, the Sidecar that applies, its inbound config."""
     pod = depends_on.pod
     found = _ANY_POD if pod is None else Dependency(Read.POD, pod_key(pod.namespace, pod.name))
-    return (Dependency(Read.NAMESPACE, depends_on.namespace), found)
+    return (Dependency(Read.NAMESPACE, depends_on.namespace), found,
+            *(Dependency(Read.DESTINATION_RULE, key) for key in depends_on.inbound_rules))
 
 
 def scope_reads(scope: ScopeDependencies) -> tuple[Dependency, ...]:

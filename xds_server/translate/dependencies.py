@@ -54,6 +54,10 @@ class Dependencies:
     # Its own Pod, found by name; None when found by IP or not at all, so any Pod can become it.
     pod: ObjectRef | None
     outbound: ScopeDependencies
+    # "namespace/name" of every DestinationRule the inbound pools' lookups consulted for the
+    # services it serves (their connectionPool applies inbound, whatever its egress imports): a
+    # rule that leaves the host or goes reaches it through these.
+    inbound_rules: frozenset[str] = frozenset()
 
 
 def object_key(namespace: str, name: str) -> str:

@@ -282,8 +282,10 @@ class _ProxyParts:
     label_keys: frozenset[str]  # what `traits.labels` was cut to (mesh/rules.py)
     inbound_clusters: tuple[Built, ...]
     inbound_listeners: tuple[Built, ...]
-    # What the inbound pools read of DestinationRules (their connectionPool applies inbound too).
+    # What the inbound pools read of DestinationRules (their connectionPool applies inbound too),
+    # and which rules their lookups consulted.
     rule_inputs: tuple[object, ...] = ()
+    inbound_rules: frozenset[str] = frozenset()
 
 
 def _rule_inputs(view: StoreView) -> tuple[object, ...]:
@@ -291,20 +293,20 @@ def _rule_inputs(view: StoreView) -> tuple[object, ...]:
 
 
 def _inbound(view: StoreView, workload: Workload, sidecar: IstioSidecar | None, memo: Memo) -> tuple[
-        tuple[Built, ...], tuple[Built, ...]]:
+        tuple[Built, ...], tuple[Built, ...], frozenset[str]]:
     rules = traffic_rules(view, memo).destination_rules if view.destination_rules else None
     inbound = build_inbound(view, workload, sidecar, memo, domain_suffix=view.domain_suffix, destination_rules=rules)
-    return tuple(inbound.clusters), tuple(inbound.listeners)
+    return tuple(inbound.clusters), tuple(inbound.listeners), inbound.destination_rules
 
 
 def _build_parts(view: StoreView, proxy: Proxy, memo: Memo) -> _ProxyParts:
     workload = workload_of(view, proxy)
     sidecar = sidecar_for(view, workload)
-    clusters, listeners = _inbound(view, workload, sidecar, memo)
+    clusters, listeners, consulted = _inbound(view, workload, sidecar, memo)
     by_name = workload.pod is not None and workload.pod.meta.name == proxy.pod_name
     label_keys = traffic_rules(view, memo).label_keys
     return _ProxyParts(proxy, workload, sidecar, by_name, traits_of(workload, label_keys), label_keys,
-                       clusters, listeners, _rule_inputs(view))
+                       clusters, listeners, _rule_inputs(view), consulted)
 
 
 @dataclass(slots=True, eq=False)
@@ -344,7 +346,7 @@ def _dependencies(parts: _ProxyParts, scope: Scope, memo: Memo) -> Dependencies:
     proxy = parts.proxy
     pod = ObjectRef(Kind.POD, proxy.namespace, proxy.pod_name) if parts.by_name else None
     outbound = memo.get(("depends-on", scope), scope_dependencies, scope)
-    return Dependencies(proxy.namespace, pod, outbound)
+    return Dependencies(proxy.namespace, pod, outbound, parts.inbound_rules)
 
 
 def generate(view: StoreView, proxy: Proxy, memo: Memo, previous: Previous | None = None) -> Generated:
@@ -366,8 +368,9 @@ def generate(view: StoreView, proxy: Proxy, memo: Memo, previous: Previous | Non
             parts = replace(parts, traits=traits_of(parts.workload, label_keys), label_keys=label_keys)
         if (rule_inputs := _rule_inputs(view)) != parts.rule_inputs:
             # DestinationRules changed: the inbound pools may read another rule (same workload, Sidecar).
-            clusters, listeners = _inbound(view, parts.workload, parts.sidecar, memo)
-            parts = replace(parts, inbound_clusters=clusters, inbound_listeners=listeners, rule_inputs=rule_inputs)
+            clusters, listeners, consulted = _inbound(view, parts.workload, parts.sidecar, memo)
+            parts = replace(parts, inbound_clusters=clusters, inbound_listeners=listeners, rule_inputs=rule_inputs,
+                            inbound_rules=consulted)
     scope = scope_for(view, proxy.namespace, parts.sidecar, memo, last.scope if last is not None else None)
     self_ip = parts.workload.ips[0] if parts.workload.ips else ""
     plan = _plan_for(view, scope, parts.traits, self_ip, memo, last.plan if last is not None else None, valid_at)

@@ -37,6 +37,7 @@ from xds_server.mesh.workload import Workload
 from xds_server.resources import Built
 from xds_server.store.view import StoreView
 from xds_server.translate import cluster_policy, envoy
+from xds_server.translate.dependencies import consulted_destination_rules
 from xds_server.translate.inbound_clusters import LOOPBACKS, InboundClusterSpec, build_inbound_cluster
 from xds_server.translate.inbound_listeners import (
     ChainConfig,
@@ -55,6 +56,9 @@ LOCALHOST_POLICY = "LOCALHOST"
 class InboundParts:
     clusters: list[Built]
     listeners: list[Built]
+    # "namespace/name" of every DestinationRule the pools' lookups consulted (their change, or
+    # their leaving the host, can change these clusters: push/dependencies.py `own_reads`).
+    destination_rules: frozenset[str] = frozenset()
 
 
 def build_inbound(view: StoreView, workload: Workload, sidecar: IstioSidecar | None, memo: Memo, *,
@@ -84,7 +88,7 @@ def build_inbound(view: StoreView, workload: Workload, sidecar: IstioSidecar | N
         listeners.append(memo.get(key, build_virtual_inbound, virtual, ctx.wildcard, tproxy, timeout))
     listeners += [memo.get(("inbound_listener", c, timeout), build_bound_listener, c, timeout)
                   for c in configs if c.bind_to_port]
-    return InboundParts(clusters, listeners)
+    return InboundParts(clusters, listeners, frozenset(ctx.consulted))
 
 
 # ------------------------------------------------------------------ addressing
@@ -96,6 +100,7 @@ class _Context:
         self.proxy: Proxy = workload.proxy
         self.sidecar = sidecar
         self.destination_rules = destination_rules
+        self.consulted: set[str] = set()  # DestinationRules the lookups looked at
         self.targets = targets
         self.ips: Sequence[str] = workload.ips
         self.v4 = [ip for ip in self.ips if not envoy.is_ipv6(ip)]
@@ -115,6 +120,8 @@ class _Context:
         if self.destination_rules is None or owner is None:
             return None, ""
         found = destination_rules_for(self.destination_rules, self.proxy.namespace, owner.hostname, owner.namespace)
+        self.consulted.update(consulted_destination_rules(
+            self.destination_rules, self.proxy.namespace, owner.hostname, owner.namespace))
         rule = next((r for r in found if r.selector is None), None)
         if rule is None or not rule.spec.HasField("traffic_policy"):
             return None, ""
