@@ -7,25 +7,14 @@ middle of a fan-out. Real translator, real gRPC, clients that subscribe and ACK 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
-from tests.integration.test_incremental_push import MESH, NEW_POD, load, settle
+from tests.integration import test_incremental_push
+from tests.integration.test_incremental_push import NEW_POD, load, settle
 from tests.support.ads_client import AdsClient, until
 from xds_server.app import App
 from xds_server.resources import TypeUrl
-from xds_server.settings import Settings
 
-
-@pytest.fixture
-async def app() -> AsyncIterator[App]:
-    a = App(Settings(xds_host="127.0.0.1", xds_port=0, admin_port=-1, debounce_quiet=0.02, drain_seconds=0),
-            sources=[])
-    load(a, MESH)
-    await a.start()
-    yield a
-    await a.stop(0)
+# The incremental-push tests' server on their mesh, as a fixture of this module too.
+app = test_incremental_push.app
 
 
 async def test_streams_woken_by_a_push_count_until_they_have_built_their_answer(app: App) -> None:
