@@ -3,7 +3,7 @@
 A push reaches thousands of streams with the same change (a Pod: the one ClusterLoadAssignment it
 changed, to every proxy that imports its service). What those streams send differs only by the
 nonce each numbers for itself: the rest (system version, resources, type, removed names, control
-plane) is encoded once here (wire.delta_response_parts) and each stream joins its nonce in: the
+plane) is encoded once here (wire.delta_fields) and each stream joins its nonce in: the
 same bytes as encoding the response itself. One per server (XdsServices holds it, like NameSets).
 
 Only small responses are kept, a push's changes: a whole mapping (a stream's first response)
@@ -48,15 +48,17 @@ class SharedResponses:
         parts = self._parts.get(key)
         if parts is None:
             self.misses += 1
-            parts = wire.delta_response_parts(type_url, (b.delta_entry for b in changed), removed,
-                                              system_version, control_plane)
-            if self.max_entries > 0 and len(parts[0]) + len(parts[1]) <= self.max_bytes:
-                if len(self._parts) >= self.max_entries:
-                    del self._parts[next(iter(self._parts))]
-                self._parts[key] = parts
+            head, tail = wire.delta_fields(type_url, (b.delta_entry for b in changed), removed,
+                                           system_version, control_plane)
+            if self.max_entries <= 0 or sum(map(len, head)) + sum(map(len, tail)) > self.max_bytes:
+                # Not kept: joined once, with the nonce, as the stream would have.
+                return b"".join([*head, wire.nonce_field(nonce), *tail])
+            if len(self._parts) >= self.max_entries:
+                del self._parts[next(iter(self._parts))]
+            parts = self._parts[key] = (b"".join(head), b"".join(tail))
         else:
             self.hits += 1
-        return wire.with_nonce(parts[0], nonce, parts[1])
+        return b"".join((parts[0], wire.nonce_field(nonce), parts[1]))
 
     def __len__(self) -> int:
         return len(self._parts)

@@ -32,7 +32,7 @@ def _field(number: int, data: bytes) -> bytes:
 def sotw_response(type_url: str, version: str, nonce: str, entries: Iterable[bytes],
                   control_plane_msg: bytes = b"") -> bytes:
     parts = [length_delimited(1, version.encode()), *entries, _field(4, type_url.encode()),
-             length_delimited(5, nonce.encode())]
+             nonce_field(nonce)]
     if control_plane_msg:
         parts.append(_field(6, control_plane_msg))
     return b"".join(parts)
@@ -40,27 +40,28 @@ def sotw_response(type_url: str, version: str, nonce: str, entries: Iterable[byt
 
 def delta_response(type_url: str, nonce: str, entries: Iterable[bytes], removed: Iterable[str] = (),
                    system_version: str = "", control_plane_msg: bytes = b"") -> bytes:
-    head, tail = delta_response_parts(type_url, entries, removed, system_version, control_plane_msg)
-    return with_nonce(head, nonce, tail)
+    head, tail = delta_fields(type_url, entries, removed, system_version, control_plane_msg)
+    # One join: a stream's first response is megabytes, and a second copy of it would be
+    # memory the send budget does not see.
+    return b"".join([*head, nonce_field(nonce), *tail])
 
 
-def delta_response_parts(type_url: str, entries: Iterable[bytes], removed: Iterable[str] = (),
-                         system_version: str = "", control_plane_msg: bytes = b"") -> tuple[bytes, bytes]:
-    """A DeltaDiscoveryResponse without its nonce: the fields before it and after it.
+def delta_fields(type_url: str, entries: Iterable[bytes], removed: Iterable[str] = (),
+                 system_version: str = "", control_plane_msg: bytes = b"") -> tuple[list[bytes], list[bytes]]:
+    """A DeltaDiscoveryResponse's encoded fields without its nonce: those before it and after it.
 
     Every stream numbers its own responses; the rest is the same for every stream that sends the
     same change, so it can be encoded once for all of them (xds/shared.py).
     """
-    parts = [length_delimited(1, system_version.encode())] if system_version else []
-    parts.extend(entries)
-    parts.append(_field(4, type_url.encode()))
-    head = b"".join(parts)
+    head = [length_delimited(1, system_version.encode())] if system_version else []
+    head.extend(entries)
+    head.append(_field(4, type_url.encode()))
     tail = [length_delimited(6, name.encode()) for name in removed]
     if control_plane_msg:
         tail.append(_field(7, control_plane_msg))
-    return head, b"".join(tail)
+    return head, tail
 
 
-def with_nonce(head: bytes, nonce: str, tail: bytes) -> bytes:
-    """head + nonce (field 5 of both response kinds) + tail."""
-    return b"".join((head, length_delimited(5, nonce.encode()), tail))
+def nonce_field(nonce: str) -> bytes:
+    """The nonce: field 5 of both response kinds, numbered by each stream for itself."""
+    return length_delimited(5, nonce.encode())
