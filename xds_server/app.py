@@ -239,6 +239,10 @@ class App:
                 raise ConfigError(f"--client-ca {s.client_ca}: not a PEM CA certificate ({e})") from None
         return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
+    def push_in_progress(self) -> bool:
+        """A push is coming (changes wait out the debounce), being built, or being sent."""
+        return self.debouncer.waiting or self.planner.pushing or self.services.sending()
+
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         async def guarded() -> None:
             try:

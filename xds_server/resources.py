@@ -233,7 +233,7 @@ class ResourceMap(dict[str, Built]):
         base's (order within a response carries no meaning).
         """
         if self.base is not None and not self._overrides:
-            return [*self.base.delta_entries(), *(b.delta_entry for b in sorted(self.extra, key=_name))]
+            return [*self.base.delta_entries(), *(b.delta_entry for b in sorted(self.extra, key=built_name))]
         if self.base is not None:
             return [b.delta_entry for b in self.ordered()]
         if self._blob is None:
@@ -283,7 +283,8 @@ class ResourceMap(dict[str, Built]):
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _read_only  # type: ignore[assignment]
 
 
-def _name(b: Built) -> str:
+def built_name(b: Built) -> str:
+    """The sort key of Builts (responses list them by name)."""
     return b.name
 
 

@@ -93,8 +93,7 @@ async def serve(settings: Settings) -> int:
     stop = asyncio.Event()
     stop_on_signals(loop, stop)
     # This process is the server's own: keep the cyclic garbage collector off the push path.
-    # It waits while a push is coming (changes debouncing), built, or sent.
-    collector = Collector(sending=lambda: app.debouncer.waiting or app.planner.pushing or app.services.sending())
+    collector = Collector(sending=app.push_in_progress)
     app.planner.after_push = collector.busy
     collecting = asyncio.create_task(collector.run(), name="gc")
     await stop.wait()

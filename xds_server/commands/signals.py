@@ -18,11 +18,11 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    def first(_: int) -> None:
+    def first() -> None:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_IGN)
         stop.set()
 
     for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, first, sig)
+        loop.add_signal_handler(sig, first)

@@ -55,10 +55,6 @@ class Dependency(NamedTuple):
     at: str
 
 
-def pod_key(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}"
-
-
 # A rule: (changed object, mesh root namespace, the view the push translates) -> the reads it
 # touches; None: every proxy. A rule that reads the object as it is now (`view.get(ref)`) covers
 # the proxies it reaches now; those it reached before are found by what their scope recorded
@@ -72,7 +68,7 @@ _WATCHED_ANYWHERE = Dependency(Read.WATCHED, ANY_NAMESPACE)
 
 def _pod(ref: ObjectRef, root_namespace: str, view: StoreView | None) -> tuple[Dependency, ...]:
     """A Pod is an endpoint of the services of its namespace, and some proxy's own workload."""
-    return (Dependency(Read.IMPORTED, ref.namespace), Dependency(Read.POD, pod_key(ref.namespace, ref.name)),
+    return (Dependency(Read.IMPORTED, ref.namespace), Dependency(Read.POD, object_key(ref.namespace, ref.name)),
             _ANY_POD)
 
 
@@ -108,9 +104,10 @@ def _virtual_service(ref: ObjectRef, root_namespace: str, view: StoreView | None
         return tuple(out)  # never a sidecar's now
     for host in vs.spec.hosts:
         host = resolve_host(host, ref.namespace, view.domain_suffix)
+        matching, wildcarded = _imports_matching(host), is_wildcarded(host)
         for ns in (ref.namespace, WILDCARD_NAMESPACE):
-            out.extend(Dependency(Read.VS_IMPORT, vs_import_key(ns, h)) for h in _imports_matching(host))
-            if is_wildcarded(host):
+            out.extend(Dependency(Read.VS_IMPORT, vs_import_key(ns, h)) for h in matching)
+            if wildcarded:
                 out.append(_ANY_VS_HOST)
     return tuple(out)
 
@@ -136,9 +133,9 @@ def _destination_rule(ref: ObjectRef, root_namespace: str, view: StoreView | Non
     shadow another namespace's), of scopes importing a service of its host in its namespace
     (second step), and, in the root namespace, of every scope importing a service of its host.
     Selector rules apply only in their namespace, which the first step covers."""
-    out = [Dependency(Read.DESTINATION_RULE, object_key(ref.namespace, ref.name))]
     if view is None:
         return None
+    out = [Dependency(Read.DESTINATION_RULE, object_key(ref.namespace, ref.name))]
     dr = view.get(ref)
     if not isinstance(dr, IstioDestinationRule):
         return tuple(out)  # gone: only through what scopes recorded
@@ -197,7 +194,7 @@ def touched(changes: ChangeSet, root_namespace: str, view: StoreView | None = No
 def own_reads(depends_on: Dependencies) -> tuple[Dependency, ...]:
     """The reads of a proxy's own side: its workload, the Sidecar that applies, its inbound config."""
     pod = depends_on.pod
-    found = _ANY_POD if pod is None else Dependency(Read.POD, pod_key(pod.namespace, pod.name))
+    found = _ANY_POD if pod is None else Dependency(Read.POD, object_key(pod.namespace, pod.name))
     return (Dependency(Read.NAMESPACE, depends_on.namespace), found,
             *(Dependency(Read.DESTINATION_RULE, key) for key in depends_on.inbound_rules))
 

@@ -20,17 +20,13 @@ from collections.abc import Set as AbstractSet
 
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
-from xds_server.resources import WILDCARD_TYPES, Built, ProxySnapshot, ResourceMap, TypeUrl, changes
+from xds_server.resources import WILDCARD_TYPES, Built, ProxySnapshot, ResourceMap, TypeUrl, built_name, changes
 from xds_server.xds import wire
 from xds_server.xds.known import KnownVersions
 from xds_server.xds.machine import MachineBase, Outgoing, TypeState, eds_refs
 from xds_server.xds.subscription import NameSets
 
 _NONE: frozenset[str] = frozenset()
-
-
-def _name(b: Built) -> str:
-    return b.name
 
 
 class DeltaState(TypeState):
@@ -180,7 +176,7 @@ class DeltaMachine(MachineBase[DeltaState]):
             payload = wire.delta_response(type_url, nonce, whole.delta_entries(), removed, version, self.control_plane)
         else:
             # A push's change: the same bytes (but the nonce) for every stream that sends it, encoded once.
-            changed.sort(key=_name)
+            changed.sort(key=built_name)
             payload = self.shared.delta_response(type_url, nonce, changed, removed, version, self.control_plane)
         known = st.known
         if whole is not None:
