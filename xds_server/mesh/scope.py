@@ -174,7 +174,7 @@ def rules_read(rules: TrafficRules, registry: ServiceRegistry, namespace: str,
     selections: list[tuple[object, ...]] = []
     root = rules.destination_rules.root_namespace
     namespaces: set[str] | None = {namespace}
-    destinations: set[str] = set()
+    destination_set: set[str] = set()
     for entry in entries:
         hosts = HostImports.parse(entry.hosts, namespace)
         only = hosts.namespaces()
@@ -185,14 +185,14 @@ def rules_read(rules: TrafficRules, registry: ServiceRegistry, namespace: str,
         selected = select_virtual_services(index, namespace, hosts)
         selections.append(tuple((vs.source, _delegates_named(index, vs)) for vs in selected))
         for vs in selected:
-            destinations.update(destination_hosts(vs.spec))
+            destination_set.update(destination_hosts(vs.spec))
     # Lookups run from this namespace (first step: its own rules) for services of the namespaces
     # it can import and of its routes' destinations (second step: their exported rules), then the
     # root namespace's exported rules.
     serving = registry.by_namespace
     owners = set(serving) if namespaces is None else {ns for ns in namespaces if ns in serving}
-    if destinations:
-        owners |= {svc.namespace for svc in registry.services if svc.hostname in destinations}
+    if destination_set:
+        owners |= {svc.namespace for host in destination_set for svc in registry.by_hostname.get(host, ())}
     owners.add(root)
     exported = rules.exported_destination_rules
     return RulesRead((tuple(selections), rules.local_destination_rules.get(namespace, ()),
@@ -249,8 +249,7 @@ def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, m
         watched |= only
     has_rules = bool(view.virtual_services or view.destination_rules)
     # Each listener's own services, then its VirtualServices' destinations (collectImportedServices).
-    imported = [group for e in egress for group in (e.services, _virtual_service_destinations(e, registry,
-                                                                                              namespace, memo))]
+    imported = [group for e in egress for group in (e.services, _virtual_service_destinations(e, registry, namespace))]
     if any(vs.spec.http or vs.spec.tcp or vs.spec.tls for e in egress for vs in e.virtual_services):
         # A Service or ServiceEntry named by a VirtualService destination may appear in any namespace.
         every_namespace = True
@@ -315,20 +314,17 @@ def _union(imported: Iterable[Iterable[ServiceModel]]) -> tuple[ServiceModel, ..
 
 
 # ------------------------------------------------------------------ VirtualService destinations
-def _virtual_service_destinations(listener: EgressListener, registry: ServiceRegistry, namespace: str,
-                                  memo: Memo) -> tuple[ServiceModel, ...]:
+def _virtual_service_destinations(listener: EgressListener, registry: ServiceRegistry,
+                                  namespace: str) -> tuple[ServiceModel, ...]:
     """istio sidecar.go collectImportedServices: every destination host of the listener's
     VirtualServices (routes, mirrors, tcp, tls) joins the CDS services even when the egress hosts
     do not import it; listeners and virtual hosts still come from the imported services only.
     A listener with a port takes the service trimmed to it (serviceMatchingListenerPort), else
     the ports the destinations name (serviceMatchingVirtualServicePorts)."""
-    by_host: dict[str, list[ServiceModel]] | None = None
     out: list[ServiceModel] = []
     for vs in listener.virtual_services:
         for host, ports in _destination_ports(vs.spec, namespace).items():
-            if by_host is None:
-                by_host = memo.get(("registry-by-hostname", registry), _by_hostname, registry)
-            svc = _destination_service(by_host.get(host, ()), registry, namespace)
+            svc = _destination_service(registry.by_hostname.get(host, ()), registry, namespace)
             if svc is None or not svc.builds_config:
                 continue
             if listener.matches_port:
@@ -340,38 +336,12 @@ def _virtual_service_destinations(listener: EgressListener, registry: ServiceReg
     return tuple(out)
 
 
-def _by_hostname(registry: ServiceRegistry) -> dict[str, list[ServiceModel]]:
-    out: dict[str, list[ServiceModel]] = {}
-    for svc in registry.services:
-        out.setdefault(svc.hostname, []).append(svc)
-    return out
-
-
 def _destination_ports(spec: pb.VirtualService, namespace: str) -> dict[str, set[int]]:
     """istio virtualServiceDestinations: host -> ports named (0: a destination without a port,
     meaning every port). An HTTP rule whose matches all name other source namespaces is skipped."""
     out: dict[str, set[int]] = {}
-
-    def add(dest: pb.Destination) -> None:
+    for dest in destinations(spec, namespace):
         out.setdefault(dest.host, set()).add(dest.port.number if dest.HasField("port") else 0)
-
-    for http in spec.http:
-        sources = {m.source_namespace for m in http.match if m.source_namespace}
-        if sources and namespace not in sources:
-            continue
-        for rd in http.route:
-            if rd.HasField("destination"):
-                add(rd.destination)
-        if http.HasField("mirror"):
-            add(http.mirror)
-        for mirror in http.mirrors:
-            if mirror.HasField("destination"):
-                add(mirror.destination)
-    l4_routes: list[pb.RouteDestination] = [rd for rule in spec.tcp for rd in rule.route]
-    l4_routes += [rd for rule in spec.tls for rd in rule.route]
-    for l4 in l4_routes:
-        if l4.HasField("destination"):
-            add(l4.destination)
     out.pop("", None)
     return out
 

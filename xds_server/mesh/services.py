@@ -239,6 +239,14 @@ class ServiceRegistry:
             out[svc.namespace].append(svc)
         return out
 
+    @cached_property
+    def by_hostname(self) -> dict[str, list[ServiceModel]]:
+        """Every namespace's services of a hostname (a VirtualService destination names a host)."""
+        out: dict[str, list[ServiceModel]] = {}
+        for svc in self.services:
+            out.setdefault(svc.hostname, []).append(svc)
+        return out
+
     def _group(self, svc: ServiceModel, namespace: str) -> int | None:
         """0: private to namespace, 1: exported to it by name, 2: public; None: invisible."""
         export = svc.export_to or self.default_export_to

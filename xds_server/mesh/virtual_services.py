@@ -90,9 +90,14 @@ def resolve_virtual_service(vs: IstioVirtualService, mesh: MeshConfig, domain_su
     return ResolvedVirtualService(vs, spec, gateways, export_to)
 
 
-def destinations(spec: pb.VirtualService) -> Iterable[pb.Destination]:
-    """Every destination and mirror of a VirtualService's http, tcp and tls routes."""
+def destinations(spec: pb.VirtualService, source_namespace: str | None = None) -> Iterable[pb.Destination]:
+    """Every destination and mirror of a VirtualService's http, tcp and tls routes. With a
+    `source_namespace`, an HTTP rule whose matches all name other source namespaces is skipped."""
     for http in spec.http:
+        if source_namespace is not None:
+            sources = {m.source_namespace for m in http.match if m.source_namespace}
+            if sources and source_namespace not in sources:
+                continue
         yield from (rd.destination for rd in http.route if rd.HasField("destination"))
         if http.HasField("mirror"):
             yield http.mirror
