@@ -37,6 +37,7 @@ from xds_server.mesh.services import ServiceModel, ServiceRegistry, registry_for
 from xds_server.mesh.virtual_services import (
     ResolvedVirtualService,
     VirtualServiceIndex,
+    delegate_keys,
     destinations,
     select_virtual_services,
 )
@@ -217,12 +218,8 @@ class RulesRead(tuple[object, ...]):
 
 def _delegates_named(index: VirtualServiceIndex, vs: ResolvedVirtualService) -> tuple[object, ...]:
     """The delegates a root names, as objects (None: missing): merged into its routes."""
-    out: list[object] = []
-    for http in vs.source.spec.http:
-        if http.HasField("delegate"):
-            found = index.delegates.get((http.delegate.namespace or vs.namespace, http.delegate.name))
-            out.append(found.source if found is not None else None)
-    return tuple(out)
+    found = (index.delegates.get(key) for key in delegate_keys(vs))
+    return tuple(delegate.source if delegate is not None else None for delegate in found)
 
 
 def destination_hosts(spec: pb.VirtualService) -> Iterable[str]:

@@ -19,7 +19,7 @@ Pure functions over config objects, computed once per store generation and share
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from xds_server._proto import istio_config_pb2 as pb
@@ -109,6 +109,22 @@ def destinations(spec: pb.VirtualService, source_namespace: str | None = None) -
 
 
 # ---------------------------------------------------------------- delegates
+def delegate_key(http: pb.HTTPRoute, namespace: str) -> tuple[str, str] | None:
+    """The (namespace, name) of the delegate an HTTP rule of a VirtualService in `namespace`
+    names (istio `mergeVirtualServicesIfNeeded`: an empty namespace is the root's), else None."""
+    if not http.HasField("delegate"):
+        return None
+    return http.delegate.namespace or namespace, http.delegate.name
+
+
+def delegate_keys(vs: ResolvedVirtualService) -> Iterator[tuple[str, str]]:
+    """The delegates a root names as written, in rule order, found or not (its `spec` has them
+    merged away: `merge_delegates`)."""
+    for http in vs.source.spec.http:
+        key = delegate_key(http, vs.namespace)
+        if key is not None:
+            yield key
+
 def merge_delegates(
     root: ResolvedVirtualService, delegates: Mapping[tuple[str, str], ResolvedVirtualService]
 ) -> ResolvedVirtualService:
@@ -122,10 +138,10 @@ def merge_delegates(
     del spec.http[:]
     used: list[ObjectRef] = []
     for http in root.spec.http:
-        if not http.HasField("delegate"):
+        key = delegate_key(http, root.namespace)
+        if key is None:
             spec.http.add().CopyFrom(http)
             continue
-        key = (http.delegate.namespace or root.namespace, http.delegate.name)
         delegate = delegates.get(key)
         if delegate is None or not delegate.export_to.visible_in(root.namespace):
             continue

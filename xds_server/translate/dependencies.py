@@ -16,7 +16,7 @@ from xds_server.config.hostname import is_wildcarded
 from xds_server.mesh.destination_rules import DestinationRuleIndex, MergedDestinationRule, most_specific_host
 from xds_server.mesh.host_imports import HostImports
 from xds_server.mesh.scope import DEFAULT_HOSTS, Scope, destination_hosts
-from xds_server.mesh.virtual_services import ResolvedVirtualService
+from xds_server.mesh.virtual_services import ResolvedVirtualService, delegate_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +109,8 @@ def scope_dependencies(scope: Scope) -> ScopeDependencies:
 def _named_delegates(vs: ResolvedVirtualService) -> Iterator[str]:
     """Delegates the root names as written (istiod pushes a root's proxies when one changes,
     virtualservice_controller.go `xdsPush`), including those that are missing or not exported."""
-    for http in vs.source.spec.http:
-        if http.HasField("delegate"):
-            yield object_key(http.delegate.namespace or vs.namespace, http.delegate.name)
+    for namespace, name in delegate_keys(vs):
+        yield object_key(namespace, name)
 
 
 def _rule_hosts(index: DestinationRuleIndex) -> tuple[frozenset[str], tuple[str, ...]]:
