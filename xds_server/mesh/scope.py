@@ -103,6 +103,8 @@ class Scope:
     # Namespaces whose services its egress hosts can import at all (None: any namespace, a `*/`
     # entry): a Service or ServiceEntry changing anywhere else cannot change what it imports.
     watched: frozenset[str] | None = field(default=None, repr=False)
+    # Its egress hosts as parsed, one per egress listener (the Sidecar's, else `*/*`).
+    imports: tuple[HostImports, ...] = field(default=(), repr=False)
 
     def service(self, hostname: str) -> ServiceModel | None:
         if not self._by_host:
@@ -155,7 +157,7 @@ def scope_for(view: StoreView, namespace: str, sidecar: IstioSidecar | None, mem
     key = ("scope", registry, namespace, sidecar, view.mesh.outbound_traffic_policy, read)
     if hint is not None and hint.origin == key:
         return memo.get(key, _given, hint)
-    return memo.get(key, build_scope, view, namespace, sidecar, memo, key)
+    return memo.get(key, build_scope, view, namespace, sidecar, memo, key, read)
 
 
 def _given(value: Scope) -> Scope:
@@ -170,23 +172,13 @@ def rules_read(rules: TrafficRules, registry: ServiceRegistry, namespace: str,
     those of the services it can import, VirtualService destinations included: push_context.go
     `destinationRule`). The same objects give the same Scope (the rules' indexes are pure
     functions of them and the MeshConfig, which the registry's identity stands for)."""
-    entries = sidecar.egress if sidecar is not None and sidecar.egress else _DEFAULT_EGRESS
     index = rules.virtual_services
-    selections: list[tuple[object, ...]] = []
+    imports, selected = _egress_imports(index, namespace, sidecar)
+    selections = tuple(tuple((vs.source, _delegates_named(index, vs)) for vs in listed) for listed in selected)
     root = rules.destination_rules.root_namespace
-    namespaces: set[str] | None = {namespace}
-    destination_set: set[str] = set()
-    for entry in entries:
-        hosts = HostImports.parse(entry.hosts, namespace)
-        only = hosts.namespaces()
-        if only is None:
-            namespaces = None
-        elif namespaces is not None:
-            namespaces |= only
-        selected = select_virtual_services(index, namespace, hosts)
-        selections.append(tuple((vs.source, _delegates_named(index, vs)) for vs in selected))
-        for vs in selected:
-            destination_set.update(destination_hosts(vs.spec))
+    only = _import_namespaces(imports)
+    namespaces = None if only is None else only | {namespace}
+    destination_set = {host for listed in selected for vs in listed for host in destination_hosts(vs.spec)}
     # Lookups run from this namespace (first step: its own rules) for services of the namespaces
     # it can import and of its routes' destinations (second step: their exported rules), then the
     # root namespace's exported rules.
@@ -196,20 +188,29 @@ def rules_read(rules: TrafficRules, registry: ServiceRegistry, namespace: str,
         owners |= {svc.namespace for host in destination_set for svc in registry.by_hostname.get(host, ())}
     owners.add(root)
     exported = rules.exported_destination_rules
-    return RulesRead((tuple(selections), rules.local_destination_rules.get(namespace, ()),
-                      tuple((ns, exported[ns]) for ns in sorted(owners) if ns in exported)))
+    return RulesRead((selections, rules.local_destination_rules.get(namespace, ()),
+                      tuple((ns, exported[ns]) for ns in sorted(owners) if ns in exported)), imports, selected)
 
 
 class RulesRead(tuple[object, ...]):
     """`rules_read`'s answer. Part of the key every proxy's scope is looked up by, so its hash (over
     every rule object it holds) is computed once, not per proxy and push; equal contents still
-    make equal keys across generations."""
+    make equal keys across generations.
+
+    It also carries what it was read through, for `build_scope` to reuse: the parsed egress hosts
+    and each listener's VirtualServices (`_egress_imports`). These are outside the tuple, so not
+    part of its equality or hash."""
 
     _hash: int
+    imports: tuple[HostImports, ...]
+    selected: tuple[tuple[ResolvedVirtualService, ...], ...]
 
-    def __new__(cls, items: Iterable[object]) -> RulesRead:
+    def __new__(cls, items: Iterable[object], imports: tuple[HostImports, ...] = (),
+                selected: tuple[tuple[ResolvedVirtualService, ...], ...] = ()) -> RulesRead:
         made = super().__new__(cls, items)
         made._hash = tuple.__hash__(made)
+        made.imports = imports
+        made.selected = selected
         return made
 
     def __hash__(self) -> int:
@@ -227,23 +228,44 @@ def destination_hosts(spec: pb.VirtualService) -> Iterable[str]:
     return (dest.host for dest in destinations(spec))
 
 
-def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, memo: Memo,
-                origin: tuple[object, ...] = ()) -> Scope:
-    registry = registry_for(view, memo)
-    rules = traffic_rules(view, memo)
-    spec = sidecar.spec if sidecar is not None else None
-    entries = sidecar.egress if sidecar is not None and sidecar.egress else _DEFAULT_EGRESS
-    imports = [HostImports.parse(entry.hosts, namespace) for entry in entries]
-    egress = tuple(_egress_listener(i, e, hosts, registry, namespace, rules)
-                   for i, (e, hosts) in enumerate(zip(entries, imports, strict=True)))
-    watched: set[str] = set()
-    every_namespace = False
+def _egress_entries(sidecar: IstioSidecar | None) -> tuple[SidecarEgress, ...]:
+    return sidecar.egress if sidecar is not None and sidecar.egress else _DEFAULT_EGRESS
+
+
+def _egress_imports(index: VirtualServiceIndex, namespace: str, sidecar: IstioSidecar | None
+                    ) -> tuple[tuple[HostImports, ...], tuple[tuple[ResolvedVirtualService, ...], ...]]:
+    """Per egress listener, its hosts parsed and the VirtualServices they select."""
+    imports = tuple(HostImports.parse(entry.hosts, namespace) for entry in _egress_entries(sidecar))
+    return imports, tuple(select_virtual_services(index, namespace, hosts) for hosts in imports)
+
+
+def _import_namespaces(imports: Iterable[HostImports]) -> frozenset[str] | None:
+    """The namespaces egress hosts can import services of (None: any namespace, a `*/` host)."""
+    out: set[str] = set()
     for hosts in imports:
         only = hosts.namespaces()
         if only is None:
-            every_namespace = True
-            break
-        watched |= only
+            return None
+        out |= only
+    return frozenset(out)
+
+
+def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, memo: Memo,
+                origin: tuple[object, ...] = (), read: RulesRead | None = None) -> Scope:
+    """The Scope of (namespace, Sidecar); `read`, this generation's `rules_read` for them, gives
+    the egress imports and VirtualService selections it already made."""
+    registry = registry_for(view, memo)
+    rules = traffic_rules(view, memo)
+    spec = sidecar.spec if sidecar is not None else None
+    entries = _egress_entries(sidecar)
+    if read is not None:
+        imports, selected = read.imports, read.selected
+    else:
+        imports, selected = _egress_imports(rules.virtual_services, namespace, sidecar)
+    egress = tuple(_egress_listener(i, e, hosts, registry, namespace, vss)
+                   for i, (e, hosts, vss) in enumerate(zip(entries, imports, selected, strict=True)))
+    watched = _import_namespaces(imports)
+    every_namespace = watched is None
     has_rules = bool(view.virtual_services or view.destination_rules)
     # Each listener's own services, then its VirtualServices' destinations (collectImportedServices).
     imported = [group for e in egress for group in (e.services, _virtual_service_destinations(e, registry, namespace))]
@@ -253,11 +275,12 @@ def build_scope(view: StoreView, namespace: str, sidecar: IstioSidecar | None, m
     return Scope(namespace, sidecar, egress, _union(imported),
                  _policy(view, spec), rules if has_rules else None,
                  origin=origin,
-                 watched=None if every_namespace else frozenset(watched))
+                 watched=None if every_namespace else watched,
+                 imports=imports)
 
 
 def _egress_listener(index: int, entry: SidecarEgress, hosts: HostImports, registry: ServiceRegistry,
-                     namespace: str, rules: TrafficRules) -> EgressListener:
+                     namespace: str, virtual_services: tuple[ResolvedVirtualService, ...]) -> EgressListener:
     sidecar_port = entry.port
     listener = EgressListener(
         index=index,
@@ -281,7 +304,7 @@ def _egress_listener(index: int, entry: SidecarEgress, hosts: HostImports, regis
             svc = svc.with_ports((port,))
         imported.append(svc)
     return replace(listener, services=_one_namespace_per_host(imported, namespace),
-                   virtual_services=select_virtual_services(rules.virtual_services, namespace, hosts))
+                   virtual_services=virtual_services)
 
 
 def _one_namespace_per_host(imported: list[ServiceModel], namespace: str) -> tuple[ServiceModel, ...]:

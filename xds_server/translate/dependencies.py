@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from xds_server.config import ObjectRef
 from xds_server.config.hostname import is_wildcarded
 from xds_server.mesh.destination_rules import DestinationRuleIndex, MergedDestinationRule, most_specific_host
-from xds_server.mesh.host_imports import HostImports
-from xds_server.mesh.scope import DEFAULT_HOSTS, Scope, destination_hosts
+from xds_server.mesh.scope import Scope, destination_hosts
 from xds_server.mesh.virtual_services import ResolvedVirtualService, delegate_keys
 
 
@@ -76,28 +75,23 @@ def vs_import_key(namespace: str, host: str) -> str:
 
 def scope_dependencies(scope: Scope) -> ScopeDependencies:
     """Everything the outbound config of `scope` read, for the push stage's index."""
-    entries = scope.sidecar.egress if scope.sidecar is not None and scope.sidecar.egress else ()
-    host_lists = [entry.hosts for entry in entries] or [DEFAULT_HOSTS]
-    vs_imports: set[str] = set()
-    for hosts in host_lists:
-        parsed = HostImports.parse(hosts, scope.namespace)
-        for namespace, imported in parsed.imports.items():
-            vs_imports.update(vs_import_key(namespace, host) for host in imported)
+    vs_imports = {vs_import_key(namespace, host) for parsed in scope.imports
+                  for namespace, imported in parsed.imports.items() for host in imported}
     selected: dict[str, None] = {}
+    routed: dict[str, None] = {}  # destinations of the selected routes
     for listener in scope.egress:
         for vs in listener.virtual_services:
             selected[object_key(vs.namespace, vs.ref.name)] = None
             selected.update(dict.fromkeys(_named_delegates(vs)))
+            routed.update(dict.fromkeys(destination_hosts(vs.spec)))
     rules: set[str] = set()
     if scope.rules is not None:
         index = scope.rules.destination_rules
         looked_up = {svc.hostname: svc.namespace for svc in scope.services}
-        for listener in scope.egress:  # destinations of the selected routes, as the builders look them up
-            for vs in listener.virtual_services:
-                for host in destination_hosts(vs.spec):
-                    if host not in looked_up:
-                        found = scope.service(host)
-                        looked_up[host] = found.namespace if found is not None else ""
+        for host in routed:  # as the builders look them up
+            if host not in looked_up:
+                found = scope.service(host)
+                looked_up[host] = found.namespace if found is not None else ""
         exact, wildcards = _rule_hosts(index)
         for hostname, service_namespace in looked_up.items():
             if hostname in exact or any(hostname.endswith(suffix) for suffix in wildcards):
