@@ -11,8 +11,9 @@ import yaml
 from xds_server.admin import traffic
 from xds_server.config import ConfigObject
 from xds_server.config.parse import parse
+from xds_server.resources import TypeUrl
 from xds_server.store.view import StoreView
-from xds_server.translate import proxy_from_node
+from xds_server.translate import Memo, generate, proxy_from_node
 
 BASE = """
 apiVersion: v1
@@ -125,3 +126,27 @@ def test_a_host_naming_no_service_is_shown_as_such_and_a_registered_one_is_not()
         ("bookinfo.example.com", False),  # its own virtual host (istiod: on port 80 when it binds nothing)
         ("db.data.svc.cluster.local", None),  # a service (TCP here): bound like any other
     ]
+
+
+def test_destination_rules_are_listed_for_the_clusters_the_proxy_gets_only() -> None:
+    # The rule routing to db.data applies to another source namespace only: istiod's
+    # collectImportedServices skips it, so the proxy gets no db.data cluster and the view shows
+    # no DestinationRule for one.
+    sidecar = ("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\n"
+               "spec: {egress: [{hosts: ['./*']}]}\n")
+    route = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web, namespace: shop}\n"
+             "spec: {hosts: [web], http: [{match: [{sourceNamespace: elsewhere}], route: [{destination: "
+             "{host: db.data.svc.cluster.local}}]}, {route: [{destination: {host: web}}]}]}\n")
+    dr = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: shop}}\n"
+          "spec: {{host: {host}, trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}}}\n")
+    extra = "---\n".join([sidecar, route, dr.format(name="web", host="web"),
+                          dr.format(name="db", host="db.data.svc.cluster.local")])
+    objs = objects(extra)
+    proxy = proxy_from_node("sidecar~10.0.0.1~client-1.shop~shop.svc.cluster.local", {"NAMESPACE": "shop"})
+    view = StoreView.build(1, objs)
+    shown = traffic.proxy_rules(view, proxy)["destination_rules"]
+    assert [d["host"] for d in shown] == ["web.shop.svc.cluster.local"]
+    clusters = generate(view, proxy, Memo()).snapshot.get(TypeUrl.CLUSTER)
+    warned = [w.split(":", 1)[0] for d in shown for w in d["warnings"]]
+    assert warned and all(name in clusters for name in warned)
+    assert not any("db.data" in name for name in clusters)

@@ -30,7 +30,7 @@ from xds_server.mesh.destination_rules import MergedDestinationRule, traffic_pol
 from xds_server.mesh.exports import ExportTo
 from xds_server.mesh.proxy import Proxy
 from xds_server.mesh.rules import TrafficRules, build_traffic_rules, traffic_rules
-from xds_server.mesh.scope import EgressListener, ProxyTraits, Scope, destination_hosts, scope_for
+from xds_server.mesh.scope import EgressListener, ProxyTraits, Scope, scope_for
 from xds_server.mesh.services import ServiceModel, registry_for
 from xds_server.mesh.virtual_services import ResolvedVirtualService, virtual_service_for_host
 from xds_server.mesh.workload import sidecar_for, workload_of
@@ -57,7 +57,7 @@ def proxy_rules(view: StoreView, proxy: Proxy, memo: Memo | None = None) -> dict
         "namespace": proxy.namespace,
         "sidecar": str(sidecar.ref) if sidecar is not None else None,
         "egress": [_egress_view(listener, registered) for listener in scope.egress],
-        "destination_rules": _destination_rules_view(view, scope, traits, memo),
+        "destination_rules": _destination_rules_view(scope, traits),
     }
 
 
@@ -106,28 +106,12 @@ def _egress_view(listener: EgressListener, registered: set[str]) -> dict[str, An
     }
 
 
-def _destination_hosts(listeners: Iterable[EgressListener]) -> list[str]:
-    """Every destination host of the selected VirtualServices (they get clusters, istiod's
-    `collectImportedServices`, even when the egress hosts do not import them)."""
-    out: dict[str, None] = {}
-    for listener in listeners:
-        for vs in listener.virtual_services:
-            for host in destination_hosts(vs.spec):
-                out[host] = None
-    return list(out)
-
-
-def _destination_rules_view(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> list[dict[str, Any]]:
+def _destination_rules_view(scope: Scope, traits: ProxyTraits) -> list[dict[str, Any]]:
+    """Per service the proxy gets a cluster for (the scope's CDS services, VirtualService
+    destinations included: istio sidecar.go collectImportedServices), the DestinationRule that applies."""
     if scope.rules is None:
         return []
-    services: dict[str, ServiceModel] = {svc.hostname: svc for svc in scope.services}
-    missing = [h for h in _destination_hosts(scope.egress) if h not in services]
-    if missing:
-        candidates = registry_for(view, memo).exported_to(scope.namespace)
-        for host in missing:
-            found = [s for s in candidates if s.hostname == host]
-            if found:  # the proxy's namespace first, else the first visible one (istiod's pick)
-                services[host] = next((s for s in found if s.namespace == scope.namespace), found[0])
+    services = {svc.hostname: svc for svc in scope.services}
     out = []
     for host in sorted(services):
         svc = services[host]
