@@ -204,9 +204,10 @@ def configz(store: Any, memo: Memo | None = None, proxy: Proxy | None = None) ->
     memo = memo if memo is not None else Memo()
     if view.virtual_services or view.destination_rules:
         origins = {obj.ref: origin for origin, obj in held}
-        warnings = traffic.rule_warnings((obj for _, obj in held), view=view)
+        rules = traffic_rules(view, memo)
+        warnings = traffic.warnings_of(rules, view.destination_rules)
         out["traffic"] = {
-            **traffic.rules_summary(traffic_rules(view, memo)),
+            **traffic.rules_summary(rules),
             "warnings": [_problem_json(origins.get(p.ref, "") if p.ref else "", p) for p in warnings],
         }
     if proxy is not None:

@@ -10,9 +10,9 @@ mesh/scope.py), so what is shown is what proxies get:
   dropped as a duplicate) and which of its clusters stay plaintext because the policy asks for
   ISTIO_MUTUAL or an SDS `credentialName` (README, "Deliberate differences");
 - `rules_summary`: every VirtualService and merged DestinationRule of the store (/debug/configz);
-- `rule_warnings`: cross-object warnings for `xds-server validate` and /debug/configz: two
-  VirtualServices claiming one host for the same namespaces, DestinationRules merged for one
-  host whose subsets collide.
+- `warnings_of` (`rule_warnings` from bare objects): cross-object warnings for `xds-server
+  validate`, `render --type rules` and /debug/configz: two VirtualServices claiming one host for
+  the same namespaces, DestinationRules merged for one host whose subsets collide.
 """
 
 from __future__ import annotations
@@ -193,19 +193,24 @@ def rules_summary(rules: TrafficRules) -> dict[str, Any]:
             "destination_rules": destination_rules}
 
 
-def rule_warnings(objects: Iterable[ConfigObject], where: Mapping[ObjectRef, str] | None = None,
-                  view: StoreView | None = None) -> list[Problem]:
-    """Cross-object warnings about VirtualServices and DestinationRules (never errors: each object
-    is valid on its own; together one of them is partly ignored)."""
+def rule_warnings(objects: Iterable[ConfigObject], where: Mapping[ObjectRef, str] | None = None) -> list[Problem]:
+    """`warnings_of` for a set of objects not yet indexed (`xds-server validate`)."""
     objs = list(objects)
     vs_list = [o for o in objs if isinstance(o, IstioVirtualService)]
     dr_list = [o for o in objs if isinstance(o, IstioDestinationRule)]
     if not vs_list and not dr_list:
         return []
-    view = view if view is not None else StoreView.build(0, objs)
-    rules = build_traffic_rules(vs_list, dr_list, view.mesh, view.domain_suffix)
+    view = StoreView.build(0, objs)
+    return warnings_of(build_traffic_rules(vs_list, dr_list, view.mesh, view.domain_suffix), dr_list, where)
+
+
+def warnings_of(rules: TrafficRules, destination_rules: Iterable[IstioDestinationRule],
+                where: Mapping[ObjectRef, str] | None = None) -> list[Problem]:
+    """Cross-object warnings about the indexed VirtualServices and DestinationRules (never errors:
+    each object is valid on its own; together one of them is partly ignored). `destination_rules`:
+    the objects `rules` was built from; `where`: where each object was read."""
     located = where or {}
-    return [*_host_conflicts(rules, located), *_dropped_subsets(rules, dr_list, located)]
+    return [*_host_conflicts(rules, located), *_dropped_subsets(rules, destination_rules, located)]
 
 
 def _overlap(a: ExportTo, b: ExportTo) -> bool:
@@ -233,7 +238,7 @@ def _host_conflicts(rules: TrafficRules, where: Mapping[ObjectRef, str]) -> list
     return out
 
 
-def _dropped_subsets(rules: TrafficRules, objects: list[IstioDestinationRule],
+def _dropped_subsets(rules: TrafficRules, objects: Iterable[IstioDestinationRule],
                      where: Mapping[ObjectRef, str]) -> list[Problem]:
     """Merged DestinationRules (istio `mergeDestinationRule`): a subset name already defined by an
     older DR for the same host is dropped from the newer one."""

@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from xds_server.commands.bootstrap import BootstrapError, parse_metadata
 from xds_server.config import ConfigObject, Pod
 from xds_server.config.mesh_parse import parse_mesh_config
+from xds_server.mesh.rules import traffic_rules
 from xds_server.resources import Built, ProxySnapshot, TypeUrl
 from xds_server.sources.files import load_directory
 from xds_server.store.view import StoreView
@@ -138,17 +139,16 @@ def to_json(snapshot: ProxySnapshot, types: Iterable[TypeUrl] = DUMP_ORDER) -> s
     return json.dumps(config_dump(snapshot, types), indent=2, sort_keys=True) + "\n"
 
 
-def rules_json(objects: Iterable[ConfigObject], proxy: Proxy) -> str:
+def rules_json(view: StoreView, proxy: Proxy) -> str:
     """`--type rules`: the VirtualServices and DestinationRules as this proxy gets them, plus the
     cross-object warnings (admin/traffic.py; the same view as /debug/configz?proxy=)."""
     from xds_server.admin import traffic
     from xds_server.commands.validate import format_problem
 
-    objects = list(objects)
-    view = StoreView.build(1, objects)
     memo = Memo()
     body = traffic.proxy_rules(view, proxy, memo)
-    body["warnings"] = [format_problem(p) for p in traffic.rule_warnings(objects, view=view)]
+    warnings = traffic.warnings_of(traffic_rules(view, memo), view.destination_rules)
+    body["warnings"] = [format_problem(p) for p in warnings]
     return json.dumps(body, indent=2) + "\n"
 
 
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         view = StoreView.build(1, objects)
         proxy = proxy_for(view, args.proxy, metadata)
         if args.type == "rules":
-            sys.stdout.write(rules_json(objects, proxy))
+            sys.stdout.write(rules_json(view, proxy))
             return 0
         snapshot = generate(view, proxy, Memo()).snapshot
     except (RenderError, BootstrapError) as e:
