@@ -11,6 +11,7 @@ import yaml
 from xds_server.admin import traffic
 from xds_server.config import ConfigObject
 from xds_server.config.parse import parse
+from xds_server.mesh.rule_warnings import rule_warnings
 from xds_server.resources import TypeUrl
 from xds_server.store.view import StoreView
 from xds_server.translate import Memo, generate, proxy_from_node
@@ -111,9 +112,9 @@ def test_a_workload_selector_destination_rule_applies_to_the_proxies_it_selects_
 def test_rule_warnings_need_the_same_host_for_overlapping_namespaces() -> None:
     private_a = vs("a", "[web.shop.svc.cluster.local]", extra="exportTo: ['.'], ")
     private_b = vs("b", "[web.shop.svc.cluster.local]", namespace="data", extra="exportTo: ['.'], ")
-    assert traffic.rule_warnings(objects(private_a + "---\n" + private_b)) == []
+    assert rule_warnings(objects(private_a + "---\n" + private_b)) == []
     public_b = vs("b", "[web.shop.svc.cluster.local]", namespace="data", created="2025-01-01T00:00:00Z")
-    (warning,) = traffic.rule_warnings(objects(private_a + "---\n" + public_b))
+    (warning,) = rule_warnings(objects(private_a + "---\n" + public_b))
     assert str(warning.ref) == "VirtualService/data/b" and warning.warning
     assert warning.message.startswith("spec.hosts[0]: web.shop.svc.cluster.local is also routed by "
                                       "VirtualService/shop/a (older)")

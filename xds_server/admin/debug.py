@@ -20,6 +20,7 @@ from xds_server.admin import traffic
 from xds_server.config import Problem
 from xds_server.memo import Memo
 from xds_server.mesh.proxy import Proxy
+from xds_server.mesh.rule_warnings import warnings_of
 from xds_server.mesh.rules import traffic_rules
 from xds_server.resources import PUSH_ORDER, Built, ProxySnapshot, TypeUrl, short_name
 from xds_server.xds.status import SyncState, TypeStatus
@@ -205,7 +206,7 @@ def configz(store: Any, memo: Memo | None = None, proxy: Proxy | None = None) ->
     if view.virtual_services or view.destination_rules:
         origins = {obj.ref: origin for origin, obj in held}
         rules = traffic_rules(view, memo)
-        warnings = traffic.warnings_of(rules, view.destination_rules)
+        warnings = warnings_of(rules, view.destination_rules)
         out["traffic"] = {
             **traffic.rules_summary(rules),
             "warnings": [_problem_json(origins.get(p.ref, "") if p.ref else "", p) for p in warnings],

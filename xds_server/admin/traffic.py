@@ -1,4 +1,4 @@
-"""What VirtualServices and DestinationRules do, as JSON-ready views and validation warnings.
+"""What VirtualServices and DestinationRules do, as JSON-ready views.
 
 Read from the mesh model the translator uses (mesh/virtual_services.py, mesh/destination_rules.py,
 mesh/scope.py), so what is shown is what proxies get:
@@ -9,30 +9,26 @@ mesh/scope.py), so what is shown is what proxies get:
   service, the DestinationRule that applies (the merged one, with every source and any subset
   dropped as a duplicate) and which of its clusters stay plaintext because the policy asks for
   ISTIO_MUTUAL or an SDS `credentialName` (README, "Deliberate differences");
-- `rules_summary`: every VirtualService and merged DestinationRule of the store (/debug/configz);
-- `warnings_of` (`rule_warnings` from bare objects): cross-object warnings for `xds-server
-  validate`, `render --type rules` and /debug/configz: two VirtualServices claiming one host for
-  the same namespaces, DestinationRules merged for one host whose subsets collide.
+- `rules_summary`: every VirtualService and merged DestinationRule of the store (/debug/configz).
+
+The cross-object warnings shown with them are mesh/rule_warnings.py's.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.config import ConfigObject, IstioDestinationRule, IstioVirtualService, ObjectRef, Problem
 from xds_server.config.hostname import subset_of
 from xds_server.memo import Memo
 from xds_server.mesh import names
 from xds_server.mesh.destination_rules import MergedDestinationRule, traffic_policy_for
 from xds_server.mesh.exports import ExportTo
 from xds_server.mesh.proxy import Proxy
-from xds_server.mesh.rules import TrafficRules, build_traffic_rules, traffic_rules
+from xds_server.mesh.rules import TrafficRules, traffic_rules
 from xds_server.mesh.scope import EgressListener, ProxyTraits, Scope, scope_for
 from xds_server.mesh.services import ServiceModel, registry_for
-from xds_server.mesh.virtual_services import ResolvedVirtualService, virtual_service_for_host
+from xds_server.mesh.virtual_services import virtual_service_for_host
 from xds_server.mesh.workload import sidecar_for, workload_of
 from xds_server.store.view import StoreView
 from xds_server.translate.generator import traits_of
@@ -167,16 +163,6 @@ def _export_json(export_to: ExportTo) -> list[str]:
     return ["*"] if export_to.public else sorted(export_to.namespaces)
 
 
-def _roots(rules: TrafficRules) -> list[ResolvedVirtualService]:
-    """Every `mesh` VirtualService once (delegates merged in), however many namespaces see it."""
-    index = rules.virtual_services
-    seen: dict[ObjectRef, ResolvedVirtualService] = {}
-    lists = (index.public, *index.private.values(), *index.exported.values())
-    for vs in (vs for listed in lists for vs in listed):
-        seen.setdefault(vs.ref, vs)
-    return list(seen.values())
-
-
 def rules_summary(rules: TrafficRules) -> dict[str, Any]:
     """The `mesh` VirtualServices (names resolved, delegates merged) and the merged DestinationRules."""
     index = rules.virtual_services
@@ -185,77 +171,9 @@ def rules_summary(rules: TrafficRules) -> dict[str, Any]:
         "hosts": list(vs.spec.hosts),
         "export_to": _export_json(vs.export_to),
         "delegates": [str(ref) for ref in vs.delegates],
-    } for vs in sorted(_roots(rules), key=lambda v: (v.ref.namespace, v.ref.name))]
+    } for vs in sorted(index.roots(), key=lambda v: (v.ref.namespace, v.ref.name))]
     delegates = sorted(str(vs.ref) for vs in index.delegates.values())
     destination_rules = sorted((merged_rule_json(r) for r in rules.destination_rules.rules()),
                                key=lambda r: (r["namespace"], r["host"], r["sources"]))
     return {"virtual_services": virtual_services, "delegate_virtual_services": delegates,
             "destination_rules": destination_rules}
-
-
-def rule_warnings(objects: Iterable[ConfigObject], where: Mapping[ObjectRef, str] | None = None) -> list[Problem]:
-    """`warnings_of` for a set of objects not yet indexed (`xds-server validate`)."""
-    objs = list(objects)
-    vs_list = [o for o in objs if isinstance(o, IstioVirtualService)]
-    dr_list = [o for o in objs if isinstance(o, IstioDestinationRule)]
-    if not vs_list and not dr_list:
-        return []
-    view = StoreView.build(0, objs)
-    return warnings_of(build_traffic_rules(vs_list, dr_list, view.mesh, view.domain_suffix), dr_list, where)
-
-
-def warnings_of(rules: TrafficRules, destination_rules: Iterable[IstioDestinationRule],
-                where: Mapping[ObjectRef, str] | None = None) -> list[Problem]:
-    """Cross-object warnings about the indexed VirtualServices and DestinationRules (never errors:
-    each object is valid on its own; together one of them is partly ignored). `destination_rules`:
-    the objects `rules` was built from; `where`: where each object was read."""
-    located = where or {}
-    return [*_host_conflicts(rules, located), *_dropped_subsets(rules, destination_rules, located)]
-
-
-def _overlap(a: ExportTo, b: ExportTo) -> bool:
-    return (a.public and (b.public or bool(b.namespaces))) or (b.public and bool(a.namespaces)) or bool(
-        a.namespaces & b.namespaces)
-
-
-def _host_conflicts(rules: TrafficRules, where: Mapping[ObjectRef, str]) -> list[Problem]:
-    """istioctl IST0109 (ConflictingMeshGatewayVirtualServiceHosts): sidecars that see both use one."""
-    by_host: dict[str, list[ResolvedVirtualService]] = defaultdict(list)
-    for vs in sorted(_roots(rules), key=lambda v: v.age):
-        for host in dict.fromkeys(h.lower() for h in vs.spec.hosts):
-            by_host[host].append(vs)
-    out = []
-    for host, claimants in sorted(by_host.items()):
-        for i, vs in enumerate(claimants[1:], 1):
-            older = next((o for o in claimants[:i] if _overlap(o.export_to, vs.export_to)), None)
-            if older is None:
-                continue
-            index_of = next(j for j, h in enumerate(vs.spec.hosts) if h.lower() == host)
-            out.append(Problem(vs.ref, f"spec.hosts[{index_of}]: {host} is also routed by {older.ref} (older); "
-                               "a sidecar uses one VirtualService per host, the first in istiod's order "
-                               "(private to its namespace, exported to it, public; then oldest), and ignores "
-                               "the other for that host (istioctl IST0109)", where.get(vs.ref, ""), warning=True))
-    return out
-
-
-def _dropped_subsets(rules: TrafficRules, objects: Iterable[IstioDestinationRule],
-                     where: Mapping[ObjectRef, str]) -> list[Problem]:
-    """Merged DestinationRules (istio `mergeDestinationRule`): a subset name already defined by an
-    older DR for the same host is dropped from the newer one."""
-    by_ref = {o.ref: o for o in objects}
-    out: dict[tuple[ObjectRef, int], Problem] = {}
-    for rule in rules.destination_rules.rules():
-        if not rule.duplicate_subsets:
-            continue
-        defined: dict[str, ObjectRef] = {}
-        for ref in rule.sources:
-            obj = by_ref.get(ref)
-            if obj is None:
-                continue
-            for i, subset in enumerate(obj.spec.subsets):
-                owner = defined.setdefault(subset.name, ref)
-                if owner != ref and (ref, i) not in out:
-                    out[(ref, i)] = Problem(ref, f"spec.subsets[{i}].name: subset {subset.name} of host {rule.host} "
-                                            f"is already defined by {owner} (older); the DestinationRules are "
-                                            "merged and this subset is dropped", where.get(ref, ""), warning=True)
-    return [out[k] for k in sorted(out, key=lambda k: (k[0], k[1]))]

@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from xds_server.commands.bootstrap import BootstrapError, parse_metadata
 from xds_server.config import ConfigObject, Pod
 from xds_server.config.mesh_parse import parse_mesh_config
+from xds_server.mesh.rule_warnings import warnings_of
 from xds_server.mesh.rules import traffic_rules
 from xds_server.resources import Built, ProxySnapshot, TypeUrl
 from xds_server.sources.files import load_directory
@@ -141,13 +142,13 @@ def to_json(snapshot: ProxySnapshot, types: Iterable[TypeUrl] = DUMP_ORDER) -> s
 
 def rules_json(view: StoreView, proxy: Proxy) -> str:
     """`--type rules`: the VirtualServices and DestinationRules as this proxy gets them, plus the
-    cross-object warnings (admin/traffic.py; the same view as /debug/configz?proxy=)."""
+    cross-object warnings (admin/traffic.py, mesh/rule_warnings.py; the same view as /debug/configz?proxy=)."""
     from xds_server.admin import traffic
     from xds_server.commands.validate import format_problem
 
     memo = Memo()
     body = traffic.proxy_rules(view, proxy, memo)
-    warnings = traffic.warnings_of(traffic_rules(view, memo), view.destination_rules)
+    warnings = warnings_of(traffic_rules(view, memo), view.destination_rules)
     body["warnings"] = [format_problem(p) for p in warnings]
     return json.dumps(body, indent=2) + "\n"
 

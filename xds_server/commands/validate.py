@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xds_server.admin.traffic import rule_warnings
 from xds_server.config import Problem
 from xds_server.sources.files import load_files
 
@@ -39,7 +38,7 @@ def _in_file_order(problems: list[Problem]) -> list[Problem]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        _, problems = load_files(args.paths, rule_warnings)
+        _, problems = load_files(args.paths)
     except OSError as exc:
         path = exc.filename if exc.filename is not None else " ".join(args.paths)
         print(f"xds-server validate: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)

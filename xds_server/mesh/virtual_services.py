@@ -288,6 +288,13 @@ class VirtualServiceIndex:
         """istiod's order for a proxy in `namespace`: private, exported to it, public."""
         return (*self.private.get(namespace, ()), *self.exported.get(namespace, ()), *self.public)
 
+    def roots(self) -> tuple[ResolvedVirtualService, ...]:
+        """Every root VirtualService once (delegates merged in), however many namespaces see it."""
+        seen: dict[ObjectRef, ResolvedVirtualService] = {}
+        for vs in (vs for listed in (self.public, *self.private.values(), *self.exported.values()) for vs in listed):
+            seen.setdefault(vs.ref, vs)
+        return tuple(seen.values())
+
     def roots_of(self, delegate: ObjectRef) -> tuple[ObjectRef, ...]:
         """The roots a delegate is merged into (a delegate change reaches proxies through them)."""
         seen: dict[ObjectRef, None] = {}

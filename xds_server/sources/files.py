@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,6 +33,7 @@ from xds_server.config.mesh_parse import parse_mesh_config
 from xds_server.config.parse import parse
 from xds_server.config.validate import duplicate_sidecar_warnings, unsupported_field_warnings
 from xds_server.config.validate_fields import describe_yaml_error
+from xds_server.mesh.rule_warnings import rule_warnings
 from xds_server.sources.sink import ConfigSink
 
 log = logging.getLogger("xds_server.sources.files")
@@ -251,15 +252,11 @@ def _is_mesh_document(doc: Any) -> bool:
     )
 
 
-CrossObjectCheck = Callable[[list[ConfigObject], Mapping[ObjectRef, str]], list[Problem]]
-
-
-def load_files(paths: Sequence[str], *checks: CrossObjectCheck) -> tuple[list[ConfigObject], list[Problem]]:
+def load_files(paths: Sequence[str]) -> tuple[list[ConfigObject], list[Problem]]:
     """For `validate`: files and directories, plus cross-object and unsupported-field warnings.
 
     A file holding one document without apiVersion (a bare MeshConfig, as `--mesh-config` takes)
-    is checked as a MeshConfig. `checks` add cross-object problems (given every object and where
-    it was read). Raises OSError when a given path cannot be read at all.
+    is checked as a MeshConfig. Raises OSError when a given path cannot be read at all.
     """
     files: list[str] = []
     for path in paths:
@@ -295,8 +292,7 @@ def load_files(paths: Sequence[str], *checks: CrossObjectCheck) -> tuple[list[Co
         for obj in loaded.objects:
             problems.extend(unsupported_field_warnings(obj, loaded.where.get(obj.ref, "")))
     problems.extend(duplicate_sidecar_warnings(objects, where_of))
-    for check in checks:
-        problems.extend(check(objects, where_of))
+    problems.extend(rule_warnings(objects, where_of))
     return objects, problems
 
 
