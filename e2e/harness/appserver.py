@@ -7,7 +7,6 @@ http:     answers every request with JSON {"pod", "host", "path", "method", "pee
           has "sni" (the server name the client sent, or null). A few paths behave like httpbin,
           for routing policies (timeouts, retries, faults, mirroring) to act on:
             /delay/<seconds>...          answers after that many seconds (httpbin's /delay/N)
-            /status/<code>...            answers with that status (httpbin's /status/N)
             /fail/<code>/<n>/<key>...    the first n requests on that exact path answer <code>,
                                          later ones as usual (fails n times, then works)
           Every request is counted by path (query excluded); /_seen/<path> answers {"hits", "last"}
@@ -58,7 +57,7 @@ class Seen:
             return {"hits": self.hits.get(path, 0), "last": self.last.get(path)}
 
 
-STATUS_PATH = re.compile(r"^/(?:status/(?P<status>\d{3})|fail/(?P<fail_code>\d{3})/(?P<fail_n>\d+)/)")
+FAIL_PATH = re.compile(r"^/fail/(?P<code>\d{3})/(?P<n>\d+)/")
 
 
 def http_handler(pod: str, status: int = 200) -> type[BaseHTTPRequestHandler]:
@@ -98,11 +97,9 @@ def http_handler(pod: str, status: int = 200) -> type[BaseHTTPRequestHandler]:
                 body = json.dumps(seen.report(path.removeprefix("/_seen"))).encode()
             else:
                 hits = seen.record(path, request)
-                m = STATUS_PATH.match(path)
-                if m and m["status"]:
-                    code = int(m["status"])
-                elif m and m["fail_code"] and hits <= int(m["fail_n"]):
-                    code = int(m["fail_code"])
+                m = FAIL_PATH.match(path)
+                if m and hits <= int(m["n"]):
+                    code = int(m["code"])
                 body = json.dumps(request).encode()
             self.send_response(code)
             self.send_header("content-type", "application/json")
@@ -222,11 +219,9 @@ def main() -> None:
             server = UnixHTTPServer(args.unix, handler)
             os.chmod(args.unix, 0o777)
         elif args.cert:
-            TlsHTTPServer.allow_reuse_address = True
             server = TlsHTTPServer((args.bind, args.port), handler)
             server.context = server_tls_context(args.cert, args.key, args.ca)
         else:
-            ThreadingHTTPServer.allow_reuse_address = True
             server = ThreadingHTTPServer((args.bind, args.port), handler)
     else:
         handlers: dict[str, type[socketserver.BaseRequestHandler]] = {
