@@ -88,14 +88,19 @@ def run_call(engine: Engine, call: Call, timeout: float = CALL_TIMEOUT) -> tuple
     return poll(attempt, timeout)
 
 
+def checked_call(engine: Engine, call: Call, label: str, expected: str) -> list[str]:
+    """Run `call` (run_call) and log it as PASS/FAIL `label`; when it fails, the problem:
+    "`expected`, got <what came back>"."""
+    ok, got = run_call(engine, call)
+    log(f"  {'PASS' if ok else 'FAIL'} {label}")
+    return [] if ok else [f"{expected}, got {got!r}"]
+
+
 def check_requests(engine: Engine, server: str) -> list[str]:
     pairs, problems = calls(engine, server)
     for n, call in enumerate(pairs, 1):
-        ok, got = run_call(engine, call)
-        log(f"  {'PASS' if ok else 'FAIL'} {n:2d}. exec client {call.command}")
-        if not ok:
-            problems.append(f"request {n} `{call.command}`: expected HTTP {call.status} {list(call.contains)}, "
-                            f"got {got!r}")
+        problems += checked_call(engine, call, f"{n:2d}. exec client {call.command}",
+                                 f"request {n} `{call.command}`: expected HTTP {call.status} {list(call.contains)}")
     if not pairs:
         problems.append("no documented request could be run")
     return problems
@@ -208,16 +213,13 @@ def check_config_change(engine: Engine, manifests: Path) -> list[str]:
     problems = []
     try:
         path.write_text(original.replace(before, '    hosts: ["./*", "shop/*"]\n'))
-        ok, got = run_call(engine, request)
-        log(f"  {'PASS' if ok else 'FAIL'} payments Sidecar imports shop/*: catalog.shop answers through its Envoy")
-        if not ok:
-            problems.append(f"after adding shop/* to the payments Sidecar: expected catalog's answer, got {got!r}")
+        problems += checked_call(engine, request,
+                                 "payments Sidecar imports shop/*: catalog.shop answers through its Envoy",
+                                 "after adding shop/* to the payments Sidecar: expected catalog's answer")
     finally:
         path.write_text(original)
-    ok, got = run_call(engine, Call(request.command, 502, ()))
-    log(f"  {'PASS' if ok else 'FAIL'} edit undone: catalog.shop is a 502 again")
-    if not ok:
-        problems.append(f"after undoing the edit: expected 502, got {got!r}")
+    problems += checked_call(engine, Call(request.command, 502, ()), "edit undone: catalog.shop is a 502 again",
+                             "after undoing the edit: expected 502")
     return problems
 
 
@@ -248,14 +250,11 @@ def check_canary_shift(engine: Engine, manifests: Path) -> list[str]:
                 path.write_text(canary_weights(original, v1, v2))
             except ValueError as e:
                 return [str(e)]
-            ok, got = run_call(engine, request)
-            log(f"  {'PASS' if ok else 'FAIL'} canary weights {v1}/{v2}: request 11 answers from {request.contains}")
-            if not ok:
-                problems.append(f"canary weights {v1}/{v2}: expected {request.contains} only, got {got!r}")
+            problems += checked_call(engine, request,
+                                     f"canary weights {v1}/{v2}: request 11 answers from {request.contains}",
+                                     f"canary weights {v1}/{v2}: expected {request.contains} only")
     finally:
         path.write_text(original)
-    ok, got = run_call(engine, Call(CANARY, 200, (V1,), ("reviews-v2-1",)))
-    log(f"  {'PASS' if ok else 'FAIL'} canary file put back: only v1 answers")
-    if not ok:
-        problems.append(f"after putting the canary back: expected v1 only, got {got!r}")
+    problems += checked_call(engine, Call(CANARY, 200, (V1,), ("reviews-v2-1",)),
+                             "canary file put back: only v1 answers", "after putting the canary back: expected v1 only")
     return problems
