@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from e2e.harness import Envoy, Mesh, Pod, TlsClient, wait_for
+from e2e.harness import Envoy, Mesh, Pod, TlsClient, views, wait_for
 from e2e.harness.apps import PYTHON
 from e2e.harness.certs import make_ca
 
@@ -128,10 +128,7 @@ def tcp_targets(chain: dict[str, Any]) -> dict[str, int]:
     """cluster -> weight of a chain's tcp_proxy (a single cluster counts as weight 1)."""
     for f in chain.get("filters", []):
         if f.get("name") == TCP_PROXY:
-            config = f.get("typed_config", {})
-            if "cluster" in config:
-                return {config["cluster"]: 1}
-            return {c["name"]: int(c.get("weight", 0)) for c in config.get("weighted_clusters", {}).get("clusters", [])}
+            return views.weighted_clusters(f.get("typed_config", {}))
     return {}
 
 

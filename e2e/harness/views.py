@@ -32,8 +32,13 @@ def vhost_routes(route_config: dict[str, Any], vhost: str) -> list[dict[str, Any
 
 
 def route_clusters(route: dict[str, Any]) -> dict[str, int]:
-    """Cluster -> weight a route sends to: its one `cluster` (weight 1) or its weighted clusters."""
-    action = route.get("route", {})
+    """Cluster -> weight a route sends to."""
+    return weighted_clusters(route.get("route", {}))
+
+
+def weighted_clusters(action: dict[str, Any]) -> dict[str, int]:
+    """Cluster -> weight of a route action or a tcp_proxy config: its one `cluster` (weight 1) or
+    its weighted clusters (both spell them `cluster` / `weighted_clusters.clusters`)."""
     if "cluster" in action:
         return {action["cluster"]: 1}
     return {c["name"]: int(c.get("weight", 0)) for c in action.get("weighted_clusters", {}).get("clusters", [])}
