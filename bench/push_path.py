@@ -118,20 +118,20 @@ async def run(proxies: int, services: int, sidecars: bool, rounds: int, profile:
         profiler.enable()
     for r in range(rounds):
         for step in ("add", "remove"):
-            path = os.path.join(mesh_dir, f"churn-{r}.yaml")
             if change == "vs":
                 path = os.path.join(mesh_dir, f"vs-{mesh.service_name(0)}.yaml")
                 mesh.write_file(path, mesh.virtual_service_doc(0, mesh.DEFAULT_NAMESPACES, f"{step}-{r}"))
                 store.replace(path, load_file(path).objects)
                 changed = ObjectRef("VirtualService", namespace, mesh.service_name(0))
-            elif step == "add":
-                mesh.write_file(path, mesh.pod_doc(f"churn-{r}", namespace, mesh.service_name(0), mesh.churn_ip(r),
-                                                   mesh.service_port(0)[2]))
-                store.replace(path, load_file(path).objects)
             else:
-                os.unlink(path)
-                store.replace(path, ())
-            if change != "vs":
+                path = os.path.join(mesh_dir, f"churn-{r}.yaml")
+                if step == "add":
+                    mesh.write_file(path, mesh.pod_doc(f"churn-{r}", namespace, mesh.service_name(0),
+                                                       mesh.churn_ip(r), mesh.service_port(0)[2]))
+                    store.replace(path, load_file(path).objects)
+                else:
+                    os.unlink(path)
+                    store.replace(path, ())
                 changed = ObjectRef("Pod", namespace, f"churn-{r}")
             t0 = time.perf_counter()
             await planner.push(frozenset({changed}))
