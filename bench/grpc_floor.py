@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 import grpc
 
+from bench.harness import free_port
 from bench.threads import by_group, sample, show
 
 
@@ -145,9 +145,7 @@ def main() -> None:
     if a.role == "server":
         uvloop.run(serve(a.port, a.bdp_probe))
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "bench.grpc_floor", "--role", "server", "--port", str(port),
            *(["--bdp-probe"] if a.bdp_probe else [])]
     pinned = (os.cpu_count() or 1) > 1
