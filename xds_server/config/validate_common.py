@@ -71,16 +71,14 @@ def connection_pool(cp: pb.ConnectionPoolSettings, path: str, report: Report) ->
         tcp, here = cp.tcp, f"{path}.tcp"
         if tcp.max_connections < 0:
             report.error(f"{here}.maxConnections", "must be non-negative")
-        for name, field in (
-            ("connectTimeout", "connect_timeout"),
-            ("maxConnectionDuration", "max_connection_duration"),
-            ("idleTimeout", "idle_timeout"),
-        ):
-            value = getattr(tcp, field)
-            # istio ValidateConnectionPool: an idleTimeout under 1ms (0s) disables the timeout.
-            if tcp.HasField(field) and not (field == "idle_timeout" and value.seconds == 0
-                                            and value.nanos < 1_000_000):
-                duration(value, f"{here}.{name}", report)
+        for name, field in (("connectTimeout", "connect_timeout"),
+                            ("maxConnectionDuration", "max_connection_duration")):
+            if tcp.HasField(field):
+                duration(getattr(tcp, field), f"{here}.{name}", report)
+        idle = tcp.idle_timeout
+        # istio ValidateConnectionPool: an idleTimeout under 1ms (0s) disables the timeout.
+        if tcp.HasField("idle_timeout") and not (idle.seconds == 0 and idle.nanos < 1_000_000):
+            duration(idle, f"{here}.idleTimeout", report)
         if tcp.HasField("tcp_keepalive"):
             ka = tcp.tcp_keepalive
             if ka.HasField("time"):
