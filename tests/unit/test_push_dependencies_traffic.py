@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 
-from tests.unit.translate.test_incremental_generation import _doc, contents, pod, service
+from tests.unit.translate.test_incremental_generation import _doc, contents, pod, service, sidecar
 from xds_server.config import Kind, ObjectRef
 from xds_server.memo import Memo
 from xds_server.mesh.rules import traffic_rules
@@ -34,15 +34,6 @@ from xds_server.translate.generator import traits_of
 
 ROOT = "istio-system"
 NAMESPACES = ("a", "b")  # the services' namespaces (test_incremental_generation's address plan)
-
-
-def sidecar(ns: str, hosts: str) -> Any:
-    return _doc(f"""
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: default, namespace: {ns}}}
-spec: {{egress: [{{hosts: [{hosts}]}}]}}
-""")
 
 
 def vs(name: str, ns: str, hosts: str, *, dest: str = "", delegate: str = "", gateways: str = "",
