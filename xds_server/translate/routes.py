@@ -285,11 +285,14 @@ class _VhostSet:
 
 
 def _bound_services(vs: ResolvedVirtualService, by_host: dict[str, list[tuple[ServiceModel, Port]]],
-                    selected: tuple[ResolvedVirtualService, ...]) -> tuple[list[str], list[tuple[ServiceModel, Port]]]:
+                    selected: tuple[ResolvedVirtualService, ...],
+                    winners: dict[str, ResolvedVirtualService | None],
+                    ) -> tuple[list[str], list[tuple[ServiceModel, Port]]]:
     """istio separateVSHostsAndServices: (VS hosts naming no service of the route, the service
     ports it binds). An exact host binds its service; a wildcard host binds the services for
     which this VirtualService holds the most specific host (computeWildcardHostVirtualServiceIndex),
-    and counts as a service host as soon as it matches any service."""
+    and counts as a service host as soon as it matches any service. `winners` holds that
+    VirtualService per hostname once looked up, for the other VirtualServices of the route."""
     hosts: list[str] = []
     bound: dict[str, list[tuple[ServiceModel, Port]]] = {}
     for host in vs.spec.hosts:
@@ -305,8 +308,10 @@ def _bound_services(vs: ResolvedVirtualService, by_host: dict[str, list[tuple[Se
             if not host_matches(hostname, host):
                 continue
             found = True
-            binding = virtual_service_for_host(selected, hostname)
-            if binding is not None and binding.virtual_service is vs:
+            if hostname not in winners:
+                binding = virtual_service_for_host(selected, hostname)
+                winners[hostname] = binding.virtual_service if binding is not None else None
+            if winners[hostname] is vs:
                 bound.setdefault(hostname, entries)
         if not found:
             hosts.append(host)
@@ -330,15 +335,18 @@ def _virtual_hosts(per_port: dict[int, list[tuple[ServiceModel, Port]]], listene
         for number in sorted(per_port):
             for svc, port in per_port[number]:
                 by_host.setdefault(svc.hostname.lower(), []).append((svc, port))
+        winners: dict[str, ResolvedVirtualService | None] = {}
         for vs in selected:
-            routes = context.vs_routes(vs)
-            if not routes:
-                continue  # nothing for this port: the VirtualService binds nothing here
-            hosts, matched = _bound_services(vs, by_host, selected)
+            hosts, matched = _bound_services(vs, by_host, selected, winners)
             bound = [(svc, port) for svc, port in matched if _is_http_or_sniffed(port)]
             numbers = sorted({port.number for _, port in bound})
             if not numbers and listener_port == 80:
                 numbers = [80]  # istiod's legacy: a VirtualService binding no service is used on port 80
+            if not numbers:
+                continue  # no virtual host would carry its routes: they are not built
+            routes = context.vs_routes(vs)
+            if not routes:
+                continue  # nothing for this port: the VirtualService binds nothing here
             for number in numbers:
                 for host in hosts:
                     # istiod SidecarIgnorePort: a VS host's only domain is the host itself.
