@@ -35,17 +35,17 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.type.v3 import hash_policy_pb2
-from google.protobuf import duration_pb2, struct_pb2
-from google.protobuf.message import Message
+from google.protobuf import struct_pb2
 
 from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config.hostname import is_wildcarded, matches, subset_of
+from xds_server.config.traffic import ConnectionPool, Duration
 from xds_server.mesh import names
 from xds_server.mesh.destination_rules import MergedDestinationRule
 from xds_server.mesh.rules import TrafficRules
@@ -55,8 +55,6 @@ from xds_server.mesh.virtual_services import MESH_GATEWAY, ResolvedVirtualServic
 from xds_server.translate import envoy
 
 ISTIO_METADATA = "istio"
-
-Duration = tuple[int, int]  # (seconds, nanos): hashable, exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +79,9 @@ class TcpProxySpec:
         else:
             out.cluster = self.cluster
         if self.idle_timeout is not None:
-            out.idle_timeout.CopyFrom(_duration(self.idle_timeout))
+            out.idle_timeout.CopyFrom(self.idle_timeout.to_proto())
         if self.max_connection_duration is not None:
-            out.max_downstream_connection_duration.CopyFrom(_duration(self.max_connection_duration))
+            out.max_downstream_connection_duration.CopyFrom(self.max_connection_duration.to_proto())
         if self.hash_source_ip:
             out.hash_policy.append(hash_policy_pb2.HashPolicy(source_ip=hash_policy_pb2.HashPolicy.SourceIp()))
         if self.tunnel_hostname is not None:
@@ -346,8 +344,7 @@ def _with_policy(spec: TcpProxySpec, rule: MergedDestinationRule | None, subset:
     if rule is None:
         return spec
     top = rule.spec.traffic_policy if rule.spec.HasField("traffic_policy") else None
-    idle = duration_of(top.connection_pool.tcp, "idle_timeout") if top is not None else None
-    longest = duration_of(top.connection_pool.tcp, "max_connection_duration") if top is not None else None
+    tcp = ConnectionPool.of(top.connection_pool).tcp if top is not None else None
     source_ip = top is not None and top.load_balancer.consistent_hash.use_source_ip
     tunnel: pb.TrafficPolicy.TunnelSettings | None = None
     if top is not None and top.HasField("tunnel") and not subset:
@@ -361,28 +358,14 @@ def _with_policy(spec: TcpProxySpec, rule: MergedDestinationRule | None, subset:
         if subset and s.HasField("traffic_policy") and policy.HasField("tunnel"):
             tunnel = policy.tunnel
         break
-    return TcpProxySpec(
-        stat_prefix=spec.stat_prefix,
-        cluster=spec.cluster,
-        weighted=spec.weighted,
-        idle_timeout=idle,
-        max_connection_duration=longest,
+    return replace(
+        spec,
+        idle_timeout=tcp.idle_timeout if tcp is not None else None,
+        max_connection_duration=tcp.max_connection_duration if tcp is not None else None,
         hash_source_ip=bool(source_ip),
         tunnel_hostname=_join_host_port(tunnel.target_host, tunnel.target_port) if tunnel is not None else None,
         tunnel_use_post=tunnel is not None and tunnel.protocol == "POST",
     )
-
-
-def duration_of(message: Message, field: str) -> Duration | None:
-    """A set Duration field as (seconds, nanos); None when unset."""
-    if not message.HasField(field):
-        return None
-    value: duration_pb2.Duration = getattr(message, field)
-    return value.seconds, value.nanos
-
-
-def _duration(value: Duration) -> duration_pb2.Duration:
-    return duration_pb2.Duration(seconds=value[0], nanos=value[1])
 
 
 def _join_host_port(host: str, port: int) -> str:
