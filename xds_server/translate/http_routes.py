@@ -38,13 +38,8 @@ _REDIRECT_CODES = {
     307: rc.RedirectAction.TEMPORARY_REDIRECT,
     308: rc.RedirectAction.PERMANENT_REDIRECT,
 }
-# DestinationRule consistent hash per destination (host, subset, explicit port or 0).
-HashKey = tuple[str, str, int]
-Hashes = Mapping[HashKey, route_policy.ConsistentHash]
-
-
-def hash_key(destination: pb.Destination) -> HashKey:
-    return destination.host, destination.subset, destination.port.number if destination.HasField("port") else 0
+# The DestinationRule consistent hash of a destination (istio hashForHTTPDestination).
+HashOf = Callable[[pb.Destination], route_policy.ConsistentHash | None]
 
 
 def http_destinations(vs: ResolvedVirtualService) -> Iterable[pb.Destination]:
@@ -154,11 +149,12 @@ def _add_header_ops(target: rc.Route | rc.WeightedCluster.ClusterWeight,
     target.response_headers_to_remove.extend(ops.response_remove)
 
 
-def _apply_destinations(route: rc.Route, rule: pb.HTTPRoute, port: int, authority: str, hashes: Hashes,
+def _apply_destinations(route: rc.Route, rule: pb.HTTPRoute, port: int, authority: str, hash_of: HashOf,
                         single_ports: Mapping[str, int]) -> None:
     """istio applyHTTPRouteDestination."""
     single = len(rule.route) == 1
-    consistent = single and hashes.get(hash_key(rule.route[0].destination)) is not None
+    single_hash = hash_of(rule.route[0].destination) if single else None
+    consistent = single_hash is not None
     action = route.route
     retry = route_policy.retry_policy(rule.retries if rule.HasField("retries") else None, consistent)
     if retry is not None:
@@ -186,7 +182,7 @@ def _apply_destinations(route: rc.Route, rule: pb.HTTPRoute, port: int, authorit
             _add_header_ops(route, ops)
             if ops.authority and action.WhichOneof("host_rewrite_specifier") is None:
                 action.host_rewrite_literal = ops.authority
-        policies.append(route_policy.hash_policy(hashes.get(hash_key(dest.destination))))
+        policies.append(route_policy.hash_policy(single_hash))
     else:
         for dest in rule.route:
             if dest.weight == 0:
@@ -199,12 +195,12 @@ def _apply_destinations(route: rc.Route, rule: pb.HTTPRoute, port: int, authorit
                 if ops.authority:
                     weight.host_rewrite_literal = ops.authority
             action.weighted_clusters.clusters.append(weight)
-            policies.append(route_policy.hash_policy(hashes.get(hash_key(dest.destination))))
+            policies.append(route_policy.hash_policy(hash_of(dest.destination)))
     action.hash_policy.extend(p for p in policies if p is not None)
 
 
 def translate_route(vs: ResolvedVirtualService, rule: pb.HTTPRoute, match: pb.HTTPMatchRequest | None,
-                    port: int, hashes: Hashes, single_ports: Mapping[str, int] | None = None) -> rc.Route | None:
+                    port: int, hash_of: HashOf, single_ports: Mapping[str, int] | None = None) -> rc.Route | None:
     """istio TranslateRoute for one (rule, match) on route port `port` (0: every port)."""
     name = rule.name
     if match is not None and match.name:
@@ -223,7 +219,7 @@ def translate_route(vs: ResolvedVirtualService, rule: pb.HTTPRoute, match: pb.HT
     elif rule.HasField("direct_response"):
         _apply_direct_response(out, rule.direct_response)
     else:
-        _apply_destinations(out, rule, port, authority, hashes, single_ports or {})
+        _apply_destinations(out, rule, port, authority, hash_of, single_ports or {})
     out.decorator.operation = operation(out, vs.source.meta.name, port)
     if rule.HasField("fault"):
         fault = route_policy.fault(rule.fault)
@@ -235,7 +231,7 @@ def translate_route(vs: ResolvedVirtualService, rule: pb.HTTPRoute, match: pb.HT
 
 
 def virtual_service_routes(vs: ResolvedVirtualService, port: int, proxy_namespace: str,
-                           proxy_labels: Mapping[str, str], hashes: Hashes,
+                           proxy_labels: Mapping[str, str], hash_of: HashOf,
                            single_ports: Mapping[str, int] | None = None) -> tuple[rc.Route, ...]:
     """istio BuildHTTPRoutesForVirtualService: the routes `vs` gives route port `port`; empty
     when every rule is filtered out (the VirtualService then binds nothing on this port)."""
@@ -243,7 +239,7 @@ def virtual_service_routes(vs: ResolvedVirtualService, port: int, proxy_namespac
     out: list[rc.Route] = []
     for rule in vs.spec.http:
         if not rule.match:
-            route = translate_route(vs, rule, None, port, hashes, single_ports)
+            route = translate_route(vs, rule, None, port, hash_of, single_ports)
             if route is not None:
                 out.append(route)
             break  # a rule without match is a catch-all: later rules are unreachable
@@ -253,7 +249,7 @@ def virtual_service_routes(vs: ResolvedVirtualService, port: int, proxy_namespac
                 continue
             if not source_matches(match, labels, proxy_namespace):
                 continue
-            route = translate_route(vs, rule, match, port, hashes, single_ports)
+            route = translate_route(vs, rule, match, port, hash_of, single_ports)
             if route is None:
                 continue
             out.append(route)
@@ -267,13 +263,7 @@ def virtual_service_routes(vs: ResolvedVirtualService, port: int, proxy_namespac
 
 def serialized_routes(vs: ResolvedVirtualService, port: int, proxy_namespace: str,
                       proxy_labels: tuple[tuple[str, str], ...],
-                      hash_of: Callable[[pb.Destination], route_policy.ConsistentHash | None],
-                      single_ports: tuple[tuple[str, int], ...] = ()) -> tuple[bytes, ...]:
+                      hash_of: HashOf, single_ports: tuple[tuple[str, int], ...] = ()) -> tuple[bytes, ...]:
     """`virtual_service_routes`, each route serialized once (what route configs are assembled from)."""
-    hashes: dict[HashKey, route_policy.ConsistentHash] = {}
-    for dest in http_destinations(vs):
-        found = hash_of(dest)
-        if found is not None:
-            hashes[hash_key(dest)] = found
-    routes = virtual_service_routes(vs, port, proxy_namespace, dict(proxy_labels), hashes, dict(single_ports))
+    routes = virtual_service_routes(vs, port, proxy_namespace, dict(proxy_labels), hash_of, dict(single_ports))
     return tuple(r.SerializeToString(deterministic=True) for r in routes)
