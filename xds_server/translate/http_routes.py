@@ -238,26 +238,17 @@ def virtual_service_routes(vs: ResolvedVirtualService, port: int, proxy_namespac
     labels = dict(proxy_labels)
     out: list[rc.Route] = []
     for rule in vs.spec.http:
-        if not rule.match:
-            route = translate_route(vs, rule, None, port, hash_of, single_ports)
+        for match in rule.match or (None,):
+            if match is not None and ((match.port and match.port != port)
+                                      or not source_matches(match, labels, proxy_namespace)):
+                continue  # an entry for another port, or for other clients
+            route = translate_route(vs, rule, match, port, hash_of, single_ports)
             if route is not None:
                 out.append(route)
-            break  # a rule without match is a catch-all: later rules are unreachable
-        catch_all = False
-        for match in rule.match:
-            if match.port and match.port != port:
-                continue
-            if not source_matches(match, labels, proxy_namespace):
-                continue
-            route = translate_route(vs, rule, match, port, hash_of, single_ports)
-            if route is None:
-                continue
-            out.append(route)
-            if is_catch_all(route.match):
-                catch_all = True
-                break
-        if catch_all:
-            break
+            # A rule without match is a catch-all even when its route is left out: later rules
+            # are unreachable, as they are after the first catch-all route.
+            if match is None or (route is not None and is_catch_all(route.match)):
+                return tuple(out)
     return tuple(out)
 
 
