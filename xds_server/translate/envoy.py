@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
-from envoy.config.core.v3 import address_pb2, config_source_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
@@ -24,7 +24,7 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from xds_server.config.address import is_unix, unix_path
@@ -67,6 +67,14 @@ def duration(seconds: float) -> duration_pb2.Duration:
 
 def u32(value: int) -> wrappers_pb2.UInt32Value:
     return wrappers_pb2.UInt32Value(value=value)
+
+
+def config_metadata(path: str) -> base_pb2.Metadata:
+    """istio `util.BuildConfigInfoMetadata`: `istio.config`, the path of the object a route or
+    filter chain came from."""
+    out = base_pb2.Metadata()
+    out.filter_metadata["istio"].CopyFrom(struct_pb2.Struct(fields={"config": struct_pb2.Value(string_value=path)}))
+    return out
 
 
 # ------------------------------------------------------------------ addresses

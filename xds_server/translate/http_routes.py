@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Mapping
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
-from google.protobuf import struct_pb2
 
 from xds_server._proto import istio_config_pb2 as pb
 from xds_server.mesh import names
@@ -72,13 +71,11 @@ def destination_cluster(destination: pb.Destination, port: int, single_ports: Ma
     return names.outbound_cluster(number, destination.host, destination.subset)
 
 
-def config_metadata(vs: ResolvedVirtualService) -> base_pb2.Metadata:
-    """istio util.BuildConfigInfoMetadata: which object a route came from."""
+def config_path(vs: ResolvedVirtualService) -> str:
+    """The route metadata `istio.config` (istio `util.BuildConfigInfoMetadata`): the
+    VirtualService's path in istiod's internal API version, v1."""
     meta = vs.source.meta
-    md = base_pb2.Metadata()
-    md.filter_metadata["istio"].CopyFrom(struct_pb2.Struct(fields={"config": struct_pb2.Value(
-        string_value=f"/apis/networking.istio.io/v1/namespaces/{meta.namespace}/virtual-service/{meta.name}")}))
-    return md
+    return f"/apis/networking.istio.io/v1/namespaces/{meta.namespace}/virtual-service/{meta.name}"
 
 
 def operation(route: rc.Route, vs_name: str, port: int) -> str:
@@ -200,12 +197,14 @@ def _apply_destinations(route: rc.Route, rule: pb.HTTPRoute, port: int, authorit
 
 
 def translate_route(vs: ResolvedVirtualService, rule: pb.HTTPRoute, match: pb.HTTPMatchRequest | None,
-                    port: int, hash_of: HashOf, single_ports: Mapping[str, int] | None = None) -> rc.Route | None:
-    """istio TranslateRoute for one (rule, match) on route port `port` (0: every port)."""
+                    port: int, hash_of: HashOf, single_ports: Mapping[str, int] | None,
+                    metadata: base_pb2.Metadata) -> rc.Route | None:
+    """istio TranslateRoute for one (rule, match) on route port `port` (0: every port);
+    `metadata` is the VirtualService's (config_path)."""
     name = rule.name
     if match is not None and match.name:
         name = f"{name}.{match.name}"
-    out = rc.Route(name=name, match=route_match(match), metadata=config_metadata(vs))
+    out = rc.Route(name=name, match=route_match(match), metadata=metadata)
     if match is not None and match.stat_prefix:
         out.stat_prefix = match.stat_prefix
     authority = ""
@@ -236,13 +235,14 @@ def virtual_service_routes(vs: ResolvedVirtualService, port: int, proxy_namespac
     """istio BuildHTTPRoutesForVirtualService: the routes `vs` gives route port `port`; empty
     when every rule is filtered out (the VirtualService then binds nothing on this port)."""
     labels = dict(proxy_labels)
+    metadata = envoy.config_metadata(config_path(vs))
     out: list[rc.Route] = []
     for rule in vs.spec.http:
         for match in rule.match or (None,):
             if match is not None and ((match.port and match.port != port)
                                       or not source_matches(match, labels, proxy_namespace)):
                 continue  # an entry for another port, or for other clients
-            route = translate_route(vs, rule, match, port, hash_of, single_ports)
+            route = translate_route(vs, rule, match, port, hash_of, single_ports, metadata)
             if route is not None:
                 out.append(route)
             # A rule without match is a catch-all even when its route is left out: later rules

@@ -354,7 +354,7 @@ def build_listener(spec: ListenerSpec) -> Built:
     for opt in spec.chains:
         chain = listener_components_pb2.FilterChain()
         if opt.config:
-            chain.metadata.CopyFrom(tcp_routes.config_metadata(opt.config))
+            chain.metadata.CopyFrom(envoy.config_metadata(opt.config))
         if opt.is_http:
             chain.filters.append(envoy.http_connection_manager(names.outbound_http_stat_prefix(spec.bind, spec.port),
                                                                rds=opt.rds))

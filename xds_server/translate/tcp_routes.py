@@ -37,11 +37,9 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.type.v3 import hash_policy_pb2
-from google.protobuf import struct_pb2
 
 from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config.hostname import is_wildcarded, matches, subset_of
@@ -53,8 +51,6 @@ from xds_server.mesh.scope import ProxyTraits, Scope
 from xds_server.mesh.services import ServiceModel
 from xds_server.mesh.virtual_services import MESH_GATEWAY, ResolvedVirtualService
 from xds_server.translate import envoy
-
-ISTIO_METADATA = "istio"
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,10 +372,3 @@ def _join_host_port(host: str, port: int) -> str:
 def config_path(vs: ResolvedVirtualService) -> str:
     """istio `BuildConfigInfoMetadata`: `/apis/<group>/<version>/namespaces/<ns>/virtual-service/<name>`."""
     return f"/apis/{vs.source.api_version}/namespaces/{vs.namespace}/virtual-service/{vs.ref.name}"
-
-
-def config_metadata(path: str) -> base_pb2.Metadata:
-    out = base_pb2.Metadata()
-    out.filter_metadata[ISTIO_METADATA].CopyFrom(
-        struct_pb2.Struct(fields={"config": struct_pb2.Value(string_value=path)}))
-    return out
