@@ -56,19 +56,23 @@ def mirror_destinations(vs: ResolvedVirtualService) -> Iterable[pb.Destination]:
         yield from (m.destination for m in rule.mirrors if m.HasField("destination"))
 
 
-def destination_cluster(destination: pb.Destination, port: int, single_ports: Mapping[str, int] | None = None) -> str:
-    """istio GetDestinationCluster for a sidecar: the destination port, else the route's port P
-    (the lookup map holds services trimmed to P); on merged routes (P = 0) the port of a
-    single-port service, else 0."""
+def destination_cluster(destination: pb.Destination, port: int, service_port: int | None) -> str:
+    """istio GetDestinationCluster for a sidecar: the destination's port, else `service_port`
+    (the port of a single-port service, as the caller's lookup of the host finds it), else the
+    port being built."""
     if not destination.host:
         return UNKNOWN_SERVICE
     if destination.HasField("port"):
         number = destination.port.number
-    elif port == 0 and single_ports:
-        number = single_ports.get(destination.host, 0)
     else:
-        number = port
+        number = service_port if service_port is not None else port
     return names.outbound_cluster(number, destination.host, destination.subset)
+
+
+def _route_cluster(destination: pb.Destination, port: int, single_ports: Mapping[str, int]) -> str:
+    """GetDestinationCluster on route port P: istiod's lookup map holds services trimmed to P, so
+    P itself; on merged routes (P = 0) the port of a single-port service, else 0."""
+    return destination_cluster(destination, port, single_ports.get(destination.host) if port == 0 else None)
 
 
 def config_path(vs: ResolvedVirtualService) -> str:
@@ -168,12 +172,12 @@ def _apply_destinations(route: rc.Route, rule: pb.HTTPRoute, port: int, authorit
             authority = rewrite.authority
     if authority:
         action.host_rewrite_literal = authority
-    mirrors = route_policy.mirror_policies(rule, lambda d: destination_cluster(d, port, single_ports))
+    mirrors = route_policy.mirror_policies(rule, lambda d: _route_cluster(d, port, single_ports))
     action.request_mirror_policies.extend(mirrors)
     policies: list[rc.RouteAction.HashPolicy] = []
     if single:
         dest = rule.route[0]
-        action.cluster = destination_cluster(dest.destination, port, single_ports)
+        action.cluster = _route_cluster(dest.destination, port, single_ports)
         if dest.HasField("headers"):
             ops = route_policy.header_operations(dest.headers)
             _add_header_ops(route, ops)
@@ -184,7 +188,7 @@ def _apply_destinations(route: rc.Route, rule: pb.HTTPRoute, port: int, authorit
         for dest in rule.route:
             if dest.weight == 0:
                 continue
-            weight = rc.WeightedCluster.ClusterWeight(name=destination_cluster(dest.destination, port, single_ports),
+            weight = rc.WeightedCluster.ClusterWeight(name=_route_cluster(dest.destination, port, single_ports),
                                                       weight=envoy.u32(dest.weight))
             if dest.HasField("headers"):
                 ops = route_policy.header_operations(dest.headers)

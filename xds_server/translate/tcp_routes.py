@@ -51,6 +51,7 @@ from xds_server.mesh.scope import ProxyTraits, Scope
 from xds_server.mesh.services import ServiceModel
 from xds_server.mesh.virtual_services import MESH_GATEWAY, ResolvedVirtualService
 from xds_server.translate import envoy
+from xds_server.translate.http_routes import destination_cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,15 +318,10 @@ class _ChainBuilder:
         return _with_policy(TcpProxySpec(stat_prefix=cluster, cluster=cluster), self._destination_rule(svc), "")
 
     def _cluster(self, dest: pb.Destination, service: ServiceModel | None) -> str:
-        """istio `GetDestinationCluster`: the destination's port, else the port of a single-port
-        service, else the port being built."""
-        if dest.HasField("port"):
-            port = dest.port.number
-        elif service is not None and len(service.ports) == 1:
-            port = service.ports[0].number
-        else:
-            port = self.port
-        return names.outbound_cluster(port, dest.host, dest.subset)
+        """istio `GetDestinationCluster` with the service of the host; validation requires the host
+        of a tcp or tls destination, so it is never istiod's UnknownService."""
+        single_port = service.ports[0].number if service is not None and len(service.ports) == 1 else None
+        return destination_cluster(dest, self.port, single_port)
 
     def _destination_rule(self, svc: ServiceModel) -> MergedDestinationRule | None:
         if not self.policy_hosts.may_match(svc.hostname):
