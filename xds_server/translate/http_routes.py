@@ -201,7 +201,7 @@ def _apply_destinations(route: rc.Route, rule: pb.HTTPRoute, port: int, authorit
 
 
 def translate_route(vs: ResolvedVirtualService, rule: pb.HTTPRoute, match: pb.HTTPMatchRequest | None,
-                    port: int, hash_of: HashOf, single_ports: Mapping[str, int] | None,
+                    port: int, hash_of: HashOf, single_ports: Mapping[str, int],
                     metadata: base_pb2.Metadata) -> rc.Route | None:
     """istio TranslateRoute for one (rule, match) on route port `port` (0: every port);
     `metadata` is the VirtualService's (config_path)."""
@@ -222,7 +222,7 @@ def translate_route(vs: ResolvedVirtualService, rule: pb.HTTPRoute, match: pb.HT
     elif rule.HasField("direct_response"):
         _apply_direct_response(out, rule.direct_response)
     else:
-        _apply_destinations(out, rule, port, authority, hash_of, single_ports or {})
+        _apply_destinations(out, rule, port, authority, hash_of, single_ports)
     out.decorator.operation = operation(out, vs.source.meta.name, port)
     if rule.HasField("fault"):
         fault = route_policy.fault(rule.fault)
@@ -235,7 +235,7 @@ def translate_route(vs: ResolvedVirtualService, rule: pb.HTTPRoute, match: pb.HT
 
 def virtual_service_routes(vs: ResolvedVirtualService, port: int, proxy_namespace: str,
                            proxy_labels: Mapping[str, str], hash_of: HashOf,
-                           single_ports: Mapping[str, int] | None = None) -> tuple[rc.Route, ...]:
+                           single_ports: Mapping[str, int]) -> tuple[rc.Route, ...]:
     """istio BuildHTTPRoutesForVirtualService: the routes `vs` gives route port `port`; empty
     when every rule is filtered out (the VirtualService then binds nothing on this port)."""
     labels = dict(proxy_labels)
@@ -258,7 +258,7 @@ def virtual_service_routes(vs: ResolvedVirtualService, port: int, proxy_namespac
 
 def serialized_routes(vs: ResolvedVirtualService, port: int, proxy_namespace: str,
                       proxy_labels: tuple[tuple[str, str], ...],
-                      hash_of: HashOf, single_ports: tuple[tuple[str, int], ...] = ()) -> tuple[bytes, ...]:
+                      hash_of: HashOf, single_ports: tuple[tuple[str, int], ...]) -> tuple[bytes, ...]:
     """`virtual_service_routes`, each route serialized once (what route configs are assembled from)."""
     routes = virtual_service_routes(vs, port, proxy_namespace, dict(proxy_labels), hash_of, dict(single_ports))
     return tuple(r.SerializeToString(deterministic=True) for r in routes)

@@ -119,17 +119,15 @@ class _Builder:
     scope: Scope
     traits: ProxyTraits
     memo: Memo
+    chain_context: tcp_routes.ChainContext
     entries: dict[tuple[str, int], _Entry] = field(default_factory=dict)
     headless_ips: set[str] = field(default_factory=set)
     # The current egress listener's VirtualServices with tcp or tls routes (tcp_routes.py).
     l4_rules: tcp_routes.L4Rules = tcp_routes.NO_L4_RULES
-    chain_context: tcp_routes.ChainContext | None = None
 
     # ---------------------------------------------------------- per egress listener
     def build(self) -> None:
         t = self.traits
-        hosts = self.memo.get(("tcp-policy-hosts", self.scope.rules), tcp_routes.policy_hosts, self.scope.rules)
-        self.chain_context = tcp_routes.ChainContext(self.scope, t, hosts)
         for egress in self.scope.egress:
             bind_to_port = not t.capture or egress.capture_none or is_unix(egress.bind)
             bind = egress.bind or (t.localhost if bind_to_port else "")
@@ -277,7 +275,6 @@ class _Builder:
                 addr = ""
             if cidrs or not addr or (addr == self.traits.wildcard and bind == self.traits.wildcard):
                 sni = (svc.hostname,)
-        assert self.chain_context is not None
         chains = tcp_routes.service_chains(self.chain_context, svc, self.l4_rules, number, tls, cidrs, sni)
         mongo = proto is Protocol.MONGO
         return [ChainOpt(sni_hosts=c.sni_hosts, cidrs=c.cidrs, tcp=c.tcp, mongo=mongo, config=c.config)
@@ -387,7 +384,8 @@ class OutboundListeners:
 
 
 def build_outbound_listeners(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> OutboundListeners:
-    builder = _Builder(view, scope, traits, memo)
+    hosts = memo.get(("tcp-policy-hosts", scope.rules), tcp_routes.policy_hosts, scope.rules)
+    builder = _Builder(view, scope, traits, memo, tcp_routes.ChainContext(scope, traits, hosts))
     builder.build()
     built = []
     routes: dict[str, None] = {}

@@ -146,7 +146,7 @@ def vhost_domains(svc: ServiceModel, port: int, with_port: bool, proxy_domain: s
 
 
 # ------------------------------------------------------------------ specs
-def route_spec(scope: Scope, traits: ProxyTraits, route_name: str, memo: Memo | None = None) -> RouteSpec | None:
+def route_spec(scope: Scope, traits: ProxyTraits, route_name: str, memo: Memo) -> RouteSpec | None:
     """What route `route_name` holds for this scope; None for a name istiod cannot interpret."""
     parsed = names.parse_route(route_name)
     if parsed.kind == "other":
@@ -169,7 +169,7 @@ def route_spec(scope: Scope, traits: ProxyTraits, route_name: str, memo: Memo | 
     single_ports: dict[str, int] = {}
     if listener_port == 0:
         single_ports = {s.hostname: s.ports[0].number for s in services if len(s.ports) == 1}
-    context = _RouteContext(scope, traits, memo if memo is not None else Memo(), listener_port, single_ports)
+    context = _RouteContext(scope, traits, memo, listener_port, single_ports)
     vhosts = _virtual_hosts(per_port, listener_port, traits.dns_domain, selected, context)
     if sniffed:
         vhosts = _for_sniffed(vhosts, parsed.host, route_name)

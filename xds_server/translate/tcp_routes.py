@@ -188,11 +188,11 @@ def service_chains(ctx: ChainContext, svc: ServiceModel, rules: L4Rules, port: i
     """The network chains of `svc` on `port` (the port being built; 0 for a unix socket).
 
     `cidrs` is the service's own CIDR match (a CIDR address), `default_sni` the server names of its
-    default TLS chain (VIP-less TLS ports); `rules` the egress listener's."""
+    default TLS chain (VIP-less TLS ports; empty unless `tls`); `rules` the egress listener's."""
     configs = rules.for_host(svc.hostname)
     builder = _ChainBuilder(ctx.scope, ctx.traits, port, ctx.policy_hosts)
     if not configs:
-        return [L4Chain(builder.default_proxy(svc), default_sni if tls else (), cidrs)]
+        return [L4Chain(builder.default_proxy(svc), default_sni, cidrs)]
     if tls:
         chains = builder.tls_chains(configs, cidrs)
         if chains:
