@@ -86,8 +86,6 @@ def apply_traffic_policy(cluster: Cluster, http_opts: HttpOptions | None, policy
             upstream.auto_san_validation = auto_san
     if policy is not None and policy.HasField("proxy_protocol"):
         _wrap_proxy_protocol(cluster, policy.proxy_protocol.version)
-    if cluster.type == Cluster.ORIGINAL_DST:
-        cluster.lb_policy = Cluster.CLUSTER_PROVIDED
     return http_opts
 
 
@@ -118,8 +116,10 @@ def _is_h2(http_opts: HttpOptions | None) -> bool:
 
 # ------------------------------------------------------------------ load balancer
 def apply_load_balancer(cluster: Cluster, lb: pb.LoadBalancerSettings | None) -> None:
-    """istiod applyLoadBalancer: simple policies (LEAST_REQUEST by default, with warmup), PASSTHROUGH
-    (ORIGINAL_DST without endpoints), consistent hash (RING_HASH, MAGLEV)."""
+    """istiod applyLoadBalancer: simple policies (LEAST_REQUEST by default, with warmup), consistent
+    hash (RING_HASH, MAGLEV). PASSTHROUGH is decided by the cluster's spec (clusters.py: resolution
+    PASSTHROUGH, so the cluster arrives here as ORIGINAL_DST without endpoints), and an ORIGINAL_DST
+    cluster only takes CLUSTER_PROVIDED."""
     if cluster.type == Cluster.ORIGINAL_DST:
         cluster.lb_policy = Cluster.CLUSTER_PROVIDED
         return
@@ -131,12 +131,7 @@ def apply_load_balancer(cluster: Cluster, lb: pb.LoadBalancerSettings | None) ->
         slow_start = _slow_start(lb)
         if slow_start is not None:
             cluster.round_robin_lb_config.slow_start_config.CopyFrom(slow_start)
-    elif simple == _LB.PASSTHROUGH:
-        cluster.type = Cluster.ORIGINAL_DST
-        cluster.lb_policy = Cluster.CLUSTER_PROVIDED
-        cluster.ClearField("load_assignment")
-        cluster.ClearField("eds_cluster_config")
-    else:  # LEAST_REQUEST, LEAST_CONN (its old name) and unset
+    else:  # LEAST_REQUEST, LEAST_CONN (its old name) and unset; PASSTHROUGH returned above
         cluster.lb_policy = Cluster.LEAST_REQUEST
         slow_start = _slow_start(lb)
         if slow_start is not None:
