@@ -135,7 +135,6 @@ def _build_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, 
     if plan is None:
         plan = _full_plan(view, scope, traits, memo, hint.outbound if hint is not None else None)
     memo.put(key, plan)
-    memo.put(("outbound-last", scope.namespace, scope.sidecar, traits), plan.outbound)
     memo.put(("outbound-last-plan", scope.namespace, scope.sidecar, traits), plan)
     return plan
 
@@ -205,8 +204,8 @@ def _full_plan(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo, p
     rds = [routes.outbound_route(scope, traits, name, memo) for name in lds.routes]
     fresh = Outbound(_by_name(cds), _by_name(eds), _by_name(listeners), _by_name(rds))
     # The same (namespace, Sidecar, traits) in the previous generation: keep what did not change.
-    last = memo.recall(("outbound-last", scope.namespace, scope.sidecar, traits))
-    out = _stable(fresh, last if last is not None else previous)
+    last: _Plan | None = memo.recall(("outbound-last-plan", scope.namespace, scope.sidecar, traits))
+    out = _stable(fresh, last.outbound if last is not None else previous)
     return _Plan(scope, traits, out, lds.headless_ips, view.generation, view.mesh, tuple(reads),
                  {ns: tuple(items) for ns, items in by_ns.items()})
 
