@@ -162,19 +162,27 @@ def _same_but_routes(old: Scope, new: Scope) -> bool:
     """Do clusters and listeners of `old` and `new` read the same? Same namespace, Sidecar, mesh
     policy, registry and DestinationRules (the scope key but its VirtualService selection: mesh/scope.py
     `scope_for`), the same services (VirtualService destinations included), and per egress listener
-    the same services and the same tcp / tls routes of its VirtualServices."""
-    if len(old.origin) != 6 or len(new.origin) != 6 or old.origin[:5] != new.origin[:5] or old.policy != new.policy:
-        return False  # not both made by scope_for (the key's layout), or of other registry / Sidecar / policy
-    old_read, new_read = old.origin[5], new.origin[5]  # mesh/scope.py rules_read, None without rules
-    if isinstance(old_read, tuple) and isinstance(new_read, tuple):
-        if old_read[1:] != new_read[1:]:  # the DestinationRules its lookups consult
-            return False
-    elif old_read is not None or new_read is not None:
+    the same services and the same tcp / tls routes of its VirtualServices. The outbound policy
+    follows from the Sidecar and the mesh policy, both in the key."""
+    key = _key_but_virtual_services(old)
+    if key is None or key != _key_but_virtual_services(new):
         return False
     if old.services != new.services or len(old.egress) != len(new.egress):
         return False
     return all(a.services == b.services and _l4_routes(a) == _l4_routes(b)
                for a, b in zip(old.egress, new.egress, strict=True))
+
+
+def _key_but_virtual_services(scope: Scope) -> tuple[object, ...] | None:
+    """The key mesh/scope.py `scope_for` made `scope` under, ("scope", registry, namespace, Sidecar,
+    mesh outbound policy, rules_read), without rules_read's first item, the VirtualServices each
+    egress listener selects; its other items are the DestinationRules the scope's lookups consult
+    (rules_read is None without rules). None for a scope `scope_for` did not make."""
+    origin = scope.origin
+    if len(origin) != 6:
+        return None
+    read = origin[5]
+    return origin[:5], read[1:] if isinstance(read, tuple) else read
 
 
 def _l4_routes(listener: EgressListener) -> list[tuple[object, ...]]:
