@@ -41,7 +41,6 @@ WARMUP_AGGRESSION_RUNTIME_KEY = "("  # istiod's fixed key: the value is not mean
 # its comment says 20 % (istiod's output is what Envoy gets, so it is kept).
 DEFAULT_RETRY_BUDGET_PERCENT = 0.2
 DEFAULT_RETRY_BUDGET_MIN_CONCURRENCY = 3
-RAW_BUFFER_SOCKET = "envoy.transport_sockets.raw_buffer"
 MESH_H2_UPGRADE = False  # MeshConfig h2UpgradePolicy default DO_NOT_UPGRADE
 
 
@@ -77,7 +76,7 @@ def apply_traffic_policy(cluster: Cluster, http_opts: HttpOptions | None, policy
     tls = policy.tls if policy is not None and policy.HasField("tls") else None
     context = cluster_tls.upstream_tls_context(tls, h2=_is_h2(http_opts), default_sans=service_sans)
     if context is not None:
-        cluster.transport_socket.CopyFrom(cluster_tls.transport_socket(context))
+        cluster.transport_socket.CopyFrom(envoy.tls_transport_socket(context))
         auto_sni, auto_san = cluster_tls.auto_sni_flags(tls)
         if auto_sni or auto_san:
             http_opts = http_opts if http_opts is not None else HttpOptions()
@@ -187,13 +186,11 @@ def _apply_retry_budget(threshold: circuit_breaker_pb2.CircuitBreakers.Threshold
 def _wrap_proxy_protocol(cluster: Cluster, version: int) -> None:
     """istiod applyUpstreamProxyProtocol: the cluster's socket (TLS, else raw buffer) inside
     `upstream_proxy_protocol`, which writes the PROXY header first."""
-    inner = base_pb2.TransportSocket()
     if cluster.HasField("transport_socket"):
+        inner = base_pb2.TransportSocket()
         inner.CopyFrom(cluster.transport_socket)
     else:
-        inner.name = RAW_BUFFER_SOCKET
-        inner.typed_config.CopyFrom(envoy.pack(raw_buffer_pb2.RawBuffer()))
+        inner = envoy.transport_socket(envoy.RAW_BUFFER_SOCKET, raw_buffer_pb2.RawBuffer())
     wrapper = upstream_proxy_protocol_pb2.ProxyProtocolUpstreamTransport(
         config=proxy_protocol_pb2.ProxyProtocolConfig(version=version), transport_socket=inner)
-    cluster.transport_socket.CopyFrom(base_pb2.TransportSocket(
-        name=cluster_tls.UPSTREAM_PROXY_PROTOCOL_SOCKET, typed_config=envoy.pack(wrapper)))
+    cluster.transport_socket.CopyFrom(envoy.transport_socket(envoy.UPSTREAM_PROXY_PROTOCOL_SOCKET, wrapper))

@@ -30,12 +30,9 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.translate import envoy
 
 _TLS = pb.ClientTLSSettings
 SYSTEM_CA = "system"  # istiod's default caCertificates: the platform's root certificates
-TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
-UPSTREAM_PROXY_PROTOCOL_SOCKET = "envoy.transport_sockets.upstream_proxy_protocol"
 ALPN_H2 = ("h2",)
 _SAN = common_pb2.SubjectAltNameMatcher
 
@@ -104,7 +101,3 @@ def auto_sni_flags(tls: pb.ClientTLSSettings | None) -> tuple[bool, bool]:
     auto_sni = not tls.sni
     skip_verify = tls.HasField("insecure_skip_verify") and tls.insecure_skip_verify
     return auto_sni, auto_sni and not tls.subject_alt_names and not skip_verify
-
-
-def transport_socket(context: tls_pb2.UpstreamTlsContext) -> base_pb2.TransportSocket:
-    return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=envoy.pack(context))

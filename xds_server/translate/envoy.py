@@ -41,6 +41,10 @@ TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 ORIGINAL_DST = "envoy.filters.listener.original_dst"
 ORIGINAL_SRC = "envoy.filters.listener.original_src"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+# Transport socket names (a TransportSocket's `name`).
+TLS_SOCKET = "envoy.transport_sockets.tls"
+RAW_BUFFER_SOCKET = "envoy.transport_sockets.raw_buffer"
+UPSTREAM_PROXY_PROTOCOL_SOCKET = "envoy.transport_sockets.upstream_proxy_protocol"
 
 # Application protocols the http_inspector reports for plaintext HTTP (no PILOT_HTTP10).
 PLAINTEXT_HTTP_ALPNS: tuple[str, ...] = ("http/1.1", "h2c")
@@ -112,6 +116,16 @@ def localhost_for(ips: Sequence[str]) -> str:
 
 def upstream_bind(ip: str) -> address_pb2.BindConfig:
     return address_pb2.BindConfig(source_address=address_pb2.SocketAddress(address=ip, port_value=0))
+
+
+# ------------------------------------------------------------------ transport sockets
+def transport_socket(name: str, config: Message) -> base_pb2.TransportSocket:
+    return base_pb2.TransportSocket(name=name, typed_config=pack(config))
+
+
+def tls_transport_socket(context: Message) -> base_pb2.TransportSocket:
+    """The `tls` transport socket around an Upstream- or DownstreamTlsContext."""
+    return transport_socket(TLS_SOCKET, context)
 
 
 # ------------------------------------------------------------------ xDS sources

@@ -120,7 +120,7 @@ def chains_for(cc: ChainConfig) -> list[lc_pb2.FilterChain]:
             name=cc.name,
             filter_chain_match=envoy.filter_chain_match(destination_port=cc.port, transport_protocol=envoy.TLS),
             filters=_http_filters(cc) if http else _tcp_filters(cc),
-            transport_socket=inbound_tls.transport_socket(ctx),
+            transport_socket=envoy.tls_transport_socket(ctx),
         )]
     chains = []
     if cc.listener_class in (ListenerClass.HTTP, ListenerClass.AUTO):

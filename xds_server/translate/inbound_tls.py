@@ -17,9 +17,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config.traffic import ServerTls
-from xds_server.translate import envoy
 
-TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 # What istiod offers on a terminated sidecar/gateway port (util.ALPNHttp).
 HTTP_ALPNS = ("h2", "http/1.1")
 
@@ -60,7 +58,3 @@ def downstream_tls_context(tls: ServerTls, *, http: bool) -> tls_pb2.DownstreamT
     ctx = tls_pb2.DownstreamTlsContext(common_tls_context=common)
     ctx.require_client_certificate.value = mutual
     return ctx
-
-
-def transport_socket(ctx: tls_pb2.DownstreamTlsContext) -> base_pb2.TransportSocket:
-    return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=envoy.pack(ctx))
