@@ -147,9 +147,7 @@ def cluster_spec(view: StoreView, svc: ServiceModel, port: Port, traits: ProxyTr
     if svc.resolution is Resolution.PASSTHROUGH and not svc.is_kubernetes and isinstance(port.target_port, int):
         override = port.target_port
     policy, policy_bytes = resolved_policy(rule, port.number, "", memo) if rule is not None else (None, b"")
-    resolution = svc.resolution
-    if cluster_policy.is_passthrough(policy):
-        resolution, inline = Resolution.PASSTHROUGH, ()
+    resolution, inline, service_sans = _policy_facts(svc, policy, svc.resolution, inline)
     return OutboundClusterSpec(
         name=names.outbound_cluster(port.number, svc.hostname),
         hostname=svc.hostname,
@@ -166,17 +164,28 @@ def cluster_spec(view: StoreView, svc: ServiceModel, port: Port, traits: ProxyTr
         inline_endpoints=inline,
         policy=policy_bytes,
         rule_config=cluster_policy.rule_config_path(rule.sources[0]) if rule is not None else "",
-        service_sans=svc.subject_alt_names if policy is not None and policy.HasField("tls") else (),
+        service_sans=service_sans,
     )
 
 
-def subset_entry(view: StoreView, svc: ServiceModel, port: Port, parent: OutboundClusterSpec,
-                 rule: MergedDestinationRule, subset: pb.Subset, memo: Memo) -> PlanEntry | None:
+def _policy_facts(svc: ServiceModel, policy: pb.TrafficPolicy | None, resolution: Resolution,
+                  inline: tuple[Endpoint, ...]) -> tuple[Resolution, tuple[Endpoint, ...], tuple[str, ...]]:
+    """What a cluster's resolved policy changes in its spec: a PASSTHROUGH load balancer makes it
+    ORIGINAL_DST without endpoints (istiod applyLoadBalancer), and with a `tls` block the
+    service's subjectAltNames are the SANs to verify when the block names none."""
+    if cluster_policy.is_passthrough(policy):
+        resolution, inline = Resolution.PASSTHROUGH, ()
+    return resolution, inline, svc.subject_alt_names if policy is not None and policy.HasField("tls") else ()
+
+
+def subset_entry(view: StoreView, svc: ServiceModel, narrowed: ServiceModel | None, port: Port,
+                 parent: OutboundClusterSpec, rule: MergedDestinationRule, subset: pb.Subset,
+                 memo: Memo) -> PlanEntry | None:
     """The cluster of one subset on one port (istiod buildSubsetCluster): the parent's kind, the
     subset's merged policy. EDS: its own assignment of the endpoints whose labels include the
     subset's (empty when none: 503 UH). DNS: those endpoints inline, and no cluster when there are
-    none. PASSTHROUGH (the parent's type, or the policy's load balancer): ORIGINAL_DST."""
-    narrowed = subset_service(svc, FrozenDict(subset.labels))
+    none. PASSTHROUGH (the parent's type, or the policy's load balancer): ORIGINAL_DST.
+    `narrowed`: `svc` narrowed to the subset's labels (translate/endpoints.py subset_service)."""
     policy, policy_bytes = resolved_policy(rule, port.number, subset.name, memo)
     own = subset.traffic_policy if subset.HasField("traffic_policy") else None
     resolution = parent.resolution
@@ -186,8 +195,7 @@ def subset_entry(view: StoreView, svc: ServiceModel, port: Port, parent: Outboun
         inline = _dns_inline(view, narrowed, port, memo) if narrowed is not None else ()
         if not inline:
             return None
-    if cluster_policy.is_passthrough(policy):
-        resolution, inline = Resolution.PASSTHROUGH, ()
+    resolution, inline, service_sans = _policy_facts(svc, policy, resolution, inline)
     # The parent's facts (kind, DNS settings, port override, rule), with the subset's own name,
     # endpoints and merged policy.
     spec = replace(
@@ -197,7 +205,7 @@ def subset_entry(view: StoreView, svc: ServiceModel, port: Port, parent: Outboun
         inline_endpoints=inline,
         subset=subset.name,
         policy=policy_bytes,
-        service_sans=svc.subject_alt_names if policy is not None and policy.HasField("tls") else (),
+        service_sans=service_sans,
     )
     return narrowed, port, spec
 
@@ -262,15 +270,18 @@ def outbound_cluster_specs(view: StoreView, scope: Scope, traits: ProxyTraits, m
     """Every outbound cluster of the scope: per service port the default cluster, then its subsets."""
     out: list[PlanEntry] = []
     for svc in scope.services:
-        rule = scope.destination_rule(svc.hostname, svc.namespace, traits) if scope.rules is not None else None
+        rule = scope.destination_rule(svc.hostname, svc.namespace, traits)
+        # Each subset's endpoints, whatever the port.
+        subsets = [(subset, subset_service(svc, FrozenDict(subset.labels)))
+                   for subset in rule.spec.subsets] if rule is not None else []
         for port in svc.ports:
             spec = cluster_spec(view, svc, port, traits, memo, rule)
             if spec is None:
                 continue
             out.append((svc, port, spec))
             if rule is not None:
-                for subset in rule.spec.subsets:
-                    entry = subset_entry(view, svc, port, spec, rule, subset, memo)
+                for subset, narrowed in subsets:
+                    entry = subset_entry(view, svc, narrowed, port, spec, rule, subset, memo)
                     if entry is not None:
                         out.append(entry)
     return out
