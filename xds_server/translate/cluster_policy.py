@@ -74,15 +74,14 @@ def apply_traffic_policy(cluster: Cluster, http_opts: HttpOptions | None, policy
     apply_load_balancer(cluster, policy.load_balancer
                         if policy is not None and policy.HasField("load_balancer") else None)
     tls = policy.tls if policy is not None and policy.HasField("tls") else None
-    context = cluster_tls.upstream_tls_context(tls, h2=_is_h2(http_opts), default_sans=service_sans)
-    if context is not None:
-        cluster.transport_socket.CopyFrom(envoy.tls_transport_socket(context))
-        auto_sni, auto_san = cluster_tls.auto_sni_flags(tls)
-        if auto_sni or auto_san:
+    origination = cluster_tls.upstream_tls(tls, h2=_is_h2(http_opts), default_sans=service_sans)
+    if origination is not None:
+        cluster.transport_socket.CopyFrom(envoy.tls_transport_socket(origination.context))
+        if origination.auto_sni or origination.auto_san_validation:
             http_opts = http_opts if http_opts is not None else HttpOptions()
             upstream = http_opts.upstream_http_protocol_options
-            upstream.auto_sni = auto_sni
-            upstream.auto_san_validation = auto_san
+            upstream.auto_sni = origination.auto_sni
+            upstream.auto_san_validation = origination.auto_san_validation
     if policy is not None and policy.HasField("proxy_protocol"):
         _wrap_proxy_protocol(cluster, policy.proxy_protocol.version)
     return http_opts

@@ -25,6 +25,8 @@ through tcp_proxy sends no SNI and checks no SAN.
 
 from __future__ import annotations
 
+from typing import NamedTuple, TypeGuard
+
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
@@ -37,7 +39,16 @@ ALPN_H2 = ("h2",)
 _SAN = common_pb2.SubjectAltNameMatcher
 
 
-def servable(tls: pb.ClientTLSSettings | None) -> bool:
+class UpstreamTls(NamedTuple):
+    """A cluster's TLS origination: its context and istiod's setAutoSniAndAutoSanValidation flags
+    (HttpProtocolOptions `auto_sni`, `auto_san_validation`)."""
+
+    context: tls_pb2.UpstreamTlsContext
+    auto_sni: bool
+    auto_san_validation: bool
+
+
+def servable(tls: pb.ClientTLSSettings | None) -> TypeGuard[pb.ClientTLSSettings]:
     """Whether `tls` asks for a context this server can build from files alone."""
     if tls is None or tls.mode not in (_TLS.SIMPLE, _TLS.MUTUAL):
         return False
@@ -59,12 +70,13 @@ def _san_matchers(names: list[str]) -> list[common_pb2.SubjectAltNameMatcher]:
     return out
 
 
-def upstream_tls_context(tls: pb.ClientTLSSettings | None, *, h2: bool,
-                         default_sans: tuple[str, ...] = ()) -> tls_pb2.UpstreamTlsContext | None:
-    """The UpstreamTlsContext for a resolved `tls` block, or None (plaintext). `default_sans`: a
-    ServiceEntry's subjectAltNames, checked when the block names none (istiod constructUpstreamTLS;
-    auto_san_validation still follows the block's own SANs, as there)."""
-    if tls is None or not servable(tls):
+def upstream_tls(tls: pb.ClientTLSSettings | None, *, h2: bool,
+                 default_sans: tuple[str, ...] = ()) -> UpstreamTls | None:
+    """The UpstreamTlsContext for a resolved `tls` block and its auto SNI / SAN flags, or None
+    (plaintext). `default_sans`: a ServiceEntry's subjectAltNames, checked when the block names
+    none (istiod constructUpstreamTLS; auto_san_validation still follows the block's own SANs, as
+    there)."""
+    if not servable(tls):
         return None
     context = tls_pb2.UpstreamTlsContext(sni=tls.sni)
     common = context.common_tls_context
@@ -90,14 +102,5 @@ def upstream_tls_context(tls: pb.ClientTLSSettings | None, *, h2: bool,
             validation.crl.CopyFrom(_file(tls.ca_crl))
     if h2:
         common.alpn_protocols.extend(ALPN_H2)
-    return context
-
-
-def auto_sni_flags(tls: pb.ClientTLSSettings | None) -> tuple[bool, bool]:
-    """(auto_sni, auto_san_validation) for a cluster whose context `upstream_tls_context` built."""
-    if not servable(tls):
-        return False, False
-    assert tls is not None
     auto_sni = not tls.sni
-    skip_verify = tls.HasField("insecure_skip_verify") and tls.insecure_skip_verify
-    return auto_sni, auto_sni and not tls.subject_alt_names and not skip_verify
+    return UpstreamTls(context, auto_sni, auto_sni and not tls.subject_alt_names and not skip_verify)
