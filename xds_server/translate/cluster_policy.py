@@ -74,7 +74,7 @@ def apply_traffic_policy(cluster: Cluster, http_opts: HttpOptions | None, policy
     apply_load_balancer(cluster, policy.load_balancer
                         if policy is not None and policy.HasField("load_balancer") else None)
     tls = policy.tls if policy is not None and policy.HasField("tls") else None
-    origination = cluster_tls.upstream_tls(tls, h2=_is_h2(http_opts), default_sans=service_sans)
+    origination = cluster_tls.upstream_tls(tls, h2=connection_pool.is_h2(http_opts), default_sans=service_sans)
     if origination is not None:
         cluster.transport_socket.CopyFrom(envoy.tls_transport_socket(origination.context))
         if origination.auto_sni or origination.auto_san_validation:
@@ -105,11 +105,6 @@ def _without_downstream(http_opts: HttpOptions | None) -> HttpOptions | None:
     if http_opts is not None and http_opts.HasField("use_downstream_protocol_config"):
         http_opts.ClearField("use_downstream_protocol_config")
     return http_opts
-
-
-def _is_h2(http_opts: HttpOptions | None) -> bool:
-    return http_opts is not None and http_opts.HasField("explicit_http_config") \
-        and http_opts.explicit_http_config.HasField("http2_protocol_options")
 
 
 # ------------------------------------------------------------------ load balancer

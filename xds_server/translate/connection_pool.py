@@ -79,10 +79,8 @@ def apply_connection_pool(
             common.max_requests_per_connection.value = max_requests_per_connection
         if max_connection_duration is not None:
             common.max_connection_duration.CopyFrom(max_connection_duration.to_proto())
-        explicit = http_opts.explicit_http_config
-        if max_concurrent_streams and http_opts.HasField("explicit_http_config") \
-                and explicit.HasField("http2_protocol_options"):
-            explicit.http2_protocol_options.max_concurrent_streams.value = max_concurrent_streams
+        if max_concurrent_streams and is_h2(http_opts):
+            http_opts.explicit_http_config.http2_protocol_options.max_concurrent_streams.value = max_concurrent_streams
     if http is not None and http.use_client_protocol:
         http_opts = use_downstream_protocol(http_opts)
     return http_opts
@@ -98,6 +96,12 @@ def _apply_keepalive(cluster: cluster_pb2.Cluster, keepalive: TcpKeepalive) -> N
         out.keepalive_time.value = keepalive.time.seconds
     if keepalive.interval is not None:
         out.keepalive_interval.value = keepalive.interval.seconds
+
+
+def is_h2(http_opts: HttpOptions | None) -> bool:
+    """Whether the upstream is explicitly HTTP/2 (`h2_options`)."""
+    return http_opts is not None and http_opts.HasField("explicit_http_config") \
+        and http_opts.explicit_http_config.HasField("http2_protocol_options")
 
 
 def h2_options(http_opts: HttpOptions | None) -> HttpOptions:
