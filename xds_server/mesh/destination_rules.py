@@ -66,6 +66,15 @@ class HostRules(dict[str, tuple["MergedDestinationRule", ...]]):
         super().__init__(by_host)
         self.wildcards: tuple[str, ...] = tuple(h for h in by_host if is_wildcarded(h))
 
+    def most_specific(self, hostname: str) -> str | None:
+        """`most_specific_host` over these hosts: a dict hit, else a walk over the wildcards."""
+        if hostname in self:
+            return hostname
+        return most_specific_host(hostname, self.wildcards)
+
+
+NO_HOST_RULES = HostRules({})
+
 
 class _Bucket:
     """istio `consolidatedDestRules`: merged rules by host string."""
@@ -119,9 +128,9 @@ def _merge(merged: MergedDestinationRule, entry: _Entry) -> MergedDestinationRul
 @dataclass(frozen=True, slots=True)
 class DestinationRuleIndex:
     root_namespace: str
-    namespace_local: Mapping[str, Mapping[str, tuple[MergedDestinationRule, ...]]]
-    exported: Mapping[str, Mapping[str, tuple[MergedDestinationRule, ...]]]
-    root_local: Mapping[str, tuple[MergedDestinationRule, ...]]
+    namespace_local: Mapping[str, HostRules]
+    exported: Mapping[str, HostRules]
+    root_local: HostRules
 
     def rules(self) -> Iterable[MergedDestinationRule]:
         """Every merged rule once (for reports such as duplicate subsets)."""
@@ -173,10 +182,6 @@ def index_destination_rules(
 
 def most_specific_host(hostname: str, hosts: Iterable[str]) -> str | None:
     """istio `MostSpecificHostMatch`: the exact name, else the most specific covering wildcard."""
-    if isinstance(hosts, HostRules):
-        if hostname in hosts:
-            return hostname
-        hosts = hosts.wildcards
     best: str | None = None
     for candidate in hosts:
         if candidate == hostname:
@@ -192,13 +197,13 @@ def destination_rules_for(
 ) -> tuple[MergedDestinationRule, ...]:
     """istio `PushContext.destinationRule`: the rules of the first lookup step that knows the host."""
     local = index.root_local if proxy_namespace == index.root_namespace else index.namespace_local.get(
-        proxy_namespace, {})
-    host = most_specific_host(hostname, local)
+        proxy_namespace, NO_HOST_RULES)
+    host = local.most_specific(hostname)
     if host is not None:
         return local[host]
     for owner in (service_namespace, index.root_namespace):
-        bucket = index.exported.get(owner, {}) if owner else {}
-        host = most_specific_host(hostname, bucket)
+        bucket = index.exported.get(owner, NO_HOST_RULES) if owner else NO_HOST_RULES
+        host = bucket.most_specific(hostname)
         if host is not None:
             found = tuple(r for r in bucket[host] if r.visible_to(proxy_namespace))
             if found:

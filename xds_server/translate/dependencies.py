@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from xds_server.config import ObjectRef
 from xds_server.config.hostname import is_wildcarded
-from xds_server.mesh.destination_rules import DestinationRuleIndex, MergedDestinationRule, most_specific_host
+from xds_server.mesh.destination_rules import NO_HOST_RULES, DestinationRuleIndex, MergedDestinationRule
 from xds_server.mesh.scope import Scope, destination_hosts
 from xds_server.mesh.virtual_services import ResolvedVirtualService, delegate_keys
 
@@ -125,14 +125,14 @@ def consulted_destination_rules(index: DestinationRuleIndex, proxy_namespace: st
     most specific host of each step it visits, including those the exportTo filter then drops
     (they end the step, so their change can change the winner)."""
     local = index.root_local if proxy_namespace == index.root_namespace else index.namespace_local.get(
-        proxy_namespace, {})
-    host = most_specific_host(hostname, local) if local else None
+        proxy_namespace, NO_HOST_RULES)
+    host = local.most_specific(hostname)
     if host is not None:
         yield from _sources(local[host])
         return
     for owner in (service_namespace, index.root_namespace):
-        bucket = index.exported.get(owner, {}) if owner else {}
-        host = most_specific_host(hostname, bucket) if bucket else None
+        bucket = index.exported.get(owner, NO_HOST_RULES) if owner else NO_HOST_RULES
+        host = bucket.most_specific(hostname)
         if host is not None:
             rules = bucket[host]
             yield from _sources(rules)
