@@ -20,7 +20,7 @@ Pure functions, built once per store generation and shared by every proxy:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from xds_server._proto import istio_config_pb2 as pb
@@ -192,22 +192,38 @@ def most_specific_host(hostname: str, hosts: Iterable[str]) -> str | None:
     return best
 
 
-def destination_rules_for(
+def lookup_steps(
     index: DestinationRuleIndex, proxy_namespace: str, hostname: str, service_namespace: str
-) -> tuple[MergedDestinationRule, ...]:
-    """istio `PushContext.destinationRule`: the rules of the first lookup step that knows the host."""
+) -> Iterator[tuple[tuple[MergedDestinationRule, ...], tuple[MergedDestinationRule, ...]]]:
+    """The steps istio `PushContext.destinationRule` visits for one host, as (the rules at the
+    step's most specific host, those of them the proxy's namespace sees): the proxy's namespace
+    (root namespace: its private rules), unfiltered; then the exported rules of the service's
+    namespace and of the root namespace, through the exportTo filter. A step that skips the host
+    yields nothing; the walk ends at the first step that sees a rule."""
     local = index.root_local if proxy_namespace == index.root_namespace else index.namespace_local.get(
         proxy_namespace, NO_HOST_RULES)
     host = local.most_specific(hostname)
     if host is not None:
-        return local[host]
+        yield local[host], local[host]
+        return
     for owner in (service_namespace, index.root_namespace):
         bucket = index.exported.get(owner, NO_HOST_RULES) if owner else NO_HOST_RULES
         host = bucket.most_specific(hostname)
         if host is not None:
-            found = tuple(r for r in bucket[host] if r.visible_to(proxy_namespace))
-            if found:
-                return found
+            rules = bucket[host]
+            seen = tuple(r for r in rules if r.visible_to(proxy_namespace))
+            yield rules, seen
+            if seen:
+                return
+
+
+def destination_rules_for(
+    index: DestinationRuleIndex, proxy_namespace: str, hostname: str, service_namespace: str
+) -> tuple[MergedDestinationRule, ...]:
+    """istio `PushContext.destinationRule`: the rules of the first lookup step that knows the host."""
+    for _, seen in lookup_steps(index, proxy_namespace, hostname, service_namespace):
+        if seen:
+            return seen
     return ()
 
 

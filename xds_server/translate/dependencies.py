@@ -8,12 +8,12 @@ proxy also reads the MeshConfig, so that is not recorded here: a MeshConfig chan
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from xds_server.config import ObjectRef
 from xds_server.config.hostname import is_wildcarded
-from xds_server.mesh.destination_rules import NO_HOST_RULES, DestinationRuleIndex, MergedDestinationRule
+from xds_server.mesh.destination_rules import DestinationRuleIndex, MergedDestinationRule, lookup_steps
 from xds_server.mesh.scope import Scope, destination_hosts
 from xds_server.mesh.virtual_services import ResolvedVirtualService, delegate_keys
 
@@ -121,28 +121,15 @@ def _rule_hosts(index: DestinationRuleIndex) -> tuple[frozenset[str], tuple[str,
 def consulted_destination_rules(index: DestinationRuleIndex, proxy_namespace: str, hostname: str,
                                 service_namespace: str) -> Iterator[str]:
     """The DestinationRules istiod's lookup (push_context.go `destinationRule`, as
-    mesh/destination_rules.py `destination_rules_for`) looks at for one host: every rule at the
-    most specific host of each step it visits, including those the exportTo filter then drops
-    (they end the step, so their change can change the winner)."""
-    local = index.root_local if proxy_namespace == index.root_namespace else index.namespace_local.get(
-        proxy_namespace, NO_HOST_RULES)
-    host = local.most_specific(hostname)
-    if host is not None:
-        yield from _sources(local[host])
-        return
-    for owner in (service_namespace, index.root_namespace):
-        bucket = index.exported.get(owner, NO_HOST_RULES) if owner else NO_HOST_RULES
-        host = bucket.most_specific(hostname)
-        if host is not None:
-            rules = bucket[host]
-            yield from _sources(rules)
-            if any(r.visible_to(proxy_namespace) for r in rules):
-                return
+    mesh/destination_rules.py `lookup_steps`) looks at for one host: every rule at the most
+    specific host of each step it visits, including those the exportTo filter then drops (they
+    end the step, so their change can change the winner)."""
+    for rules, _ in lookup_steps(index, proxy_namespace, hostname, service_namespace):
+        yield from rule_sources(rules)
 
 
-def _sources(rules: tuple[MergedDestinationRule, ...]) -> Iterator[str]:
+def rule_sources(rules: Iterable[MergedDestinationRule]) -> Iterator[str]:
+    """"namespace/name" of the DestinationRules merged into `rules`."""
     for rule in rules:
         for ref in rule.sources:
             yield object_key(ref.namespace, ref.name)
-
-

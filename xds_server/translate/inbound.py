@@ -31,13 +31,18 @@ from xds_server.config.istio import CaptureMode, SidecarIngress
 from xds_server.config.traffic import ConnectionPool, ServerTls
 from xds_server.memo import Memo
 from xds_server.mesh import names
-from xds_server.mesh.destination_rules import DestinationRuleIndex, destination_rules_for, traffic_policy_for
+from xds_server.mesh.destination_rules import (
+    DestinationRuleIndex,
+    MergedDestinationRule,
+    lookup_steps,
+    traffic_policy_for,
+)
 from xds_server.mesh.proxy import Proxy
 from xds_server.mesh.workload import Workload
 from xds_server.resources import Built
 from xds_server.store.view import StoreView
 from xds_server.translate import cluster_policy, envoy
-from xds_server.translate.dependencies import consulted_destination_rules
+from xds_server.translate.dependencies import rule_sources
 from xds_server.translate.inbound_clusters import LOOPBACKS, InboundClusterSpec, build_inbound_cluster
 from xds_server.translate.inbound_listeners import (
     ChainConfig,
@@ -119,9 +124,12 @@ class _Context:
         """The DestinationRule pool for the service served on a port, and the rule's `istio.config`."""
         if self.destination_rules is None or owner is None:
             return None, ""
-        found = destination_rules_for(self.destination_rules, self.proxy.namespace, owner.hostname, owner.namespace)
-        self.consulted.update(consulted_destination_rules(
-            self.destination_rules, self.proxy.namespace, owner.hostname, owner.namespace))
+        # One walk gives both the rules consulted and the rules found: the walk ends at the first
+        # step that sees a rule, so what its last step sees is the answer (none if it saw none).
+        found: tuple[MergedDestinationRule, ...] = ()
+        for rules, seen in lookup_steps(self.destination_rules, self.proxy.namespace, owner.hostname, owner.namespace):
+            self.consulted.update(rule_sources(rules))
+            found = seen
         rule = next((r for r in found if r.selector is None), None)
         if rule is None or not rule.spec.HasField("traffic_policy"):
             return None, ""
