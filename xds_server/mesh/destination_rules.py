@@ -20,7 +20,7 @@ Pure functions, built once per store generation and shared by every proxy:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from xds_server._proto import istio_config_pb2 as pb
@@ -243,6 +243,40 @@ def destination_rule_for(
         elif rule.namespace == proxy_namespace and all(proxy_labels.get(k) == v for k, v in rule.selector.items()):
             return rule
     return catch_all
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyHosts:
+    """The hosts of the merged rules that set some field (`hosts_setting`). A lookup for a host
+    none of them covers finds no rule that sets it, so a caller that reads only that field need
+    not look up: `may_match` holds for every host `most_specific_host` can match to one of them."""
+
+    exact: frozenset[str] = frozenset()
+    wildcards: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.exact and not self.wildcards
+
+    def may_match(self, hostname: str) -> bool:
+        if hostname in self.exact:
+            return True
+        return any(subset_of(hostname, w) for w in self.wildcards)
+
+
+NO_POLICY_HOSTS = PolicyHosts()
+
+
+def hosts_setting(index: DestinationRuleIndex, sets: Callable[[pb.DestinationRule], bool]) -> PolicyHosts:
+    """The hosts of every merged rule whose spec `sets` accepts."""
+    hosts = {rule.host for rule in index.rules() if sets(rule.spec)}
+    return PolicyHosts(frozenset(h for h in hosts if not is_wildcarded(h)),
+                       tuple(sorted(h for h in hosts if is_wildcarded(h))))
+
+
+def sets_anything(spec: pb.DestinationRule) -> bool:
+    """`hosts_setting`'s predicate for every rule (a lookup that finds any rule at all)."""
+    return True
 
 
 # ---------------------------------------------------------------- policy precedence

@@ -12,13 +12,20 @@ config, so proxies that differ only in other labels keep sharing one (mesh/scope
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import IstioDestinationRule, IstioVirtualService
 from xds_server.config.mesh import MeshConfig
 from xds_server.memo import Memo
-from xds_server.mesh.destination_rules import DestinationRuleIndex, index_destination_rules
+from xds_server.mesh.destination_rules import (
+    NO_POLICY_HOSTS,
+    DestinationRuleIndex,
+    PolicyHosts,
+    hosts_setting,
+    index_destination_rules,
+)
 from xds_server.mesh.exports import PRIVATE, PUBLIC
 from xds_server.mesh.virtual_services import VirtualServiceIndex, index_virtual_services
 from xds_server.store.view import StoreView
@@ -50,6 +57,14 @@ def _indexed(view: StoreView, memo: Memo) -> TrafficRules:
     vs, dr = view.virtual_services, view.destination_rules
     return memo.get(("traffic-rules", vs, dr, view.mesh, view.domain_suffix), build_traffic_rules, vs, dr,
                     view.mesh, view.domain_suffix)
+
+
+def policy_hosts(rules: TrafficRules | None, sets: Callable[[pb.DestinationRule], bool], memo: Memo) -> PolicyHosts:
+    """The hosts of the DestinationRules `sets` accepts (mesh/destination_rules.py `hosts_setting`),
+    found once per TrafficRules and predicate."""
+    if rules is None:
+        return NO_POLICY_HOSTS
+    return memo.get(("dr-policy-hosts", rules, sets), hosts_setting, rules.destination_rules, sets)
 
 
 def build_traffic_rules(virtual_services: Iterable[IstioVirtualService],

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from xds_server.config import ObjectRef
 from xds_server.config.hostname import is_wildcarded
-from xds_server.mesh.destination_rules import DestinationRuleIndex, MergedDestinationRule, lookup_steps
+from xds_server.memo import Memo
+from xds_server.mesh.destination_rules import DestinationRuleIndex, MergedDestinationRule, lookup_steps, sets_anything
+from xds_server.mesh.rules import policy_hosts
 from xds_server.mesh.scope import Scope, destination_hosts
 from xds_server.mesh.virtual_services import ResolvedVirtualService, delegate_keys
 
@@ -73,7 +75,7 @@ def vs_import_key(namespace: str, host: str) -> str:
     return f"{namespace}/{host}"
 
 
-def scope_dependencies(scope: Scope) -> ScopeDependencies:
+def scope_dependencies(scope: Scope, memo: Memo) -> ScopeDependencies:
     """Everything the outbound config of `scope` read, for the push stage's index."""
     vs_imports = {vs_import_key(namespace, host) for parsed in scope.imports
                   for namespace, imported in parsed.imports.items() for host in imported}
@@ -92,9 +94,9 @@ def scope_dependencies(scope: Scope) -> ScopeDependencies:
             if host not in looked_up:
                 found = scope.service(host)
                 looked_up[host] = found.namespace if found is not None else ""
-        exact, wildcards = _rule_hosts(index)
+        named = policy_hosts(scope.rules, sets_anything, memo)  # a lookup for any other host consults nothing
         for hostname, service_namespace in looked_up.items():
-            if hostname in exact or any(hostname.endswith(suffix) for suffix in wildcards):
+            if named.may_match(hostname):
                 rules.update(consulted_destination_rules(index, scope.namespace, hostname, service_namespace))
     return ScopeDependencies(scope.namespaces, scope.watched, scope.namespace, frozenset(selected),
                              frozenset(vs_imports), frozenset(rules))
@@ -105,17 +107,6 @@ def _named_delegates(vs: ResolvedVirtualService) -> Iterator[str]:
     virtualservice_controller.go `xdsPush`), including those that are missing or not exported."""
     for namespace, name in delegate_keys(vs):
         yield object_key(namespace, name)
-
-
-def _rule_hosts(index: DestinationRuleIndex) -> tuple[frozenset[str], tuple[str, ...]]:
-    """Every host some rule names: exact names, and the suffixes (`.example.com`) of wildcards.
-    A lookup for a host none of these covers consults nothing (most of a mesh's hosts)."""
-    hosts: set[str] = set()
-    buckets = (*index.namespace_local.values(), *index.exported.values(), index.root_local)
-    for bucket in buckets:
-        hosts.update(bucket)
-    exact = frozenset(h for h in hosts if not is_wildcarded(h))
-    return exact, tuple(sorted({h[1:] for h in hosts if is_wildcarded(h)}))
 
 
 def consulted_destination_rules(index: DestinationRuleIndex, proxy_namespace: str, hostname: str,

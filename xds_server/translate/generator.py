@@ -352,7 +352,7 @@ class Previous:
 def _dependencies(parts: _ProxyParts, scope: Scope, memo: Memo) -> Dependencies:
     proxy = parts.proxy
     pod = ObjectRef(Kind.POD, proxy.namespace, proxy.pod_name) if parts.by_name else None
-    outbound = memo.get(("depends-on", scope), scope_dependencies, scope)
+    outbound = memo.get(("depends-on", scope), scope_dependencies, scope, memo)
     return Dependencies(proxy.namespace, pod, outbound, parts.inbound_rules)
 
 

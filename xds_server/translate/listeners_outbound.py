@@ -26,6 +26,7 @@ from xds_server.config.address import is_unix
 from xds_server.config.protocol import ListenerClass, Protocol
 from xds_server.memo import Memo
 from xds_server.mesh import names
+from xds_server.mesh.rules import policy_hosts
 from xds_server.mesh.scope import ProxyTraits, Scope
 from xds_server.mesh.services import UNSPECIFIED_IP, Port, Registry, Resolution, ServiceModel, endpoints_of
 from xds_server.resources import Built, TypeUrl
@@ -384,7 +385,7 @@ class OutboundListeners:
 
 
 def build_outbound_listeners(view: StoreView, scope: Scope, traits: ProxyTraits, memo: Memo) -> OutboundListeners:
-    hosts = memo.get(("tcp-policy-hosts", scope.rules), tcp_routes.policy_hosts, scope.rules)
+    hosts = policy_hosts(scope.rules, tcp_routes.sets_tcp_proxy_fields, memo)
     builder = _Builder(view, scope, traits, memo, tcp_routes.ChainContext(scope, traits, hosts))
     builder.build()
     built = []

@@ -24,13 +24,14 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
+from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import protocol
-from xds_server.config.hostname import is_wildcarded, subset_of
+from xds_server.config.hostname import is_wildcarded
 from xds_server.config.hostname import matches as host_matches
 from xds_server.memo import Memo
 from xds_server.mesh import names
 from xds_server.mesh.destination_rules import MergedDestinationRule
-from xds_server.mesh.rules import TrafficRules
+from xds_server.mesh.rules import policy_hosts
 from xds_server.mesh.scope import OutboundPolicy, ProxyTraits, Scope
 from xds_server.mesh.services import UNSPECIFIED_IP, Port, Resolution, ServiceModel
 from xds_server.mesh.virtual_services import ResolvedVirtualService, virtual_service_for_host
@@ -200,10 +201,10 @@ class _RouteContext:
         rules = self.scope.rules
         if rules is None:
             return False
-        exact, wildcards = self.memo.get(("rds-dr-hash-hosts", rules), _hash_hosts, rules)
+        hosts = policy_hosts(rules, _sets_consistent_hash, self.memo)
         if hostname is None:
-            return bool(exact or wildcards)
-        return hostname in exact or any(subset_of(hostname, w) for w in wildcards)
+            return not hosts.empty
+        return hosts.may_match(hostname)
 
     def vs_routes(self, vs: ResolvedVirtualService) -> tuple[bytes, ...]:
         """The VirtualService's serialized routes on this route's port, built once per what they read."""
@@ -239,17 +240,11 @@ def _source_tests(vs: ResolvedVirtualService) -> tuple[bool, bool]:
     return any(m.source_namespace for m in matches), any(m.source_labels for m in matches)
 
 
-def _hash_hosts(rules: TrafficRules) -> tuple[frozenset[str], tuple[str, ...]]:
-    """The hosts (exact, wildcard) of the DestinationRules that set a consistent hash anywhere."""
-    exact: set[str] = set()
-    wildcards: set[str] = set()
-    for rule in rules.destination_rules.rules():
-        spec = rule.spec
-        policies = [spec.traffic_policy, *(s.traffic_policy for s in spec.subsets)]
-        levels = [lb for p in policies for lb in (p.load_balancer, *(pl.load_balancer for pl in p.port_level_settings))]
-        if any(lb.HasField("consistent_hash") for lb in levels):
-            (wildcards if is_wildcarded(rule.host) else exact).add(rule.host)
-    return frozenset(exact), tuple(sorted(wildcards))
+def _sets_consistent_hash(spec: pb.DestinationRule) -> bool:
+    """Whether a DestinationRule sets a consistent hash anywhere (its `policy_hosts` predicate)."""
+    policies = [spec.traffic_policy, *(s.traffic_policy for s in spec.subsets)]
+    levels = [lb for p in policies for lb in (p.load_balancer, *(pl.load_balancer for pl in p.port_level_settings))]
+    return any(lb.HasField("consistent_hash") for lb in levels)
 
 
 def _is_http_or_sniffed(port: Port) -> bool:

@@ -42,11 +42,10 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.type.v3 import hash_policy_pb2
 
 from xds_server._proto import istio_config_pb2 as pb
-from xds_server.config.hostname import is_wildcarded, matches, subset_of
+from xds_server.config.hostname import is_wildcarded, matches
 from xds_server.config.traffic import ConnectionPool, Duration
 from xds_server.mesh import names
-from xds_server.mesh.destination_rules import MergedDestinationRule
-from xds_server.mesh.rules import TrafficRules
+from xds_server.mesh.destination_rules import MergedDestinationRule, PolicyHosts
 from xds_server.mesh.scope import ProxyTraits, Scope
 from xds_server.mesh.services import ServiceModel
 from xds_server.mesh.virtual_services import MESH_GATEWAY, ResolvedVirtualService
@@ -138,32 +137,8 @@ class L4Rules:
 NO_L4_RULES = L4Rules()
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyHosts:
-    """The hosts of the DestinationRules that set anything a tcp_proxy reads. A service matching
-    none of them gets no such field whatever rule the lookup would find, so it is not looked up."""
-
-    exact: frozenset[str] = frozenset()
-    wildcards: tuple[str, ...] = ()
-
-    def may_match(self, hostname: str) -> bool:
-        if hostname in self.exact:
-            return True
-        return any(subset_of(hostname, w) for w in self.wildcards)
-
-
-NO_POLICY_HOSTS = PolicyHosts()
-
-
-def policy_hosts(rules: TrafficRules | None) -> PolicyHosts:
-    if rules is None:
-        return NO_POLICY_HOSTS
-    hosts = {rule.host for rule in rules.destination_rules.rules() if _sets_tcp_proxy_fields(rule.spec)}
-    return PolicyHosts(frozenset(h for h in hosts if not is_wildcarded(h)),
-                       tuple(sorted(h for h in hosts if is_wildcarded(h))))
-
-
-def _sets_tcp_proxy_fields(spec: pb.DestinationRule) -> bool:
+def sets_tcp_proxy_fields(spec: pb.DestinationRule) -> bool:
+    """Whether a DestinationRule sets anything a tcp_proxy reads (its `policy_hosts` predicate)."""
     policies = [spec.traffic_policy] if spec.HasField("traffic_policy") else []
     policies += [s.traffic_policy for s in spec.subsets if s.HasField("traffic_policy")]
     for policy in policies:
