@@ -295,8 +295,21 @@ class _ProxyParts:
     inbound_rules: frozenset[str] = frozenset()
 
 
-def _rule_inputs(view: StoreView) -> tuple[object, ...]:
-    return (view.destination_rules, view.mesh)
+def _rule_inputs(view: StoreView, memo: Memo) -> tuple[object, ...]:
+    """What the inbound pools read of the rules: one tuple per view, and the same tuple while the
+    DestinationRules and the MeshConfig stay the same objects. Asked once per visited proxy: keyed
+    by the view first (as mesh/rules.py `traffic_rules`), so the key made of every rule object is
+    hashed once per generation, and a proxy's last inputs are most often the same object."""
+    return memo.get(("inbound-rule-inputs-of", view), _interned_rule_inputs, view, memo)
+
+
+def _interned_rule_inputs(view: StoreView, memo: Memo) -> tuple[object, ...]:
+    inputs = (view.destination_rules, view.mesh)
+    return memo.get(("inbound-rule-inputs", inputs), _given, inputs)
+
+
+def _given(value: tuple[object, ...]) -> tuple[object, ...]:
+    return value
 
 
 def _inbound(view: StoreView, workload: Workload, sidecar: IstioSidecar | None, memo: Memo) -> tuple[
@@ -313,7 +326,7 @@ def _build_parts(view: StoreView, proxy: Proxy, memo: Memo) -> _ProxyParts:
     by_name = workload.pod is not None and workload.pod.meta.name == proxy.pod_name
     label_keys = traffic_rules(view, memo).label_keys
     return _ProxyParts(proxy, workload, sidecar, by_name, traits_of(workload, label_keys), label_keys,
-                       clusters, listeners, _rule_inputs(view), consulted)
+                       clusters, listeners, _rule_inputs(view, memo), consulted)
 
 
 @dataclass(slots=True, eq=False)
@@ -373,7 +386,8 @@ def generate(view: StoreView, proxy: Proxy, memo: Memo, previous: Previous | Non
         if (label_keys := traffic_rules(view, memo).label_keys) != parts.label_keys:
             # The rules now test other labels of client proxies: same own side, other traits.
             parts = replace(parts, traits=traits_of(parts.workload, label_keys), label_keys=label_keys)
-        if (rule_inputs := _rule_inputs(view)) != parts.rule_inputs:
+        rule_inputs = _rule_inputs(view, memo)
+        if rule_inputs is not parts.rule_inputs and rule_inputs != parts.rule_inputs:
             # DestinationRules changed: the inbound pools may read another rule (same workload, Sidecar).
             clusters, listeners, consulted = _inbound(view, parts.workload, parts.sidecar, memo)
             parts = replace(parts, inbound_clusters=clusters, inbound_listeners=listeners, rule_inputs=rule_inputs,
