@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import IstioDestinationRule, ObjectRef
@@ -131,6 +131,13 @@ class DestinationRuleIndex:
     namespace_local: Mapping[str, HostRules]
     exported: Mapping[str, HostRules]
     root_local: HostRules
+    # The DestinationRule objects behind each namespace's `namespace_local` entries (those a
+    # lookup from that namespace sees; the root namespace's `root_local` ones among them) and
+    # behind its `exported` entries, in index order: each entry is made of one of these alone
+    # (and the MeshConfig), so a scope whose lookups reach the same namespaces reads the same
+    # answers while these stay the same objects (mesh/scope.py `rules_read`).
+    local_sources: Mapping[str, tuple[IstioDestinationRule, ...]] = field(default_factory=dict)
+    exported_sources: Mapping[str, tuple[IstioDestinationRule, ...]] = field(default_factory=dict)
 
     def rules(self) -> Iterable[MergedDestinationRule]:
         """Every merged rule once (for reports such as duplicate subsets)."""
@@ -155,6 +162,8 @@ def index_destination_rules(
     namespace_local: dict[str, _Bucket] = defaultdict(_Bucket)
     exported: dict[str, _Bucket] = defaultdict(_Bucket)
     root_local = _Bucket()
+    local_sources: dict[str, list[IstioDestinationRule]] = defaultdict(list)
+    exported_sources: dict[str, list[IstioDestinationRule]] = defaultdict(list)
     default_private = PRIVATE in mesh.default_destination_rule_export_to
     for dr in sorted(objects, key=_sort_key):
         namespace = dr.meta.namespace
@@ -166,10 +175,12 @@ def index_destination_rules(
         entry = _Entry(dr, host, export_to, selector)
         if not export_to or PUBLIC in export_to or PRIVATE in export_to or namespace in export_to:
             namespace_local[namespace].add(entry)
+            local_sources[namespace].append(dr)
         private_only = (not export_to and default_private) or (
             len(export_to) == 1 and (PRIVATE in export_to or namespace in export_to))
         if not private_only:
             exported[namespace].add(entry)
+            exported_sources[namespace].append(dr)
         elif namespace == mesh.root_namespace:
             root_local.add(entry)
     return DestinationRuleIndex(
@@ -177,6 +188,8 @@ def index_destination_rules(
         {ns: b.freeze() for ns, b in namespace_local.items()},
         {ns: b.freeze() for ns, b in exported.items()},
         root_local.freeze(),
+        {ns: tuple(drs) for ns, drs in local_sources.items()},
+        {ns: tuple(drs) for ns, drs in exported_sources.items()},
     )
 
 

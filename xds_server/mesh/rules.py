@@ -12,8 +12,8 @@ config, so proxies that differ only in other labels keep sharing one (mesh/scope
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from xds_server._proto import istio_config_pb2 as pb
 from xds_server.config import IstioDestinationRule, IstioVirtualService
@@ -26,7 +26,6 @@ from xds_server.mesh.destination_rules import (
     hosts_setting,
     index_destination_rules,
 )
-from xds_server.mesh.exports import PRIVATE, PUBLIC
 from xds_server.mesh.virtual_services import VirtualServiceIndex, index_virtual_services
 from xds_server.store.view import StoreView
 
@@ -36,13 +35,6 @@ class TrafficRules:
     virtual_services: VirtualServiceIndex
     destination_rules: DestinationRuleIndex
     label_keys: frozenset[str]
-    # The DestinationRule objects of each namespace that a lookup from that namespace sees (its
-    # `namespace_local` entries, and the root namespace's private ones), and those exported to
-    # others (its `exported` entries): each entry of `destination_rules` is made of one of these
-    # alone (and the MeshConfig), so a scope whose lookups reach the same namespaces reads the same
-    # answers while these stay the same objects (mesh/scope.py `rules_read`).
-    local_destination_rules: Mapping[str, tuple[IstioDestinationRule, ...]] = field(default_factory=dict)
-    exported_destination_rules: Mapping[str, tuple[IstioDestinationRule, ...]] = field(default_factory=dict)
 
 
 def traffic_rules(view: StoreView, memo: Memo) -> TrafficRules:
@@ -71,30 +63,9 @@ def build_traffic_rules(virtual_services: Iterable[IstioVirtualService],
                         destination_rules: Iterable[IstioDestinationRule], mesh: MeshConfig,
                         domain_suffix: str) -> TrafficRules:
     vs_list, dr_list = list(virtual_services), list(destination_rules)
-    local, exported = _destination_rules_by_namespace(dr_list, mesh)
     return TrafficRules(index_virtual_services(vs_list, mesh, domain_suffix),
                         index_destination_rules(dr_list, mesh, domain_suffix),
-                        _label_keys(vs_list, dr_list), local, exported)
-
-
-def _destination_rules_by_namespace(
-    destination_rules: Iterable[IstioDestinationRule], mesh: MeshConfig
-) -> tuple[dict[str, tuple[IstioDestinationRule, ...]], dict[str, tuple[IstioDestinationRule, ...]]]:
-    """The objects behind each namespace's local and exported index entries (the placement of
-    mesh/destination_rules.py `index_destination_rules`, istio `setDestinationRules`)."""
-    local: dict[str, list[IstioDestinationRule]] = {}
-    exported: dict[str, list[IstioDestinationRule]] = {}
-    default_private = PRIVATE in mesh.default_destination_rule_export_to
-    for dr in destination_rules:
-        namespace = dr.meta.namespace
-        export_to = {PRIVATE} if dr.spec.HasField("workload_selector") else set(dr.spec.export_to)
-        private_only = (not export_to and default_private) or (
-            len(export_to) == 1 and (PRIVATE in export_to or namespace in export_to))
-        if private_only or not export_to or PUBLIC in export_to or PRIVATE in export_to or namespace in export_to:
-            local.setdefault(namespace, []).append(dr)
-        if not private_only:
-            exported.setdefault(namespace, []).append(dr)
-    return ({ns: tuple(v) for ns, v in local.items()}, {ns: tuple(v) for ns, v in exported.items()})
+                        _label_keys(vs_list, dr_list))
 
 
 def _label_keys(virtual_services: Iterable[IstioVirtualService],

@@ -187,8 +187,8 @@ def rules_read(rules: TrafficRules, registry: ServiceRegistry, namespace: str,
     if destination_set:
         owners |= {svc.namespace for host in destination_set for svc in registry.by_hostname.get(host, ())}
     owners.add(root)
-    exported = rules.exported_destination_rules
-    return RulesRead((selections, rules.local_destination_rules.get(namespace, ()),
+    exported = rules.destination_rules.exported_sources
+    return RulesRead((selections, rules.destination_rules.local_sources.get(namespace, ()),
                       tuple((ns, exported[ns]) for ns in sorted(owners) if ns in exported)), imports, selected)
 
 
