@@ -1,9 +1,11 @@
 """Istio ConnectionPoolSettings -> Envoy cluster fields (istiod's `cluster_traffic_policy.go` applyConnectionPool).
 
 Inbound clusters take, in precedence, the Sidecar ingress entry's `connectionPool` for that port,
-else the Sidecar's `inboundConnectionPool`, else nothing (istiod's DestinationRule and mesh
-defaultTrafficPolicy steps are not modelled). The chosen block replaces the others whole: there is
-no field merge. Zero means unset (proto3 cannot tell them apart, and neither can istiod).
+else the Sidecar's `inboundConnectionPool`, else the `connectionPool` of the DestinationRule of the
+service served on that port (translate/inbound.py, istiod's `cluster_builder.go`
+buildInboundCluster), else nothing (the mesh defaultTrafficPolicy step is not modelled). The chosen
+block replaces the others whole: there is no field merge. Zero means unset (proto3 cannot tell them
+apart, and neither can istiod).
 
 Upstream HTTP options are accumulated in an `HttpProtocolOptions` the caller owns, the way
 istiod's clusterWrapper does, and packed once at the end (`finish_http_options`).
